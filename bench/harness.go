@@ -1,0 +1,184 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// watchdog bounds one run of a workload: past it everything is closed so
+// blocked calls return and the benchmark fails instead of hanging.
+const watchdog = 3 * time.Minute
+
+// env is one client and one server of a transport, connected over one
+// accepted socket on 127.0.0.1.
+type env struct {
+	b       *testing.B
+	conns   []Conn
+	closeCl func() error
+
+	ln       net.Listener
+	accepts  atomic.Int32
+	mu       sync.Mutex
+	socks    []net.Conn
+	acceptWG sync.WaitGroup
+	serveWG  sync.WaitGroup
+
+	closing   atomic.Bool
+	abortOnce sync.Once
+	errMu     sync.Mutex
+	err       error         // first failure seen by a server handler or the watchdog
+	failed    chan struct{} // closed when err is set
+	timer     *time.Timer
+}
+
+// setup listens, dials n logical connections, and serves each server-side
+// Conn with handle. A non-nil error from handle fails the run unless the
+// env is being torn down.
+func setup(b *testing.B, tr Transport, n int, perConn bool, handle func(Conn) error) *env {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := &env{b: b, ln: ln, failed: make(chan struct{})}
+	ready := make(chan struct{})
+	e.acceptWG.Add(1)
+	go func() {
+		defer e.acceptWG.Done()
+		for {
+			sock, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			e.accepts.Add(1)
+			e.mu.Lock()
+			e.socks = append(e.socks, sock)
+			e.mu.Unlock()
+			var once sync.Once
+			e.serveWG.Add(1)
+			go func() {
+				defer e.serveWG.Done()
+				tr.Serve(sock, n, perConn, func() { once.Do(func() { close(ready) }) }, func(c Conn) {
+					if err := handle(c); err != nil && !e.closing.Load() {
+						e.fail(fmt.Errorf("server: %w", err))
+					}
+				})
+			}()
+		}
+	}()
+	e.conns, e.closeCl, err = tr.Dial(ln.Addr().String(), n)
+	if err != nil {
+		ln.Close()
+		b.Fatal(err)
+	}
+	if !tr.LazyDial {
+		select {
+		case <-ready:
+		case <-time.After(10 * time.Second):
+			e.teardown()
+			b.Fatal("server not ready after 10s")
+		}
+	}
+	e.timer = time.AfterFunc(watchdog, func() { e.fail(errors.New("watchdog: run took too long")) })
+	return e
+}
+
+// fail records the first error and closes both sides so that every blocked
+// call returns.
+func (e *env) fail(err error) {
+	e.errMu.Lock()
+	if e.err == nil {
+		e.err = err
+		close(e.failed)
+	}
+	e.errMu.Unlock()
+	e.abort()
+}
+
+func (e *env) failure() error {
+	e.errMu.Lock()
+	defer e.errMu.Unlock()
+	return e.err
+}
+
+func (e *env) abort() {
+	e.abortOnce.Do(func() {
+		e.closing.Store(true)
+		e.closeCl()
+		e.ln.Close()
+		e.mu.Lock()
+		for _, s := range e.socks {
+			s.Close()
+		}
+		e.mu.Unlock()
+	})
+}
+
+// fatalf fails the benchmark, naming a server-side failure if there was one.
+func (e *env) fatalf(format string, args ...any) {
+	e.b.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if err := e.failure(); err != nil {
+		msg += " (" + err.Error() + ")"
+	}
+	e.teardown()
+	recordFailure(msg)
+	e.b.Fatal(msg)
+}
+
+// teardown closes everything, waits for every goroutine the env started,
+// and checks that exactly one socket was accepted.
+func (e *env) teardown() {
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	accepts := e.accepts.Load()
+	e.abort()
+	e.acceptWG.Wait()
+	done := make(chan struct{})
+	go func() { e.serveWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		e.b.Error("server goroutines still running 10s after close")
+	}
+	if accepts != 1 {
+		msg := fmt.Sprintf("want exactly 1 TCP accept, got %d", accepts)
+		recordFailure(msg)
+		e.b.Error(msg)
+	}
+}
+
+// finish tears down and fails the benchmark if a server handler failed.
+func (e *env) finish() {
+	e.b.Helper()
+	e.teardown()
+	if err := e.failure(); err != nil {
+		recordFailure(err.Error())
+		e.b.Fatal(err)
+	}
+}
+
+var (
+	failMu      sync.Mutex
+	lastFailure string
+)
+
+func recordFailure(msg string) {
+	failMu.Lock()
+	lastFailure = msg
+	failMu.Unlock()
+}
+
+// LastFailure returns the message of the most recent failed run, for the
+// compare command (testing.Benchmark does not return it).
+func LastFailure() string {
+	failMu.Lock()
+	defer failMu.Unlock()
+	return lastFailure
+}

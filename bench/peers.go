@@ -1,0 +1,97 @@
+package bench
+
+import (
+	"io"
+	"net"
+	"sync"
+
+	"github.com/hashicorp/yamux"
+	"github.com/xtaci/smux"
+)
+
+// session is what yamux and smux have in common once wrapped.
+type session struct {
+	open   func() (io.ReadWriteCloser, error)
+	accept func() (io.ReadWriteCloser, error)
+	close  func() error
+}
+
+// streamTransport runs one stream per logical connection, messages
+// length-prefixed on the stream.
+func streamTransport(name string, client, server func(net.Conn) (session, error)) Transport {
+	return Transport{
+		Name: name,
+		Dial: func(addr string, n int) ([]Conn, func() error, error) {
+			sock, err := net.Dial("tcp", addr)
+			if err != nil {
+				return nil, nil, err
+			}
+			s, err := client(sock)
+			if err != nil {
+				sock.Close()
+				return nil, nil, err
+			}
+			conns := make([]Conn, n)
+			for i := range conns {
+				st, err := s.open()
+				if err != nil {
+					s.close()
+					return nil, nil, err
+				}
+				conns[i] = newFramed(st)
+			}
+			return conns, s.close, nil
+		},
+		Serve: func(sock net.Conn, n int, _ bool, ready func(), handle func(Conn)) {
+			s, err := server(sock)
+			if err != nil {
+				sock.Close()
+				ready()
+				return
+			}
+			defer s.close()
+			ready()
+			var wg sync.WaitGroup
+			for {
+				st, err := s.accept()
+				if err != nil {
+					break
+				}
+				wg.Add(1)
+				go func() { defer wg.Done(); handle(newFramed(st)) }()
+			}
+			wg.Wait()
+		},
+	}
+}
+
+func yamuxTransport() Transport {
+	cfg := func() *yamux.Config {
+		c := yamux.DefaultConfig()
+		c.LogOutput = io.Discard
+		return c
+	}
+	wrap := func(s *yamux.Session) session {
+		return session{
+			open:   func() (io.ReadWriteCloser, error) { return s.OpenStream() },
+			accept: func() (io.ReadWriteCloser, error) { return s.AcceptStream() },
+			close:  s.Close,
+		}
+	}
+	return streamTransport("yamux",
+		func(c net.Conn) (session, error) { s, err := yamux.Client(c, cfg()); return wrap(s), err },
+		func(c net.Conn) (session, error) { s, err := yamux.Server(c, cfg()); return wrap(s), err })
+}
+
+func smuxTransport() Transport {
+	wrap := func(s *smux.Session) session {
+		return session{
+			open:   func() (io.ReadWriteCloser, error) { return s.OpenStream() },
+			accept: func() (io.ReadWriteCloser, error) { return s.AcceptStream() },
+			close:  s.Close,
+		}
+	}
+	return streamTransport("smux",
+		func(c net.Conn) (session, error) { s, err := smux.Client(c, nil); return wrap(s), err },
+		func(c net.Conn) (session, error) { s, err := smux.Server(c, nil); return wrap(s), err })
+}

@@ -1,0 +1,322 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"runtime"
+	"sync"
+	"testing"
+)
+
+// Kind is the shape of a workload.
+type Kind int
+
+const (
+	// RTT: each logical connection does echo round trips (Send, Receive).
+	RTT Kind = iota
+	// SendOnly: the client sends back to back; the server drains, checks and
+	// signals after the last one, so the time includes delivery.
+	SendOnly
+	// RecvOnly: the client asks once; the server pushes back to back.
+	RecvOnly
+	// Memory: Conns idle logical connections on one socket; reports heap
+	// bytes and goroutines per connection, then times 16-byte round trips
+	// spread over all of them.
+	Memory
+)
+
+// Workload is one row of the comparison.
+type Workload struct {
+	Name  string
+	Kind  Kind
+	Size  int // message size in bytes
+	Conns int // logical connections on the one socket
+}
+
+// Workloads is the table every transport runs.
+var Workloads = []Workload{
+	{"RTT100B", RTT, 100, 1},
+	{"RTT1KB", RTT, 1 << 10, 1},
+	{"RTT200KB", RTT, 200 << 10, 1},
+	{"RTT1MB", RTT, 1 << 20, 1},
+	{"SendOnly1KB", SendOnly, 1 << 10, 1},
+	{"RecvOnly1KB", RecvOnly, 1 << 10, 1},
+	{"Mux16x1KB", RTT, 1 << 10, 16},
+	{"Mux256x1KB", RTT, 1 << 10, 256},
+	{"Stream64KB", SendOnly, 64 << 10, 1},
+	{"Memory10k", Memory, hdrLen, 10_000},
+	{"Memory100k", Memory, hdrLen, 100_000},
+}
+
+// Find returns the workload with that name.
+func Find(name string) (Workload, bool) {
+	for _, w := range Workloads {
+		if w.Name == name {
+			return w, true
+		}
+	}
+	return Workload{}, false
+}
+
+// Run runs the workload over tr. Setup and teardown are outside the timer.
+func (w Workload) Run(b *testing.B, tr Transport) {
+	b.ReportAllocs()
+	if w.Kind != Memory {
+		b.SetBytes(int64(w.Size))
+	}
+	switch w.Kind {
+	case RTT:
+		w.rtt(b, tr)
+	case SendOnly:
+		w.sendOnly(b, tr)
+	case RecvOnly:
+		w.recvOnly(b, tr)
+	case Memory:
+		w.memory(b, tr)
+	}
+}
+
+// Every message carries (connection index, sequence number) as two
+// big-endian u64 in its first hdrLen bytes; the rest is a fixed pattern.
+const hdrLen = 16
+
+func newMessage(size int) []byte {
+	m := make([]byte, size)
+	for i := hdrLen; i < size; i++ {
+		m[i] = byte(i*7 + 3)
+	}
+	return m
+}
+
+func stamp(m []byte, conn, seq uint64) {
+	binary.BigEndian.PutUint64(m[0:8], conn)
+	binary.BigEndian.PutUint64(m[8:16], seq)
+}
+
+// check reports how got differs from want, a message built by newMessage
+// and stamped (conn, seq).
+func check(got, want []byte) error {
+	if len(got) != len(want) {
+		return fmt.Errorf("got %d bytes, want %d", len(got), len(want))
+	}
+	if len(got) >= hdrLen && !bytes.Equal(got[:hdrLen], want[:hdrLen]) {
+		return fmt.Errorf("got (conn %d, seq %d), want (conn %d, seq %d)",
+			binary.BigEndian.Uint64(got[0:8]), binary.BigEndian.Uint64(got[8:16]),
+			binary.BigEndian.Uint64(want[0:8]), binary.BigEndian.Uint64(want[8:16]))
+	}
+	if !bytes.Equal(got, want) {
+		return fmt.Errorf("payload of (conn %d, seq %d) differs",
+			binary.BigEndian.Uint64(want[0:8]), binary.BigEndian.Uint64(want[8:16]))
+	}
+	return nil
+}
+
+// echo answers every message with itself until Receive fails.
+func echo(c Conn) error {
+	for {
+		m, err := c.Receive()
+		if err != nil {
+			return err
+		}
+		if err := c.Send(m); err != nil {
+			return err
+		}
+	}
+}
+
+// roundTrips does n checked round trips of msg on c as connection idx.
+func roundTrips(c Conn, idx uint64, msg []byte, n int) error {
+	for seq := range n {
+		stamp(msg, idx, uint64(seq))
+		if err := c.Send(msg); err != nil {
+			return err
+		}
+		got, err := c.Receive()
+		if err != nil {
+			return err
+		}
+		if err := check(got, msg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w Workload) rtt(b *testing.B, tr Transport) {
+	e := setup(b, tr, w.Conns, w.Conns > 1, echo)
+	msgs := make([][]byte, w.Conns)
+	for i := range msgs {
+		msgs[i] = newMessage(w.Size)
+	}
+	b.ResetTimer()
+	if w.Conns == 1 {
+		if err := roundTrips(e.conns[0], 0, msgs[0], b.N); err != nil {
+			e.fatalf("round trip: %v", err)
+		}
+	} else {
+		// b.N round trips in total, split over the connections.
+		var wg sync.WaitGroup
+		errs := make(chan error, w.Conns)
+		for i, c := range e.conns {
+			n := b.N / w.Conns
+			if i < b.N%w.Conns {
+				n++
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := roundTrips(c, uint64(i), msgs[i], n); err != nil {
+					errs <- fmt.Errorf("conn %d: %w", i, err)
+					e.abort()
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		if err := <-errs; err != nil {
+			e.fatalf("round trip: %v", err)
+		}
+	}
+	b.StopTimer()
+	e.finish()
+}
+
+func (w Workload) sendOnly(b *testing.B, tr Transport) {
+	n := b.N
+	done := make(chan struct{})
+	e := setup(b, tr, 1, false, func(c Conn) error {
+		want := newMessage(w.Size)
+		for seq := range n {
+			got, err := c.Receive()
+			if err != nil {
+				return err
+			}
+			stamp(want, 0, uint64(seq))
+			if err := check(got, want); err != nil {
+				return err
+			}
+		}
+		close(done)
+		c.Receive() // park until the client closes
+		return nil
+	})
+	msg := newMessage(w.Size)
+	b.ResetTimer()
+	for seq := range n {
+		stamp(msg, 0, uint64(seq))
+		if err := e.conns[0].Send(msg); err != nil {
+			e.fatalf("send: %v", err)
+		}
+	}
+	select {
+	case <-done:
+	case <-e.failed:
+		e.fatalf("server did not receive all %d messages", n)
+	}
+	b.StopTimer()
+	e.finish()
+}
+
+func (w Workload) recvOnly(b *testing.B, tr Transport) {
+	e := setup(b, tr, 1, false, func(c Conn) error {
+		req, err := c.Receive()
+		if err != nil {
+			return err
+		}
+		if len(req) != hdrLen {
+			return fmt.Errorf("request of %d bytes", len(req))
+		}
+		n := binary.BigEndian.Uint64(req[8:16])
+		msg := newMessage(w.Size)
+		for seq := range n {
+			stamp(msg, 0, seq)
+			if err := c.Send(msg); err != nil {
+				return err
+			}
+		}
+		c.Receive() // park until the client closes
+		return nil
+	})
+	want := newMessage(w.Size)
+	req := make([]byte, hdrLen)
+	stamp(req, 0, uint64(b.N))
+	b.ResetTimer()
+	if err := e.conns[0].Send(req); err != nil {
+		e.fatalf("request: %v", err)
+	}
+	for seq := range b.N {
+		got, err := e.conns[0].Receive()
+		if err != nil {
+			e.fatalf("receive: %v", err)
+		}
+		stamp(want, 0, uint64(seq))
+		if err := check(got, want); err != nil {
+			e.fatalf("receive: %v", err)
+		}
+	}
+	b.StopTimer()
+	e.finish()
+}
+
+// memory opens w.Conns logical connections, makes each do one 16-byte round
+// trip (so the server side knows it), and reports the growth of the live
+// heap and of the goroutine count, client and server sides together,
+// divided by w.Conns. Then, with all of them still open, it times round
+// trips spread over them. Setup happens once per benchmark (b.Loop).
+func (w Workload) memory(b *testing.B, tr Transport) {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	g0 := runtime.NumGoroutine()
+
+	e := setup(b, tr, w.Conns, false, echo)
+	msgs := make([][]byte, w.Conns)
+	for i, c := range e.conns {
+		msgs[i] = make([]byte, hdrLen)
+		stamp(msgs[i], uint64(i), 0)
+		if err := c.Send(msgs[i]); err != nil {
+			e.fatalf("conn %d: send: %v", i, err)
+		}
+	}
+	for i, c := range e.conns {
+		got, err := c.Receive()
+		if err != nil {
+			e.fatalf("conn %d: receive: %v", i, err)
+		}
+		if err := check(got, msgs[i]); err != nil {
+			e.fatalf("conn %d: %v", i, err)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	g1 := runtime.NumGoroutine()
+	heapPerConn := (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / float64(w.Conns)
+	gPerConn := float64(g1-g0) / float64(w.Conns)
+
+	seq := uint64(1)
+	for i := 0; b.Loop(); i++ {
+		if i == w.Conns {
+			i, seq = 0, seq+1
+		}
+		stamp(msgs[i], uint64(i), seq)
+		if err := roundTrip(e.conns[i], msgs[i]); err != nil {
+			e.fatalf("conn %d: %v", i, err)
+		}
+	}
+	b.ReportMetric(heapPerConn, "heapB/conn")
+	b.ReportMetric(gPerConn, "goroutines/conn")
+	e.finish()
+}
+
+// roundTrip does one checked round trip of an already stamped message.
+func roundTrip(c Conn, msg []byte) error {
+	if err := c.Send(msg); err != nil {
+		return err
+	}
+	got, err := c.Receive()
+	if err != nil {
+		return err
+	}
+	return check(got, msg)
+}
