@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: MIT
+
+package tcpconn
+
+import (
+	"fmt"
+)
+
+// The wire format. Every frame starts with one byte. A value below
+// controlMarker is the ID length of a data frame, exactly the seed's layout:
+//
+//	data:    [idLen u8 <= 254][id][payload length u32 BE][payload]
+//	control: [0xFF][type u8][type-specific fixed body]
+//
+// README.md ("Wire protocol") is the specification; frame_test.go pins it
+// with golden bytes.
+const (
+	controlMarker = 0xFF
+	maxIDLen      = controlMarker - 1
+
+	sizeOfIDLen   = 1
+	sizeOfLength  = 4
+	sizeOfType    = 1
+	maxDataHeader = sizeOfIDLen + maxIDLen + sizeOfLength
+
+	protocolVersion = 1
+
+	// messageOverhead is charged against flow-control credit on top of the
+	// payload length, so that a flood of empty messages is bounded too.
+	messageOverhead = 32
+)
+
+// helloMagic opens every link in both directions; a peer that does not send
+// it (for example the seed's original implementation) is refused clearly.
+var helloMagic = [4]byte{'T', 'C', 'P', 'C'}
+
+// Control frame types.
+const (
+	frameHello      = 0x01 // magic[4] version u8 streamWindow u32 linkWindow u32 maxMessage u32 maxStreams u32
+	frameWindow     = 0x02 // idLen u8 id increment u32
+	frameLinkWindow = 0x03 // increment u32
+	frameClose      = 0x04 // idLen u8 id code u32
+	framePing       = 0x05 // opaque u32
+	framePong       = 0x06 // opaque u32
+	frameGoAway     = 0x07 // code u32 reasonLen u8 reason
+	frameTypeLimit  = 0x08 // first unassigned type
+)
+
+const sizeOfHelloBody = len(helloMagic) + 1 + 4*sizeOfLength
+
+// Close codes carried by frameClose.
+const (
+	closeNormal  = 0
+	closeRefused = 1 // the receiver would not take the logical connection (backlog or limit)
+)
+
+// hello is what each side announces about what it will accept.
+type hello struct {
+	version      uint8
+	streamWindow uint32
+	linkWindow   uint32
+	maxMessage   uint32
+	maxStreams   uint32
+}
+
+func (h hello) String() string {
+	return fmt.Sprintf("hello{v%d streamWindow=%d linkWindow=%d maxMessage=%d maxStreams=%d}",
+		h.version, h.streamWindow, h.linkWindow, h.maxMessage, h.maxStreams)
+}
+
+// appendDataHeader appends a data frame header for id and a payload of n bytes.
+func appendDataHeader(dst []byte, id string, n int) []byte {
+	dst = append(dst, byte(len(id)))
+	dst = append(dst, id...)
+	return appendU32(dst, uint32(n))
+}
+
+func appendHello(dst []byte, h hello) []byte {
+	dst = append(dst, controlMarker, frameHello)
+	dst = append(dst, helloMagic[:]...)
+	dst = append(dst, h.version)
+	dst = appendU32(dst, h.streamWindow)
+	dst = appendU32(dst, h.linkWindow)
+	dst = appendU32(dst, h.maxMessage)
+	return appendU32(dst, h.maxStreams)
+}
+
+func parseHelloBody(b []byte) (hello, error) {
+	if [4]byte(b[:4]) != helloMagic {
+		return hello{}, fmt.Errorf("%w: bad hello magic % x (not a tcpconn v%d peer)", ErrHandshake, b[:4], protocolVersion)
+	}
+	h := hello{
+		version:      b[4],
+		streamWindow: loadU32(b[5:]),
+		linkWindow:   loadU32(b[9:]),
+		maxMessage:   loadU32(b[13:]),
+		maxStreams:   loadU32(b[17:]),
+	}
+	if h.version != protocolVersion {
+		return h, fmt.Errorf("%w: peer speaks protocol version %d, this side %d", ErrHandshake, h.version, protocolVersion)
+	}
+	if h.streamWindow == 0 || h.linkWindow == 0 || h.maxStreams == 0 {
+		return h, fmt.Errorf("%w: unusable %v", ErrHandshake, h)
+	}
+	return h, nil
+}
+
+// appendIDControl appends a control frame whose body is [idLen][id][value].
+func appendIDControl(dst []byte, typ byte, id string, v uint32) []byte {
+	dst = append(dst, controlMarker, typ, byte(len(id)))
+	dst = append(dst, id...)
+	return appendU32(dst, v)
+}
+
+// appendValueControl appends a control frame whose body is one u32.
+func appendValueControl(dst []byte, typ byte, v uint32) []byte {
+	dst = append(dst, controlMarker, typ)
+	return appendU32(dst, v)
+}
+
+func appendGoAway(dst []byte, code uint32, reason string) []byte {
+	if len(reason) > maxIDLen {
+		reason = reason[:maxIDLen]
+	}
+	dst = appendValueControl(dst, frameGoAway, code)
+	dst = append(dst, byte(len(reason)))
+	return append(dst, reason...)
+}
+
+func appendU32(dst []byte, v uint32) []byte {
+	dst = append(dst, 0, 0, 0, 0)
+	storeU32(dst[len(dst)-4:], v)
+	return dst
+}
+
+func frameName(typ byte) string {
+	switch typ {
+	case frameHello:
+		return "HELLO"
+	case frameWindow:
+		return "WINDOW"
+	case frameLinkWindow:
+		return "LINK_WINDOW"
+	case frameClose:
+		return "CLOSE"
+	case framePing:
+		return "PING"
+	case framePong:
+		return "PONG"
+	case frameGoAway:
+		return "GOAWAY"
+	}
+	return fmt.Sprintf("unknown(0x%02x)", typ)
+}

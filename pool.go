@@ -1,0 +1,216 @@
+// SPDX-License-Identifier: MIT
+
+package tcpconn
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+)
+
+// The client pool: one entry per (address, *Config), holding at most one
+// live link shared by every client Connection to it, reference counted by
+// the Connections currently bound. Dials are de-duplicated and spaced by an
+// exponential backoff with jitter after failures.
+//
+// It is process-wide state, like http.DefaultTransport: NewConnection*
+// cannot take a pool argument without breaking the seed's API.
+type clientPool struct {
+	mu      sync.Mutex
+	entries map[poolKey]*poolEntry
+}
+
+type poolKey struct {
+	address string
+	cfg     *Config // the caller's pointer; nil for defaults
+}
+
+type poolEntry struct {
+	key  poolKey
+	cfg  *Config // resolved
+	pool *clientPool
+
+	mu       sync.Mutex
+	link     *link
+	refs     int
+	dialing  chan struct{} // closed when the dial in progress ends
+	failures int
+	nextDial time.Time
+	lastErr  error
+	everUp   bool
+}
+
+var defaultPool = &clientPool{entries: make(map[poolKey]*poolEntry)}
+
+func (p *clientPool) entry(address string, cfg, resolved *Config) *poolEntry {
+	k := poolKey{address, cfg}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := p.entries[k]
+	if e == nil {
+		e = &poolEntry{key: k, cfg: resolved, pool: p}
+		p.entries[k] = e
+	}
+	return e
+}
+
+// acquire returns the entry's live link, dialling one if needed; with
+// addRef it also counts the caller as a user.
+func (e *poolEntry) acquire(ctx context.Context, addRef bool) (*link, error) {
+	e.mu.Lock()
+	for {
+		if l := e.link; l != nil && !l.failed() && !l.goingAway.Load() {
+			if addRef {
+				e.refs++
+			}
+			e.mu.Unlock()
+			return l, nil
+		}
+		if e.dialing != nil {
+			ch := e.dialing
+			e.mu.Unlock()
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			e.mu.Lock()
+			continue
+		}
+		if wait := time.Until(e.nextDial); wait > 0 {
+			e.mu.Unlock()
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return nil, fmt.Errorf("%w (last dial error: %v)", ctx.Err(), e.lastDialError())
+			}
+			e.mu.Lock()
+			continue
+		}
+		e.dialing = make(chan struct{})
+		reconnect := e.everUp
+		e.mu.Unlock()
+
+		l, err := dialLink(ctx, e)
+
+		e.mu.Lock()
+		close(e.dialing)
+		e.dialing = nil
+		if err != nil {
+			e.failures++
+			e.lastErr = err
+			e.nextDial = time.Now().Add(backoff(e.cfg, e.failures))
+			e.mu.Unlock()
+			return nil, err
+		}
+		e.failures, e.lastErr = 0, nil
+		e.everUp = true
+		if reconnect {
+			globalCounters.reconnects.Add(1)
+		}
+		if old := e.link; old != nil && old.goingAway.Load() && e.refs == 0 {
+			go old.close()
+		}
+		e.link = l
+	}
+}
+
+func (e *poolEntry) lastDialError() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lastErr
+}
+
+// backoff is min * 2^(failures-1), capped, with ±50% jitter so that many
+// clients of a restarted server do not redial in lockstep.
+func backoff(cfg *Config, failures int) time.Duration {
+	d := cfg.ReconnectBackoffMin << min(failures-1, 30)
+	if d <= 0 || d > cfg.ReconnectBackoffMax {
+		d = cfg.ReconnectBackoffMax
+	}
+	return d/2 + rand.N(d)
+}
+
+// release drops one user of l; the last user closes it.
+func (e *poolEntry) release(l *link) {
+	e.mu.Lock()
+	e.refs--
+	last := e.refs == 0 && e.link != nil
+	cur := e.link
+	if last {
+		e.link = nil
+	}
+	e.mu.Unlock()
+	if last {
+		cur.close()
+	}
+	if cur != l && !l.failed() && l.nstreams.Load() == 0 {
+		l.close() // an older link the peer asked us to leave (GOAWAY)
+	}
+}
+
+// dialLink dials, wraps TLS if configured and waits for the peer's hello.
+func dialLink(ctx context.Context, e *poolEntry) (*link, error) {
+	cfg := e.cfg
+	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	var conn net.Conn
+	var err error
+	if cfg.Dialer != nil {
+		conn, err = cfg.Dialer(ctx, "tcp", e.key.address)
+	} else {
+		var d net.Dialer
+		conn, err = d.DialContext(ctx, "tcp", e.key.address)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: dial %s: %w", ErrLinkLost, e.key.address, err)
+	}
+	if cfg.TLSConfig != nil {
+		tc := cfg.TLSConfig
+		if tc.ServerName == "" {
+			tc = tc.Clone()
+			if host, _, err := net.SplitHostPort(e.key.address); err == nil {
+				tc.ServerName = host
+			}
+		}
+		tlsConn := tls.Client(conn, tc)
+		if err := tlsConn.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("%w: TLS handshake with %s: %w", ErrHandshake, e.key.address, err)
+		}
+		conn = tlsConn
+	}
+	l := newLink(conn, cfg, true, linkHooks{})
+	select {
+	case <-l.helloDone:
+		return l, nil
+	case <-l.done:
+		return nil, l.err
+	case <-ctx.Done():
+		l.fail(fmt.Errorf("%w: %w", ErrHandshake, ctx.Err()))
+		return nil, l.linkError()
+	}
+}
+
+// close ends l gracefully: a GOAWAY queued behind everything already queued
+// (CLOSE frames of the last users), written before the socket closes.
+func (l *link) close() {
+	r := getWriteReq()
+	r.hdr = appendGoAway(r.buf[:0], 0, "closing")
+	r.wait = true
+	l.conn.SetWriteDeadline(time.Now().Add(closeWriteTimeout)) // a stalled peer must not hold us
+	l.wmu.Lock()
+	if l.werr != nil {
+		l.wmu.Unlock()
+		putWriteReq(r)
+		return
+	}
+	l.enqueueLocked(r)
+	l.fail(ErrClosed)
+}

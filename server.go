@@ -1,0 +1,339 @@
+// SPDX-License-Identifier: MIT
+
+package tcpconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// The server side: wrapping accepted sockets (the seed's API) and Listener.
+
+// wrapRegistry maps each wrapped socket to its one link, so that several
+// Wrap* calls on one accepted net.Conn share a single reader (the seed's
+// deadlock fix, applied to servers too). An entry lives while a Connection
+// made by Wrap* on it is open, and is removed when the socket closes.
+var wrapRegistry = struct {
+	mu sync.Mutex
+	m  map[net.Conn]*wrapEntry
+}{m: make(map[net.Conn]*wrapEntry)}
+
+type wrapEntry struct {
+	conn net.Conn
+	link *link
+	refs int
+}
+
+// WrapConnection returns the catch-all logical connection (empty ID) of an
+// accepted socket: it receives every message no WrapConnectionWithID on the
+// same socket claims, and Send answers the logical connection whose message
+// Receive returned last. It never returns nil; errors surface on
+// Send/Receive. The socket is closed when the last Connection wrapping it is
+// closed or idles out, or when the peer goes away.
+func WrapConnection(conn net.Conn, idleTimeout time.Duration) *Connection {
+	return WrapConnectionWithID(conn, "", idleTimeout)
+}
+
+// WrapConnectionWithID returns the logical connection id of an accepted
+// socket. Several calls with different IDs on the same conn share one reader;
+// messages that arrived for id before this call are kept and delivered.
+func WrapConnectionWithID(conn net.Conn, id string, idleTimeout time.Duration) *Connection {
+	c, _ := Wrap(conn, WithID(id), WithIdleTimeout(idleTimeout))
+	return c
+}
+
+// Wrap is WrapConnectionWithID with options and an immediate error. The
+// first Wrap of a socket fixes its Config (WithConfig).
+func Wrap(conn net.Conn, opts ...Option) (*Connection, error) {
+	var o dialOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	rc, err := o.cfg.resolve()
+	if err == nil {
+		err = checkID(o.id)
+	}
+	c := &Connection{id: o.id, catchAll: o.id == "", cfg: defaultResolved}
+	if err != nil {
+		c.closeErr = err
+		return c, err
+	}
+	c.cfg, c.idle = rc, idleOrDefault(o.idle, rc)
+
+	e := acquireWrapped(conn, rc)
+	b, err := bindLink(e.link, c)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		releaseWrapped(e)
+		c.closeErr = err
+		return c, err
+	}
+	c.wrapped, c.held = e, true
+	c.bindLocked(b)
+	return c, nil
+}
+
+func acquireWrapped(conn net.Conn, cfg *Config) *wrapEntry {
+	wrapRegistry.mu.Lock()
+	defer wrapRegistry.mu.Unlock()
+	e := wrapRegistry.m[conn]
+	if e == nil {
+		e = &wrapEntry{conn: conn}
+		e.link = newLink(conn, cfg, false, linkHooks{onClose: func(*link) { forgetWrapped(e) }})
+		wrapRegistry.m[conn] = e
+	}
+	e.refs++
+	return e
+}
+
+func forgetWrapped(e *wrapEntry) {
+	wrapRegistry.mu.Lock()
+	if wrapRegistry.m[e.conn] == e {
+		delete(wrapRegistry.m, e.conn)
+	}
+	wrapRegistry.mu.Unlock()
+}
+
+// releaseWrapped drops one Connection's hold; the last one closes the socket.
+func releaseWrapped(e *wrapEntry) {
+	wrapRegistry.mu.Lock()
+	e.refs--
+	last := e.refs == 0
+	if last && wrapRegistry.m[e.conn] == e {
+		delete(wrapRegistry.m, e.conn)
+	}
+	wrapRegistry.mu.Unlock()
+	if last {
+		e.link.close()
+	}
+}
+
+// Listener accepts sockets and hands out every logical connection its
+// clients open, whatever its ID, through Accept. Each accepted socket gets
+// one reader; new IDs beyond the accept backlog are refused (the client sees
+// ErrRefused), never blocking the socket.
+type Listener struct {
+	ln      net.Listener
+	cfg     *Config
+	backlog chan *stream
+
+	mu       sync.Mutex
+	links    map[*link]struct{}
+	closed   bool
+	draining atomic.Bool
+
+	done      chan struct{}
+	closeOnce sync.Once
+	loopDone  chan struct{}
+	err       error // why the accept loop stopped, if not Close
+}
+
+// Listen listens on network/address (as net.Listen) and serves tcpconn on
+// every accepted socket. cfg may be nil for defaults.
+func Listen(network, address string, cfg *Config) (*Listener, error) {
+	rc, err := cfg.resolve()
+	if err != nil {
+		return nil, err
+	}
+	nl, err := net.Listen(network, address)
+	if err != nil {
+		return nil, err
+	}
+	return newListener(nl, rc), nil
+}
+
+// NewListener serves tcpconn on the sockets ln accepts (for example a
+// tls.Listener). The Listener owns ln and closes it.
+func NewListener(ln net.Listener, cfg *Config) (*Listener, error) {
+	rc, err := cfg.resolve()
+	if err != nil {
+		return nil, err
+	}
+	return newListener(ln, rc), nil
+}
+
+func newListener(nl net.Listener, cfg *Config) *Listener {
+	ln := &Listener{
+		ln:       nl,
+		cfg:      cfg,
+		backlog:  make(chan *stream, cfg.AcceptBacklog),
+		links:    make(map[*link]struct{}),
+		done:     make(chan struct{}),
+		loopDone: make(chan struct{}),
+	}
+	go ln.acceptLoop()
+	return ln
+}
+
+// Addr returns the listening address.
+func (ln *Listener) Addr() net.Addr { return ln.ln.Addr() }
+
+func (ln *Listener) acceptLoop() {
+	defer close(ln.loopDone)
+	var delay time.Duration
+	for {
+		conn, err := ln.ln.Accept()
+		if err != nil {
+			select {
+			case <-ln.done:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) {
+				// Out of descriptors or similar: back off instead of spinning.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				t := time.NewTimer(delay)
+				select {
+				case <-t.C:
+				case <-ln.done:
+					t.Stop()
+					return
+				}
+				continue
+			}
+			ln.mu.Lock()
+			ln.err = err
+			ln.mu.Unlock()
+			ln.Close()
+			return
+		}
+		delay = 0
+		ln.mu.Lock()
+		if ln.closed {
+			ln.mu.Unlock()
+			conn.Close()
+			return
+		}
+		l := newLink(conn, ln.cfg, false, linkHooks{accept: ln.offer, onClose: ln.forget})
+		ln.links[l] = struct{}{}
+		ln.mu.Unlock()
+	}
+}
+
+func (ln *Listener) offer(s *stream) bool {
+	if ln.draining.Load() {
+		return false
+	}
+	select {
+	case ln.backlog <- s:
+		return true
+	default:
+		return false
+	}
+}
+
+func (ln *Listener) forget(l *link) {
+	ln.mu.Lock()
+	delete(ln.links, l)
+	ln.mu.Unlock()
+}
+
+// Accept waits for the next logical connection opened by a client.
+func (ln *Listener) Accept() (*Connection, error) {
+	return ln.AcceptContext(context.Background())
+}
+
+// AcceptContext is Accept with cancellation.
+func (ln *Listener) AcceptContext(ctx context.Context) (*Connection, error) {
+	select {
+	case s := <-ln.backlog:
+		c := &Connection{id: s.id, cfg: ln.cfg, idle: ln.cfg.IdleTimeout}
+		s.mu.Lock()
+		s.owner = c
+		s.mu.Unlock()
+		c.mu.Lock()
+		c.bindLocked(&binding{link: s.link, st: s})
+		c.mu.Unlock()
+		return c, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-ln.done:
+		ln.mu.Lock()
+		defer ln.mu.Unlock()
+		if ln.err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrClosed, ln.err)
+		}
+		return nil, ErrClosed
+	}
+}
+
+// Close stops accepting and closes every socket the Listener accepted;
+// blocked calls on their Connections return.
+func (ln *Listener) Close() error {
+	var err error
+	ln.closeOnce.Do(func() {
+		ln.mu.Lock()
+		ln.closed = true
+		links := make([]*link, 0, len(ln.links))
+		for l := range ln.links {
+			links = append(links, l)
+		}
+		ln.mu.Unlock()
+		close(ln.done)
+		err = ln.ln.Close()
+		<-ln.loopDone
+		for _, l := range links {
+			l.close()
+		}
+		for {
+			select {
+			case s := <-ln.backlog:
+				s.drain()
+				continue
+			default:
+			}
+			break
+		}
+	})
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+// Shutdown stops accepting sockets and logical connections, tells clients
+// (GOAWAY) to open new ones elsewhere, waits until every accepted logical
+// connection is closed or ctx ends, then closes. It returns ctx's error if
+// it had to cut connections short.
+func (ln *Listener) Shutdown(ctx context.Context) error {
+	ln.draining.Store(true)
+	ln.ln.Close()
+	ln.mu.Lock()
+	for l := range ln.links {
+		l.enqueueControl(appendGoAway(nil, 0, "shutdown"))
+	}
+	ln.mu.Unlock()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if ln.idle() {
+			return ln.Close()
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			ln.Close()
+			return ctx.Err()
+		}
+	}
+}
+
+// idle reports whether no accepted socket carries a logical connection.
+func (ln *Listener) idle() bool {
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	for l := range ln.links {
+		if l.nstreams.Load() > 0 {
+			return false
+		}
+	}
+	return true
+}

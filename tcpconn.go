@@ -1,0 +1,739 @@
+// SPDX-License-Identifier: MIT
+
+// Package tcpconn gives many logical, message-oriented connections over a
+// few pooled TCP (or TLS) sockets: ID-routed multiplexing, per-connection
+// flow control, auto-reconnect on the client side and idle timeouts on both.
+//
+// A client creates connections with NewConnection, NewConnectionWithID or
+// Dial; every client connection to the same address (and *Config) shares one
+// physical socket, reference counted. A server either wraps accepted sockets
+// with WrapConnection / WrapConnectionWithID, or uses a Listener whose Accept
+// returns each new logical connection.
+//
+// Every method of Connection is safe for concurrent use. Send returns once
+// the message has been written to the socket; messages on one logical
+// connection arrive in order, whole, or not at all (see README.md,
+// "Guarantees").
+package tcpconn
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Limits and defaults, with their reasons.
+const (
+	// DefaultIdleTimeout is the seed's: a logical connection unused for this
+	// long is closed (a client one reconnects on next use).
+	DefaultIdleTimeout = 5 * time.Minute
+	// DefaultMaxMessageSize is the seed's 16 MiB.
+	DefaultMaxMessageSize = 16 << 20
+	// DefaultStreamWindow is the credit per logical connection: enough for
+	// loopback bandwidth with one message in flight, small enough that
+	// 256 slow readers cannot exhaust the link window.
+	DefaultStreamWindow = 256 << 10
+	// DefaultLinkWindow bounds what one physical link buffers for all its
+	// logical connections together (beyond one message in flight).
+	DefaultLinkWindow = 64 << 20
+	// DefaultMaxStreams bounds logical connections per physical link.
+	DefaultMaxStreams = 65536
+	// DefaultAcceptBacklog is how many new logical connections a Listener
+	// holds before Accept takes them; more are refused, never blocking.
+	DefaultAcceptBacklog = 256
+	// DefaultKeepAliveInterval: a PING after this much silence.
+	DefaultKeepAliveInterval = 15 * time.Second
+	// DefaultMaxControlFramesPerSecond bounds pings, resets and other cheap
+	// frames a peer can make us handle (HTTP/2 flood lessons).
+	DefaultMaxControlFramesPerSecond = 1000
+	// DefaultHandshakeTimeout bounds the wait for the peer's HELLO.
+	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultDialTimeout bounds one dial, TLS handshake included.
+	DefaultDialTimeout = 10 * time.Second
+	// Reconnect backoff: doubled per consecutive failure, with jitter.
+	DefaultReconnectBackoffMin = 10 * time.Millisecond
+	DefaultReconnectBackoffMax = 2 * time.Second
+
+	// readBufferSize batches small frames per read syscall.
+	readBufferSize = 64 << 10
+	// maxUnbackedAlloc is the most a large message's buffer may exceed
+	// the bytes that actually arrived.
+	maxUnbackedAlloc = 1 << 20
+	// closeWriteTimeout bounds the goodbye write of a closing link.
+	closeWriteTimeout = time.Second
+)
+
+// Errors. Test with errors.Is; returned errors often wrap a cause.
+var (
+	// ErrClosed: the Connection or Listener was closed locally.
+	ErrClosed = errors.New("tcpconn: connection closed")
+	// ErrIdleTimeout: the logical connection was unused for its idle
+	// timeout. A client Connection reconnects on its next call.
+	ErrIdleTimeout = errors.New("tcpconn: idle timeout")
+	// ErrMessageTooLarge: a message exceeds the maximum message size (this
+	// side's for Send, and the peer's). The connection stays usable.
+	ErrMessageTooLarge = errors.New("tcpconn: message too large")
+	// ErrProtocol: the peer broke the wire protocol or a limit; the physical
+	// link was closed. The wrapping error names the cause.
+	ErrProtocol = errors.New("tcpconn: protocol violation")
+	// ErrHandshake: the peer is not a tcpconn endpoint of this protocol
+	// version, or did not say hello in time.
+	ErrHandshake = errors.New("tcpconn: handshake failed")
+	// ErrLinkLost: the physical connection ended (peer closed, reset, network
+	// error). A client Connection reconnects on its next call.
+	ErrLinkLost = errors.New("tcpconn: physical connection lost")
+	// ErrKeepAliveTimeout: nothing was heard from the peer within the
+	// keepalive timeout; the physical link was closed.
+	ErrKeepAliveTimeout = errors.New("tcpconn: keepalive timeout")
+	// ErrPeerClosed: the peer closed this logical connection. It matches
+	// io.EOF too, so receive loops can stop on either.
+	ErrPeerClosed = fmt.Errorf("tcpconn: logical connection closed by peer (%w)", io.EOF)
+	// ErrRefused: the peer would not take this logical connection (its
+	// accept backlog or connection limit was full).
+	ErrRefused = errors.New("tcpconn: logical connection refused by peer")
+	// ErrIDInUse: another Connection already holds this ID on the socket.
+	ErrIDInUse = errors.New("tcpconn: connection ID already in use on this socket")
+	// ErrTooManyStreams: the socket carries as many logical connections as
+	// this side or the peer allows.
+	ErrTooManyStreams = errors.New("tcpconn: too many logical connections")
+	// ErrInvalidID: IDs are at most 254 bytes.
+	ErrInvalidID = errors.New("tcpconn: invalid connection ID")
+	// ErrInvalidConfig: a Config field is out of range; the error names it.
+	ErrInvalidConfig = errors.New("tcpconn: invalid config")
+)
+
+// Config holds settings for physical links and defaults for the logical
+// connections on them. The zero value of a field means its default; a nil
+// *Config means all defaults. A Config must not be changed after use.
+type Config struct {
+	// IdleTimeout closes a logical connection unused for this long
+	// (default DefaultIdleTimeout; negative: never).
+	IdleTimeout time.Duration
+	// MaxMessageSize is the largest message sent or accepted (default 16 MiB,
+	// at most 1<<32-1).
+	MaxMessageSize int
+	// StreamWindow is the flow-control credit of one logical connection.
+	StreamWindow int
+	// LinkWindow is the credit of one physical link, all IDs together.
+	LinkWindow int
+	// MaxStreams bounds logical connections per physical link.
+	MaxStreams int
+	// AcceptBacklog is the Listener's queue of not-yet-accepted connections.
+	AcceptBacklog int
+	// KeepAliveInterval sends a PING after this much silence (negative:
+	// no keepalive). KeepAliveTimeout closes the link when nothing was heard
+	// for that long (default 3 intervals); on Linux it is also the socket's
+	// TCP_USER_TIMEOUT, so unacknowledged writes fail as fast.
+	KeepAliveInterval time.Duration
+	KeepAliveTimeout  time.Duration
+	// MaxControlFramesPerSecond bounds pings, pongs, resets and stray
+	// control frames from a peer; beyond it the link is closed.
+	MaxControlFramesPerSecond int
+	// HandshakeTimeout bounds the wait for the peer's HELLO.
+	HandshakeTimeout time.Duration
+	// DialTimeout bounds one dial including the TLS and tcpconn handshakes.
+	DialTimeout time.Duration
+	// ReconnectBackoffMin and Max bound the wait between failed dials of a
+	// client (exponential, with jitter).
+	ReconnectBackoffMin time.Duration
+	ReconnectBackoffMax time.Duration
+	// TLSConfig, if set, makes clients dial TLS. (Servers wrap or listen
+	// on TLS connections themselves.)
+	TLSConfig *tls.Config
+	// Dialer replaces net.Dialer for clients (proxies, Unix sockets, tests).
+	Dialer func(ctx context.Context, network, address string) (net.Conn, error)
+	// SocketReadBuffer and SocketWriteBuffer set SO_RCVBUF / SO_SNDBUF when
+	// positive. Zero keeps Linux auto-tuning, which measured faster here
+	// (see PERFORMANCE.md); set them only with a measurement.
+	SocketReadBuffer  int
+	SocketWriteBuffer int
+	// Logger receives rare events (link failures, peers going away);
+	// default: discard.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with every default filled in.
+func DefaultConfig() *Config {
+	c := &Config{}
+	c.fill()
+	return c
+}
+
+func (c *Config) fill() {
+	setDefault(&c.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&c.MaxMessageSize, DefaultMaxMessageSize)
+	setDefault(&c.StreamWindow, DefaultStreamWindow)
+	setDefault(&c.LinkWindow, DefaultLinkWindow)
+	setDefault(&c.MaxStreams, DefaultMaxStreams)
+	setDefault(&c.AcceptBacklog, DefaultAcceptBacklog)
+	setDefault(&c.KeepAliveInterval, DefaultKeepAliveInterval)
+	setDefault(&c.KeepAliveTimeout, 3*c.KeepAliveInterval)
+	setDefault(&c.MaxControlFramesPerSecond, DefaultMaxControlFramesPerSecond)
+	setDefault(&c.HandshakeTimeout, DefaultHandshakeTimeout)
+	setDefault(&c.DialTimeout, DefaultDialTimeout)
+	setDefault(&c.ReconnectBackoffMin, DefaultReconnectBackoffMin)
+	setDefault(&c.ReconnectBackoffMax, DefaultReconnectBackoffMax)
+}
+
+func setDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
+}
+
+// Validate reports the first field out of range, naming it.
+func (c *Config) Validate() error {
+	r := *c
+	r.fill()
+	bad := func(field string, v any, why string) error {
+		return fmt.Errorf("%w: %s = %v: %s", ErrInvalidConfig, field, v, why)
+	}
+	switch {
+	case r.MaxMessageSize < 0 || uint64(r.MaxMessageSize) > 1<<32-1:
+		return bad("MaxMessageSize", r.MaxMessageSize, "must be in 1..4294967295")
+	case r.StreamWindow < 0 || r.StreamWindow > 1<<31-1:
+		return bad("StreamWindow", r.StreamWindow, "must be in 1..2147483647")
+	case r.LinkWindow < 0 || r.LinkWindow > 1<<31-1:
+		return bad("LinkWindow", r.LinkWindow, "must be in 1..2147483647")
+	case r.LinkWindow < r.StreamWindow:
+		return bad("LinkWindow", r.LinkWindow, "must be at least StreamWindow")
+	case r.MaxStreams < 0 || r.MaxStreams > 1<<30:
+		return bad("MaxStreams", r.MaxStreams, "must be in 1..1073741824")
+	case r.AcceptBacklog < 0:
+		return bad("AcceptBacklog", r.AcceptBacklog, "must be positive")
+	case r.KeepAliveInterval > 0 && r.KeepAliveTimeout < r.KeepAliveInterval:
+		return bad("KeepAliveTimeout", r.KeepAliveTimeout, "must be at least KeepAliveInterval")
+	case r.MaxControlFramesPerSecond < 0:
+		return bad("MaxControlFramesPerSecond", r.MaxControlFramesPerSecond, "must be positive")
+	case r.HandshakeTimeout < 0 || r.DialTimeout < 0:
+		return bad("HandshakeTimeout/DialTimeout", r.HandshakeTimeout, "must not be negative")
+	case r.ReconnectBackoffMin < 0 || r.ReconnectBackoffMax < r.ReconnectBackoffMin:
+		return bad("ReconnectBackoffMax", r.ReconnectBackoffMax, "must be at least ReconnectBackoffMin >= 0")
+	case r.SocketReadBuffer < 0 || r.SocketWriteBuffer < 0:
+		return bad("SocketReadBuffer/SocketWriteBuffer", r.SocketReadBuffer, "must not be negative")
+	}
+	return nil
+}
+
+// resolve returns a filled, validated copy (nil means defaults).
+func (c *Config) resolve() (*Config, error) {
+	if c == nil {
+		return defaultResolved, nil
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	r := *c
+	r.fill()
+	return &r, nil
+}
+
+var defaultResolved = DefaultConfig()
+
+var discardLogger = slog.New(slog.DiscardHandler)
+
+func (c *Config) logger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return discardLogger
+}
+
+func (c *Config) hello() hello {
+	return hello{
+		version:      protocolVersion,
+		streamWindow: uint32(c.StreamWindow),
+		linkWindow:   uint32(c.LinkWindow),
+		maxMessage:   uint32(c.MaxMessageSize),
+		maxStreams:   uint32(c.MaxStreams),
+	}
+}
+
+// Connection is one logical, message-oriented connection. Client
+// Connections (NewConnection*, Dial) share a pooled socket per address and
+// reconnect on the next call after the socket is lost; server Connections
+// (Wrap*, Listener.Accept) live as long as their socket.
+//
+// The empty ID is the catch-all of its socket: it receives every message
+// whose ID no Connection on that socket holds, and Send replies to the
+// logical connection whose message Receive returned last (use ReceiveFrom and
+// SendTo when several goroutines share a catch-all).
+type Connection struct {
+	id       string
+	catchAll bool
+	idle     time.Duration
+	cfg      *Config
+	entry    *poolEntry // client side; nil on the server
+	wrapped  *wrapEntry // Wrap*: the socket registry entry we hold
+
+	bind  atomic.Pointer[binding]
+	reply atomic.Pointer[stream] // catch-all: where Send goes
+
+	mu         sync.Mutex // serializes connect, idle release and Close
+	closeErr   error      // non-nil once this Connection is finished for good
+	held       bool       // holds a pool or registry reference
+	lastActive atomic.Int64
+	idleTimer  *time.Timer
+}
+
+// binding is a Connection's attachment to one link: its record there, or
+// the link's catch-all.
+type binding struct {
+	link *link
+	st   *stream
+	ca   *catchAll
+}
+
+// NewConnection returns a client catch-all connection to address (the seed
+// API; the empty ID). idleTimeout 0 means DefaultIdleTimeout; a negative
+// one disables the idle timeout. It never returns nil and does not dial:
+// errors surface on Send and Receive.
+func NewConnection(address string, idleTimeout time.Duration) *Connection {
+	return NewConnectionWithID(address, "", idleTimeout)
+}
+
+// NewConnectionWithID returns a client connection with the given ID to
+// address, sharing the pooled socket of every other client connection to
+// address. It never returns nil and does not dial.
+func NewConnectionWithID(address string, id string, idleTimeout time.Duration) *Connection {
+	c, _ := newClientConnection(address, id, idleTimeout, nil)
+	return c
+}
+
+// Option configures Dial.
+type Option func(*dialOptions)
+
+type dialOptions struct {
+	id   string
+	idle time.Duration
+	cfg  *Config
+}
+
+// WithID sets the logical connection's ID (default: the empty catch-all ID).
+func WithID(id string) Option { return func(o *dialOptions) { o.id = id } }
+
+// WithIdleTimeout overrides Config.IdleTimeout for this connection.
+func WithIdleTimeout(d time.Duration) Option { return func(o *dialOptions) { o.idle = d } }
+
+// WithConfig sets the link configuration. Client connections share a socket
+// when they have the same address and the same *Config pointer.
+func WithConfig(cfg *Config) Option { return func(o *dialOptions) { o.cfg = cfg } }
+
+// Dial returns a client connection that is already connected, so that a
+// dial, TLS or handshake error is reported at once. After that it behaves
+// like NewConnectionWithID's (pooled, reconnecting).
+func Dial(ctx context.Context, address string, opts ...Option) (*Connection, error) {
+	var o dialOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	c, err := newClientConnection(address, o.id, o.idle, o.cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.connect(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func newClientConnection(address, id string, idle time.Duration, cfg *Config) (*Connection, error) {
+	rc, err := cfg.resolve()
+	c := &Connection{id: id, catchAll: id == "", cfg: rc}
+	if err == nil {
+		err = checkID(id)
+	}
+	if err != nil {
+		c.cfg, c.closeErr = defaultResolved, err
+		return c, err
+	}
+	c.idle = idleOrDefault(idle, rc)
+	c.entry = defaultPool.entry(address, cfg, rc)
+	return c, nil
+}
+
+func checkID(id string) error {
+	if len(id) > maxIDLen {
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidID, len(id), maxIDLen)
+	}
+	return nil
+}
+
+func idleOrDefault(d time.Duration, cfg *Config) time.Duration {
+	if d == 0 {
+		return cfg.IdleTimeout
+	}
+	return d
+}
+
+// ID returns the logical connection's ID ("" for a catch-all).
+func (c *Connection) ID() string { return c.id }
+
+// Send sends data as one message. It returns once data has been written to
+// the socket, so data may be reused afterwards; it is not copied. It waits
+// while the receiver's window is full (backpressure) — use SendContext to
+// bound that wait.
+func (c *Connection) Send(data []byte) error {
+	return c.SendContext(context.Background(), data)
+}
+
+// SendContext is Send with cancellation: if ctx ends before the message was
+// queued for writing, it returns ctx's error and nothing was sent.
+func (c *Connection) SendContext(ctx context.Context, data []byte) error {
+	return c.sendTo(ctx, nil, data)
+}
+
+// SendTo sends data tagged with id on this connection's socket; a catch-all
+// uses it to answer a specific logical connection (the id ReceiveFrom
+// returned). It is an error if this side cannot hold another ID.
+func (c *Connection) SendTo(ctx context.Context, id string, data []byte) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	return c.sendTo(ctx, &id, data)
+}
+
+func (c *Connection) sendTo(ctx context.Context, to *string, data []byte) error {
+	if len(data) > c.cfg.MaxMessageSize {
+		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrMessageTooLarge, len(data), c.cfg.MaxMessageSize)
+	}
+	b, err := c.current(ctx, true)
+	if err != nil {
+		return err
+	}
+	st := b.st
+	switch {
+	case to != nil:
+		st, err = b.link.sendStream(*to)
+	case b.ca != nil:
+		if st = c.reply.Load(); st == nil || st.link != b.link {
+			st, err = b.link.sendStream("")
+		}
+	}
+	if err != nil {
+		return err
+	}
+	err = b.link.send(ctx.Done(), st, data)
+	if err != nil {
+		return c.afterError(ctx, b, err)
+	}
+	c.touch()
+	return nil
+}
+
+// Receive returns the next message. It blocks until one arrives, the
+// connection is closed or idles out, or the socket is lost.
+func (c *Connection) Receive() ([]byte, error) {
+	return c.ReceiveContext(context.Background())
+}
+
+// ReceiveContext is Receive with cancellation.
+func (c *Connection) ReceiveContext(ctx context.Context) ([]byte, error) {
+	_, data, err := c.ReceiveFrom(ctx)
+	return data, err
+}
+
+// ReceiveFrom returns the next message and the ID it was sent with (for a
+// catch-all, the logical connection it came from).
+func (c *Connection) ReceiveFrom(ctx context.Context) (string, []byte, error) {
+	from, m, err := c.receive(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	if m.pooled == nil {
+		return from, m.data, nil
+	}
+	out := make([]byte, len(m.data))
+	copy(out, m.data)
+	m.release()
+	return from, out, nil
+}
+
+// ReceiveAppend appends the next message to dst and returns the extended
+// slice. With enough capacity in dst it does not allocate: the pooled path
+// for callers that reuse their buffer.
+func (c *Connection) ReceiveAppend(ctx context.Context, dst []byte) ([]byte, error) {
+	_, m, err := c.receive(ctx)
+	if err != nil {
+		return dst, err
+	}
+	dst = append(dst, m.data...)
+	m.release()
+	return dst, nil
+}
+
+func (c *Connection) receive(ctx context.Context) (string, message, error) {
+	b, err := c.current(ctx, false)
+	if err != nil {
+		return "", message{}, err
+	}
+	var m message
+	from := b.st
+	if b.ca != nil {
+		from, m, err = b.ca.receive(ctx.Done())
+	} else {
+		m, err = b.st.receive(ctx.Done())
+	}
+	if err != nil {
+		return "", message{}, c.afterError(ctx, b, err)
+	}
+	if b.ca != nil {
+		c.reply.Store(from)
+	}
+	c.touch()
+	return from.id, m, nil
+}
+
+// afterError maps an internal error and, on a client, drops a binding whose
+// socket or record is finished so the next call reconnects.
+func (c *Connection) afterError(ctx context.Context, b *binding, err error) error {
+	if err == errCanceled {
+		return ctx.Err()
+	}
+	if c.entry != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrMessageTooLarge) && !errors.Is(err, ErrTooManyStreams) {
+		c.mu.Lock()
+		if c.bind.Load() == b {
+			c.unbindLocked(b)
+		}
+		c.mu.Unlock()
+	}
+	return err
+}
+
+// current returns the binding to use, connecting a client if needed. A
+// receiver keeps a failed binding while it still holds queued messages.
+func (c *Connection) current(ctx context.Context, forSend bool) (*binding, error) {
+	if b := c.bind.Load(); b != nil && (!b.link.failed() || !forSend) {
+		return b, nil
+	}
+	return c.connect(ctx)
+}
+
+func (c *Connection) connect(ctx context.Context) (*binding, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closeErr != nil {
+		return nil, c.closeErr
+	}
+	if b := c.bind.Load(); b != nil {
+		if !b.link.failed() {
+			return b, nil
+		}
+		if c.entry == nil {
+			return nil, b.link.linkError()
+		}
+		c.unbindLocked(b)
+	}
+	if c.entry == nil {
+		return nil, ErrClosed
+	}
+	if ctx.Done() == nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.DialTimeout+c.cfg.ReconnectBackoffMax)
+		defer cancel()
+	}
+	l, err := c.entry.acquire(ctx, !c.held)
+	if err != nil {
+		return nil, err
+	}
+	c.held = true
+	b, err := bindLink(l, c)
+	if err != nil {
+		c.held = false
+		c.entry.release(l)
+		return nil, err
+	}
+	c.bindLocked(b)
+	return b, nil
+}
+
+// bindLink attaches c to l: its ID's record, or l's catch-all.
+func bindLink(l *link, c *Connection) (*binding, error) {
+	if c.catchAll {
+		ca := &catchAll{notify: make(chan struct{}, 1)}
+		if !l.installCatchAll(ca) {
+			return nil, fmt.Errorf("%w: the catch-all (empty ID)", ErrIDInUse)
+		}
+		return &binding{link: l, ca: ca}, nil
+	}
+	st, err := l.register(c.id, c)
+	if err != nil {
+		return nil, err
+	}
+	return &binding{link: l, st: st}, nil
+}
+
+func (c *Connection) bindLocked(b *binding) {
+	c.bind.Store(b)
+	globalCounters.connections.Add(1)
+	c.touch()
+	if c.idle > 0 {
+		if c.idleTimer == nil {
+			c.idleTimer = time.AfterFunc(c.idle, c.checkIdle)
+		} else {
+			c.idleTimer.Reset(c.idle)
+		}
+	}
+}
+
+// unbindLocked detaches c from its link: the peer is told (CLOSE), queued
+// messages are released, and blocked calls wake with the stream's error.
+func (c *Connection) unbindLocked(b *binding) {
+	c.bind.Store(nil)
+	c.reply.Store(nil)
+	globalCounters.connections.Add(-1)
+	l := b.link
+	if b.ca != nil {
+		l.catchAll.CompareAndSwap(b.ca, nil)
+		ca := b.ca
+		ca.fail(ErrClosed)
+	} else {
+		l.closeStream(b.st, closeNormal)
+		b.st.fail(ErrClosed)
+		b.st.drain()
+	}
+	if c.entry != nil {
+		c.held = false
+		c.entry.release(l)
+	}
+}
+
+func (c *Connection) touch() { c.lastActive.Store(int64(time.Since(epoch))) }
+
+var epoch = time.Now()
+
+// checkIdle runs on the idle timer; it re-arms itself for the remaining time
+// so the hot path only stores a timestamp.
+func (c *Connection) checkIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := c.bind.Load()
+	if b == nil || c.closeErr != nil {
+		return
+	}
+	rest := c.idle - (time.Since(epoch) - time.Duration(c.lastActive.Load()))
+	if rest > 0 || b.pending() {
+		c.idleTimer.Reset(max(rest, c.idle/8))
+		return
+	}
+	if b.ca != nil {
+		b.ca.fail(ErrIdleTimeout)
+	} else {
+		b.st.fail(ErrIdleTimeout)
+	}
+	c.unbindLocked(b)
+	c.finishServerLocked(ErrIdleTimeout)
+}
+
+// pending reports whether messages wait to be received.
+func (b *binding) pending() bool {
+	if b.ca != nil {
+		b.ca.mu.Lock()
+		defer b.ca.mu.Unlock()
+		return len(b.ca.ready) > 0
+	}
+	b.st.mu.Lock()
+	defer b.st.mu.Unlock()
+	return b.st.head < len(b.st.queue)
+}
+
+// finishServerLocked ends a server Connection for good (servers never
+// reconnect) and drops its hold on the wrapped socket.
+func (c *Connection) finishServerLocked(err error) {
+	if c.entry != nil {
+		return
+	}
+	c.closeErr = err
+	if c.wrapped != nil && c.held {
+		c.held = false
+		releaseWrapped(c.wrapped)
+	}
+}
+
+// Close ends the logical connection: the peer is told, blocked calls return
+// ErrClosed, and the pooled socket closes when its last user is gone. Close
+// is idempotent and always returns nil after the first call.
+func (c *Connection) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closeErr != nil && c.entry != nil {
+		return nil
+	}
+	if b := c.bind.Load(); b != nil {
+		c.unbindLocked(b)
+	}
+	if c.idleTimer != nil {
+		c.idleTimer.Stop()
+	}
+	if c.entry != nil {
+		c.closeErr = ErrClosed
+		return nil
+	}
+	c.finishServerLocked(ErrClosed)
+	return nil
+}
+
+// Stats is a snapshot of process-wide counters.
+type Stats struct {
+	Links          int64  // physical links open
+	Connections    int64  // logical connections bound to a link
+	MessagesIn     uint64 // data frames received
+	MessagesOut    uint64 // data frames written
+	BytesIn        uint64 // payload bytes received
+	BytesOut       uint64 // payload bytes written
+	Reconnects     uint64 // client links re-dialled after a loss
+	ProtocolErrors uint64 // links closed for a protocol violation
+}
+
+// ReadStats returns the current process-wide counters.
+func ReadStats() Stats {
+	s := Stats{
+		Connections:    globalCounters.connections.Load(),
+		MessagesIn:     globalCounters.retired.messagesIn.Load(),
+		MessagesOut:    globalCounters.retired.messagesOut.Load(),
+		BytesIn:        globalCounters.retired.bytesIn.Load(),
+		BytesOut:       globalCounters.retired.bytesOut.Load(),
+		Reconnects:     globalCounters.reconnects.Load(),
+		ProtocolErrors: globalCounters.protocolErrors.Load(),
+	}
+	liveLinks.Range(func(k, _ any) bool {
+		l := k.(*link)
+		s.Links++
+		s.MessagesIn += l.counters.messagesIn.Load()
+		s.MessagesOut += l.counters.messagesOut.Load()
+		s.BytesIn += l.counters.bytesIn.Load()
+		s.BytesOut += l.counters.bytesOut.Load()
+		return true
+	})
+	return s
+}
+
+var globalCounters struct {
+	connections    atomic.Int64
+	reconnects     atomic.Uint64
+	protocolErrors atomic.Uint64
+	retired        linkCounters // counters of links already closed
+}
+
+var liveLinks sync.Map // *link -> struct{}
+
+func registerLink(l *link) { liveLinks.Store(l, struct{}{}) }
+
+func unregisterLink(l *link) {
+	if _, ok := liveLinks.LoadAndDelete(l); ok {
+		r := &globalCounters.retired
+		r.messagesIn.Add(l.counters.messagesIn.Load())
+		r.messagesOut.Add(l.counters.messagesOut.Load())
+		r.bytesIn.Add(l.counters.bytesIn.Load())
+		r.bytesOut.Add(l.counters.bytesOut.Load())
+	}
+}
