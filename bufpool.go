@@ -35,4 +35,5 @@ func putPayload(b *bytebufferpool.ByteBuffer) { payloadPool.Put(b) }
 func getGather() *bytebufferpool.ByteBuffer { return gatherPool.Get() }
 
 func putGather(b *bytebufferpool.ByteBuffer) { gatherPool.Put(b) }
+
 type byteBuffer = bytebufferpool.ByteBuffer

@@ -51,9 +51,9 @@ type link struct {
 	wbufs          net.Buffers   // flusher only
 	wv             net.Buffers   // flusher only; consumed by WriteTo
 
-	catchAll atomic.Pointer[catchAll]
-	accept   func(*stream) bool
-	onClose  func(*link)
+	catchAll  atomic.Pointer[catchAll]
+	accept    func(*stream) bool
+	onClose   func(*link)
 	goingAway atomic.Bool // the peer sent GOAWAY: open nothing new here
 
 	unclaimedMu sync.Mutex
@@ -96,12 +96,12 @@ type stream struct {
 	inReady bool        // guarded by the catch-all's mu
 
 	state        atomic.Uint32
-	retired      atomic.Bool // no longer the route table's record for id
+	retired      atomic.Bool  // no longer the route table's record for id
 	closeAcks    atomic.Int32 // CLOSE replies still owed to us by the peer
 	recvCredit   atomic.Int64
 	unacked      atomic.Int64 // consumed since the last WINDOW
-	sendCredit   int64 // guarded by link.wmu
-	sendCreditOK bool  // guarded by link.wmu: sendCredit initialised from the peer's hello
+	sendCredit   int64        // guarded by link.wmu
+	sendCreditOK bool         // guarded by link.wmu: sendCredit initialised from the peer's hello
 }
 
 // message is one received payload; pooled is non-nil when data aliases a
