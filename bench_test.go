@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: MIT
+
+package tcpconn
+
+import (
+	"context"
+	"fmt"
+	"testing"
+)
+
+// In-package benchmarks for profiling the hot paths; the comparison with raw
+// TCP, yamux and smux lives in the bench/ module.
+
+func BenchmarkRoundTrip(b *testing.B) {
+	for _, size := range []int{100, 1 << 10, 200 << 10, 1 << 20} {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			ln := listenTCP(b)
+			serveEcho(b, ln)
+			c := NewConnectionWithID(ln.Addr().String(), "bench", 0)
+			defer c.Close()
+			msg := make([]byte, size)
+			buf := make([]byte, 0, size)
+			ctx := context.Background()
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := c.Send(msg); err != nil {
+					b.Fatal(err)
+				}
+				var err error
+				if buf, err = c.ReceiveAppend(ctx, buf[:0]); err != nil || len(buf) != size {
+					b.Fatal(err, len(buf))
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkSendOnly measures Send alone: the server drains, and the timer
+// stops once it has received every message.
+func BenchmarkSendOnly(b *testing.B) {
+	ln := listenTCP(b)
+	got := make(chan int, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		s := WrapConnectionWithID(conn, "bench", 0)
+		defer s.Close()
+		var buf []byte
+		n := 0
+		for {
+			buf, err = s.ReceiveAppend(context.Background(), buf[:0])
+			if err != nil {
+				got <- n
+				return
+			}
+			if len(buf) == 0 { // end marker
+				got <- n
+				n = 0
+				continue
+			}
+			n++
+		}
+	}()
+	c := NewConnectionWithID(ln.Addr().String(), "bench", 0)
+	defer c.Close()
+	msg := make([]byte, 1<<10)
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := c.Send(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := c.Send(nil); err != nil {
+		b.Fatal(err)
+	}
+	if n := <-got; n != b.N {
+		b.Fatalf("server got %d of %d", n, b.N)
+	}
+}
