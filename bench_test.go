@@ -83,3 +83,19 @@ func BenchmarkSendOnly(b *testing.B) {
 		b.Fatalf("server got %d of %d", n, b.N)
 	}
 }
+
+// BenchmarkHeader compares the build's big-endian accessors (frame_amd64.go
+// on amd64, frame_generic.go with -tags purego or elsewhere) on a data
+// header round trip; run it both ways to see whether the amd64 file earns
+// its place.
+func BenchmarkHeader(b *testing.B) {
+	var buf [maxDataHeader]byte
+	var sum uint32
+	for i := 0; i < b.N; i++ {
+		h := appendDataHeader(buf[:0], "user-session", i)
+		sum += loadU32(h[len(h)-sizeOfLength:])
+	}
+	if sum == 1 {
+		b.Log(sum)
+	}
+}
