@@ -592,13 +592,19 @@ func (c *Connection) unbindLocked(b *binding) {
 	c.reply.Store(nil)
 	globalCounters.connections.Add(-1)
 	l := b.link
+	why := ErrClosed
+	if l.failed() {
+		// The link died first (a concurrent call saw it and unbinds): that
+		// is what a blocked Receive must report, not a local close.
+		why = l.err
+	}
 	if b.ca != nil {
 		l.catchAll.CompareAndSwap(b.ca, nil)
 		ca := b.ca
-		ca.fail(ErrClosed)
+		ca.fail(why)
 	} else {
 		l.closeStream(b.st, closeNormal)
-		b.st.fail(ErrClosed)
+		b.st.fail(why)
 		b.st.drain()
 	}
 	if c.entry != nil {
