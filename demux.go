@@ -949,14 +949,18 @@ func (l *link) keepAliveLoop() {
 	if interval <= 0 {
 		interval = time.Hour
 	}
-	tick := min(interval, max(l.cfg.IdleTimeout/4, time.Second))
+	// A quarter-interval tick measures silence to within a tick, so a dead
+	// peer is noticed within KeepAliveTimeout plus half an interval (a tick
+	// of a whole interval made that up to two intervals late).
+	tick := min(interval/4, max(l.cfg.IdleTimeout/4, time.Second))
 	if l.cfg.IdleTimeout <= 0 {
-		tick = interval
+		tick = interval / 4
 	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	lastSeen, lastHeard := l.framesIn.Load(), time.Now()
 	var pings uint32
+	var lastPing time.Time
 	for {
 		select {
 		case <-l.done:
@@ -971,7 +975,8 @@ func (l *link) keepAliveLoop() {
 					l.fail(fmt.Errorf("%w: nothing heard for %v", ErrKeepAliveTimeout, silent.Round(time.Millisecond)))
 					return
 				}
-				if silent >= l.cfg.KeepAliveInterval {
+				if silent >= l.cfg.KeepAliveInterval && now.Sub(lastPing) >= l.cfg.KeepAliveInterval-tick/2 {
+					lastPing = now
 					pings++
 					l.enqueueControl(appendValueControl(nil, framePing, pings))
 				}
