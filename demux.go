@@ -197,6 +197,11 @@ func (l *link) fail(err error) {
 		if err == nil {
 			err = ErrClosed
 		}
+		if errors.Is(err, ErrLinkLost) && !errors.Is(err, ErrHandshake) && !l.helloReceived() {
+			// Lost before the peer's HELLO (a TLS handshake refused on the
+			// write path, a reset): the handshake failed. Both match.
+			err = fmt.Errorf("%w: %w", ErrHandshake, err)
+		}
 		if errors.Is(err, ErrProtocol) {
 			globalCounters.protocolErrors.Add(1)
 		}
@@ -225,6 +230,15 @@ func (l *link) fail(err error) {
 			l.onClose(l)
 		}
 	})
+}
+
+func (l *link) helloReceived() bool {
+	select {
+	case <-l.helloDone:
+		return true
+	default:
+		return false
+	}
 }
 
 func (l *link) failed() bool {
