@@ -199,10 +199,13 @@ func (ln *Listener) acceptLoop() {
 				}
 				continue
 			}
+			if ln.draining.Load() {
+				return // Shutdown closed ln.ln; it closes the rest once idle
+			}
 			ln.mu.Lock()
 			ln.err = err
 			ln.mu.Unlock()
-			ln.Close()
+			go ln.Close() // not inline: Close waits for this loop to end
 			return
 		}
 		delay = 0
