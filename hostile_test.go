@@ -1,0 +1,346 @@
+// SPDX-License-Identifier: MIT
+
+package tcpconn
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Hostile peers: a raw-socket attacker abuses one resource at a time against
+// a Listener whose limits are small; the attacked link must be closed with
+// the right error while the heap stays bounded and a bystander client on
+// another link of the same server keeps doing round trips.
+
+// hostileConfig is the server's configuration under attack.
+func hostileConfig() *Config {
+	return &Config{
+		MaxStreams:                100,
+		AcceptBacklog:             32,
+		StreamWindow:              64 << 10,
+		LinkWindow:                1 << 20,
+		MaxMessageSize:            1 << 20,
+		MaxControlFramesPerSecond: 500,
+		KeepAliveInterval:         time.Second,
+	}
+}
+
+type hostileCase struct {
+	name   string
+	config func(*Config)
+	// attack writes frames; round counts from 0 and is bounded by the
+	// caller; it returns false when it has nothing more to send.
+	attack  func(a *attacker, round int) bool
+	rounds  int
+	noRead  bool
+	wrap    bool // serve with Wrap (IDs "bystander" only) instead of a Listener
+	want    error
+	because string // in the error text
+	maxHeap uint64 // bound on the heap's high-water mark above its start
+}
+
+func TestHostilePeers(t *testing.T) {
+	payload1K := bytes.Repeat([]byte{'z'}, 1024)
+	cases := []hostileCase{{
+		name: "ids-open-at-once",
+		attack: func(a *attacker, i int) bool {
+			a.data(fmt.Sprintf("open-%d", i), []byte("x"))
+			return true
+		},
+		rounds: 1000, want: ErrProtocol, because: "logical connections", maxHeap: 16 << 20,
+	}, {
+		name: "open-close-churn", // HTTP/2 Rapid Reset
+		attack: func(a *attacker, i int) bool {
+			id := fmt.Sprintf("churn-%d", i)
+			a.data(id, []byte("x"))
+			a.raw(appendIDControl(nil, frameClose, id, closeNormal))
+			return true
+		},
+		rounds: 200_000, want: ErrProtocol, because: "flood", maxHeap: 32 << 20,
+	}, {
+		name:   "unclaimed-id-bytes", // a Wrap server claims only its own IDs
+		wrap:   true,
+		config: func(c *Config) { c.MaxStreams = 10000 },
+		attack: func(a *attacker, i int) bool {
+			a.data(fmt.Sprintf("unclaimed-%d", i), payload1K)
+			return true
+		},
+		rounds: 100_000, want: ErrProtocol, because: "window", maxHeap: 32 << 20,
+	}, {
+		name: "one-id-beyond-its-window",
+		attack: func(a *attacker, i int) bool {
+			a.data("greedy", payload1K)
+			return true
+		},
+		rounds: 100_000, want: ErrProtocol, because: "window", maxHeap: 16 << 20,
+	}, {
+		name: "message-too-large",
+		attack: func(a *attacker, i int) bool {
+			a.raw(appendDataHeader(nil, "big", 1<<20+1))
+			return false
+		},
+		rounds: 1, want: ErrProtocol, because: "exceeds the limit", maxHeap: 4 << 20,
+	}, {
+		name: "max-length-header", // claims 4 GiB - 1, sends 10 bytes
+		config: func(c *Config) {
+			c.MaxMessageSize = 1<<32 - 1
+		},
+		attack: func(a *attacker, i int) bool {
+			a.raw(appendDataHeader(nil, "huge", 1<<32-1))
+			a.raw(make([]byte, 10))
+			return false
+		},
+		rounds: 1, want: ErrKeepAliveTimeout, because: "nothing heard", maxHeap: 4 << 20,
+	}, {
+		name: "partial-message-stalled", // 16 MiB claimed, 2 MiB sent, then silence
+		config: func(c *Config) {
+			c.MaxMessageSize = 16 << 20
+		},
+		attack: func(a *attacker, i int) bool {
+			if i == 0 {
+				a.raw(appendDataHeader(nil, "partial", 16<<20))
+			}
+			a.raw(payload1K)
+			return i < 2047
+		},
+		rounds: 2048, want: ErrKeepAliveTimeout, because: "nothing heard", maxHeap: 24 << 20,
+	}, {
+		name: "ping-flood",
+		attack: func(a *attacker, i int) bool {
+			a.raw(appendValueControl(nil, framePing, uint32(i)))
+			return true
+		},
+		rounds: 200_000, want: ErrProtocol, because: "flood", maxHeap: 16 << 20,
+	}, {
+		name: "pong-flood",
+		attack: func(a *attacker, i int) bool {
+			a.raw(appendValueControl(nil, framePong, uint32(i)))
+			return true
+		},
+		rounds: 200_000, want: ErrProtocol, because: "flood", maxHeap: 16 << 20,
+	}, {
+		name: "empty-window-flood",
+		attack: func(a *attacker, i int) bool {
+			a.raw(appendIDControl(nil, frameWindow, "nobody", 0))
+			a.raw(appendValueControl(nil, frameLinkWindow, 0))
+			return true
+		},
+		rounds: 200_000, want: ErrProtocol, because: "flood", maxHeap: 16 << 20,
+	}, {
+		name: "close-unknown-flood",
+		attack: func(a *attacker, i int) bool {
+			a.raw(appendIDControl(nil, frameClose, fmt.Sprint(i), 0))
+			return true
+		},
+		rounds: 200_000, want: ErrProtocol, because: "flood", maxHeap: 16 << 20,
+	}, {
+		name: "window-overflow",
+		attack: func(a *attacker, i int) bool {
+			a.raw(appendValueControl(nil, frameLinkWindow, 1<<31))
+			return false
+		},
+		rounds: 1, want: ErrProtocol, because: "overflows", maxHeap: 4 << 20,
+	}, {
+		name: "ping-flood-never-reading", // PONGs queue until TCP_USER_TIMEOUT (= keepalive timeout) ends the link
+		config: func(c *Config) {
+			c.MaxControlFramesPerSecond = 1 << 30
+		},
+		noRead: true,
+		attack: func(a *attacker, i int) bool {
+			a.raw(appendValueControl(nil, framePing, uint32(i)))
+			return true
+		},
+		rounds: 3_000_000, want: ErrLinkLost, because: "timed out", maxHeap: 64 << 20,
+	}}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) { runHostile(t, tc) })
+	}
+}
+
+func runHostile(t *testing.T, tc hostileCase) {
+	cfg := hostileConfig()
+	if tc.config != nil {
+		tc.config(cfg)
+	}
+	var addr string
+	var findLink func(a *attacker) *link
+	if tc.wrap {
+		ln := listenTCP(t)
+		var links sync.Map // remote address -> *link
+		serveConns(t, ln, func(conn net.Conn) {
+			c, err := Wrap(conn, WithID("bystander"), WithConfig(cfg))
+			if err != nil {
+				return
+			}
+			links.Store(conn.RemoteAddr().String(), linkOf(c))
+			echoLoop(c)
+		})
+		addr = ln.Addr().String()
+		findLink = func(a *attacker) *link {
+			var l any
+			eventually(t, "the attacked link", func() bool {
+				var ok bool
+				l, ok = links.Load(a.conn.LocalAddr().String())
+				return ok
+			})
+			return l.(*link)
+		}
+	} else {
+		srv := mustListen(t, "127.0.0.1:0", cfg)
+		serveListener(t, srv, echoHandler)
+		addr = srv.Addr().String()
+		findLink = func(a *attacker) *link { return a.serverLink(srv) }
+	}
+	by := startBystander(t, addr)
+	protoBefore := ReadStats().ProtocolErrors
+
+	heap := watchHeap()
+	start := time.Now()
+	a := dialAttacker(t, addr, tc.noRead)
+	victim := findLink(a)
+	rounds, sent := 0, int64(0)
+	for ; rounds < tc.rounds && !victim.failed(); rounds++ {
+		more := tc.attack(a, rounds)
+		if a.w.Buffered() >= 32<<10 || !more {
+			sent += int64(a.w.Buffered())
+			if !a.flush() {
+				break
+			}
+		}
+		if !more {
+			break
+		}
+	}
+	sent += int64(a.w.Buffered())
+	a.flush()
+	err := waitLinkErr(t, victim)
+	took := time.Since(start)
+	high := heap.end()
+	n := by.end(t)
+
+	if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.because) {
+		t.Errorf("attacked link closed with %v, want %v (%q)", err, tc.want, tc.because)
+	}
+	if high > tc.maxHeap {
+		t.Errorf("heap high-water mark %d MiB above start, bound %d MiB", high>>20, tc.maxHeap>>20)
+	}
+	if errors.Is(tc.want, ErrProtocol) && ReadStats().ProtocolErrors == protoBefore {
+		t.Error("ProtocolErrors did not count the attack")
+	}
+	// The attacker's socket is closed by the server.
+	if !tc.noRead {
+		select {
+		case <-a.gone:
+		case <-time.After(testTimeout):
+			t.Error("the attacker's socket stayed open")
+		}
+	}
+	t.Logf("figures: hostile %s: %d rounds, %d bytes sent by the attacker in %v; link closed with %q; heap high-water +%.1f MiB; bystander did %d round trips on its own link",
+		tc.name, rounds, sent, took.Round(time.Millisecond), err, float64(high)/(1<<20), n)
+}
+
+// TestHostileIDScoping: IDs belong to their physical link. A second client
+// using the same ID neither receives the first client's messages nor can
+// inject into, close or steal credit from its logical connection, even by
+// raw frames naming that ID.
+func TestHostileIDScoping(t *testing.T) {
+	srv := mustListen(t, "127.0.0.1:0", nil)
+	// The server tags each echo with the link it came in on.
+	serveListener(t, srv, func(c *Connection) {
+		tag := []byte(linkOf(c).conn.RemoteAddr().String() + "|")
+		for {
+			data, err := c.Receive()
+			if err != nil {
+				return
+			}
+			if c.Send(append(append([]byte(nil), tag...), data...)) != nil {
+				return
+			}
+		}
+	})
+	alice := mustDial(t, srv.Addr().String(), WithID("account-42"), WithConfig(&Config{}))
+	mustSend(t, alice, []byte("alice-1"))
+	aliceTag := linkOf(alice).conn.LocalAddr().String() + "|"
+	if got := string(mustReceive(t, alice)); got != aliceTag+"alice-1" {
+		t.Fatalf("alice got %q", got)
+	}
+
+	// Mallory, on her own socket, uses the same ID and raw frames for it.
+	mal := dialAttacker(t, srv.Addr().String(), false)
+	mal.data("account-42", []byte("mallory-inject"))
+	mal.raw(appendIDControl(nil, frameClose, "account-42", closeNormal))
+	mal.raw(appendIDControl(nil, frameWindow, "account-42", 1<<20))
+	mal.data("account-42", []byte("mallory-again"))
+	if !mal.flush() {
+		t.Fatal("mallory was cut off")
+	}
+	// Alice keeps her connection: her traffic flows, nothing of Mallory's
+	// reaches her, and every reply she gets was produced on her link.
+	for i := range 50 {
+		msg := fmt.Sprintf("alice-%d", i+2)
+		mustSend(t, alice, []byte(msg))
+		if got := string(mustReceive(t, alice)); got != aliceTag+msg {
+			t.Fatalf("alice got %q, want %q", got, aliceTag+msg)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if extra, err := alice.ReceiveContext(ctx); err == nil {
+		t.Fatalf("alice received an extra message %q", extra)
+	}
+	// A well-behaved second client with the same ID is a different logical
+	// connection too.
+	bob := mustDial(t, srv.Addr().String(), WithID("account-42"), WithConfig(&Config{}))
+	mustSend(t, bob, []byte("bob"))
+	bobTag := linkOf(bob).conn.LocalAddr().String() + "|"
+	if got := string(mustReceive(t, bob)); got != bobTag+"bob" {
+		t.Fatalf("bob got %q", got)
+	}
+	mustSend(t, alice, []byte("alice-last")) // alice unaffected by bob
+	if got := string(mustReceive(t, alice)); got != aliceTag+"alice-last" {
+		t.Fatalf("alice got %q", got)
+	}
+	t.Logf("figures: ID scoping: 3 sockets used ID %q; 0 cross-socket messages, alice did 52 round trips untouched by 2 injected messages, a CLOSE and a WINDOW naming her ID", "account-42")
+}
+
+// TestHostileHeaderDoesNotAllocate: the read path allocates for what
+// arrived, not for what a header claims (checked on the allocation counter,
+// not only the live heap).
+func TestHostileHeaderDoesNotAllocate(t *testing.T) {
+	srvConn, cliConn := net.Pipe()
+	cfg := &Config{MaxMessageSize: 1<<32 - 1, KeepAliveInterval: -1}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	c := mustWrap(t, srvConn, WithID("victim"), WithConfig(cfg))
+	go func() {
+		cliConn.Write(helloBytes(nil))
+		cliConn.Write(appendDataHeader(nil, "victim", 1<<32-1))
+		cliConn.Write(make([]byte, 100))
+		cliConn.Close()
+	}()
+	go func() { // the link's HELLO and anything else
+		buf := make([]byte, 4096)
+		for {
+			if _, err := cliConn.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	_, err := c.ReceiveContext(testContext(t))
+	wantErr(t, err, ErrLinkLost)
+	runtime.ReadMemStats(&after)
+	got := after.TotalAlloc - before.TotalAlloc
+	t.Logf("figures: a header claiming 4 GiB - 1 followed by 100 bytes and EOF: %d KiB allocated in total, error %q", got>>10, err)
+	if got > 3<<20 {
+		t.Errorf("allocated %d bytes for a 4 GiB claim", got)
+	}
+}

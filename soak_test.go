@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: MIT
+
+package tcpconn
+
+import (
+	"flag"
+	"fmt"
+	"hash/crc32"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// The soak test. By default a short version runs (1,000 logical connections,
+// 4 messages each, a few seconds); the long one runs for a duration:
+//
+//	go test -race -run TestSoak -soak .                  (60 s)
+//	TCPCONN_SOAK=1 TCPCONN_SOAK_DURATION=10m go test -run TestSoak -timeout 0 .
+var soakFlag = flag.Bool("soak", false, "run the long soak test (TCPCONN_SOAK=1 does the same)")
+
+func soakDuration() time.Duration {
+	if !*soakFlag && os.Getenv("TCPCONN_SOAK") == "" {
+		return 0
+	}
+	if d, err := time.ParseDuration(os.Getenv("TCPCONN_SOAK_DURATION")); err == nil {
+		return d
+	}
+	return time.Minute
+}
+
+// soakSize: mostly small messages, some medium, a few up to 1 MiB.
+func soakSize(rng *rand.Rand) int {
+	switch p := rng.IntN(100); {
+	case p < 90:
+		return rng.IntN(4 << 10)
+	case p < 99:
+		return rng.IntN(64 << 10)
+	default:
+		return rng.IntN(1<<20 - sealedHeader + 1)
+	}
+}
+
+func TestSoak(t *testing.T) {
+	const conns, links = 1000, 4
+	long := soakDuration()
+	perConn := 4 // short version
+	if testing.Short() {
+		perConn = 1
+	}
+	runtime.GC()
+	baseG := runtime.NumGoroutine()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	baseHeap := ms.HeapAlloc
+	heap := watchHeap()
+
+	// All 1,000 IDs open at once: the accept backlog must hold them (beyond
+	// it, new IDs are refused by design).
+	srv, err := Listen("tcp", "127.0.0.1:0", &Config{AcceptBacklog: conns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var srvWG sync.WaitGroup
+	srvWG.Add(1)
+	go func() {
+		defer srvWG.Done()
+		for {
+			c, err := srv.Accept()
+			if err != nil {
+				return
+			}
+			srvWG.Add(1)
+			go func() {
+				defer srvWG.Done()
+				defer c.Close()
+				echoHandler(c)
+			}()
+		}
+	}()
+
+	cfgs := make([]*Config, links)
+	for i := range cfgs {
+		cfgs[i] = &Config{}
+	}
+	clients := make([]*Connection, conns)
+	for i := range clients {
+		c, err := Dial(testContext(t), srv.Addr().String(), WithID(fmt.Sprintf("soak-%04d", i)), WithConfig(cfgs[i%links]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients[i] = c
+	}
+
+	start := time.Now()
+	deadline := start.Add(long)
+	var msgs, bytes atomic.Int64
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		sentSum := make(chan uint32, 1)
+		sentN := make(chan uint32, 1)
+		wg.Add(2)
+		go func() { // sender
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(i), 42))
+			ctx := testContext(t)
+			var sum, seq uint32
+			for seq < uint32(perConn) || (long > 0 && time.Now().Before(deadline)) {
+				seq++
+				msg := sealMsg(rng, seq, soakSize(rng))
+				if err := c.SendContext(ctx, msg); err != nil {
+					t.Errorf("%s: send %d: %v", c.ID(), seq, err)
+					seq--
+					break
+				}
+				sum = crc32.Update(sum, crc32.IEEETable, msg)
+			}
+			sentN <- seq
+			sentSum <- sum
+		}()
+		go func() { // receiver: exactly once, intact, in order
+			defer wg.Done()
+			ctx := testContext(t)
+			var sum, want uint32
+			n := uint32(1<<32 - 1)
+			for want < n {
+				select {
+				case n = <-sentN:
+					continue
+				default:
+				}
+				if want == n {
+					break
+				}
+				b, err := c.ReceiveContext(ctx)
+				if err != nil {
+					t.Errorf("%s: receive after %d: %v", c.ID(), want, err)
+					return
+				}
+				seq, err := openMsg(b)
+				if err != nil || seq != want+1 {
+					t.Errorf("%s: got seq %d (%v), want %d", c.ID(), seq, err, want+1)
+					return
+				}
+				want = seq
+				sum = crc32.Update(sum, crc32.IEEETable, b)
+				msgs.Add(1)
+				bytes.Add(int64(len(b)))
+			}
+			if s := <-sentSum; s != sum {
+				t.Errorf("%s: running checksum sent %08x, received %08x", c.ID(), s, sum)
+			}
+		}()
+	}
+	wg.Wait()
+	took := time.Since(start)
+	st := ReadStats()
+
+	for _, c := range clients {
+		c.Close()
+	}
+	srv.Close()
+	srvWG.Wait()
+	high := heap.end()
+	var leftG int
+	var leftHeap uint64
+	eventually(t, "goroutines and heap back to baseline", func() bool {
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		leftG, leftHeap = runtime.NumGoroutine(), ms.HeapAlloc
+		return leftG <= baseG && leftHeap <= baseHeap+8<<20
+	})
+	t.Logf("figures: soak (%v): %d logical connections over %d links, %d messages echoed exactly once in order (%d bytes each way, sizes 0..1 MiB), running CRC-32 equal on every connection, %v, %.0f msg/s; heap high-water +%.1f MiB; after close: %d goroutines (baseline %d), heap %+.1f MiB vs baseline; stats %+v",
+		map[bool]string{true: "long", false: "short"}[long > 0], conns, links, msgs.Load(), bytes.Load(), took.Round(time.Millisecond),
+		float64(msgs.Load())/took.Seconds(), float64(high)/(1<<20), leftG, baseG, (float64(leftHeap)-float64(baseHeap))/(1<<20), st)
+}
