@@ -4,7 +4,10 @@ package tcpconn
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
+	"net"
 	"testing"
 )
 
@@ -13,7 +16,8 @@ import (
 
 func BenchmarkRoundTrip(b *testing.B) {
 	for _, size := range []int{100, 1 << 10, 200 << 10, 1 << 20} {
-		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+		b.Run(fmt.Sprintf("size=%d/raw", size), func(b *testing.B) { rawRoundTrip(b, size) })
+		b.Run(fmt.Sprintf("size=%d/tcpconn", size), func(b *testing.B) {
 			ln := listenTCP(b)
 			serveEcho(b, ln)
 			c := NewConnectionWithID(ln.Addr().String(), "bench", 0)
@@ -98,4 +102,66 @@ func BenchmarkHeader(b *testing.B) {
 	if sum == 1 {
 		b.Log(sum)
 	}
+}
+
+// rawRoundTrip is the floor: a length-prefixed echo on a plain socket, one
+// write per message, in the same run as the tcpconn numbers.
+func rawRoundTrip(b *testing.B, size int) {
+	ln := listenTCP(b)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		var buf []byte
+		for {
+			if buf, err = rawRead(conn, buf); err != nil {
+				return
+			}
+			if rawWrite(conn, buf) != nil {
+				return
+			}
+		}
+	}()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	msg := make([]byte, size)
+	var buf []byte
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := rawWrite(conn, msg); err != nil {
+			b.Fatal(err)
+		}
+		if buf, err = rawRead(conn, buf); err != nil || len(buf) != size {
+			b.Fatal(err)
+		}
+	}
+}
+
+func rawWrite(conn net.Conn, msg []byte) error {
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], uint32(len(msg)))
+	bufs := net.Buffers{hdr[:], msg}
+	_, err := bufs.WriteTo(conn)
+	return err
+}
+
+func rawRead(conn net.Conn, buf []byte) ([]byte, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+		return buf, err
+	}
+	n := int(binary.BigEndian.Uint32(hdr[:]))
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	_, err := io.ReadFull(conn, buf)
+	return buf, err
 }

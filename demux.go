@@ -16,40 +16,50 @@ import (
 	"unsafe"
 )
 
-// link is the engine of one physical connection: one read loop that routes
-// frames to logical connections (streams), a flat-combining writer that
-// batches concurrent senders into one writev, and two-level credit flow
-// control (per stream and per link) so that a slow reader never stalls the
-// others and buffered memory is bounded.
+// link is the engine of one physical connection. Reading: whoever holds
+// the read token (rmu) reads frames and routes them to logical connections
+// (streams). A receiver with nothing queued takes the token itself when it
+// is free and reads until its own message arrives, so a request/response
+// round trip involves no goroutine hand-off; otherwise a background reader
+// holds it and hands messages over. Writing: see writer.go. Two-level credit
+// flow control (per stream and per link) keeps a slow reader from stalling
+// the others and bounds what is buffered.
 type link struct {
 	conn   net.Conn
 	tcp    *net.TCPConn // non-nil when writev is available
 	cfg    *Config
 	client bool
 	log    *slog.Logger
-	br     *bufio.Reader
 
-	routes   sync.Map     // string -> *stream; read lock-free by the read loop
-	nstreams atomic.Int64 // records in routes
-	lastHit  *stream      // read loop only: one-entry route cache
-
-	peer      hello // written before helloDone is closed
-	helloDone chan struct{}
-
-	// Receive-side credit: the peer may send while these are positive.
-	recvLinkCredit atomic.Int64
+	// Read side; br and pend belong to the holder of rmu.
+	rmu            sync.Mutex
+	br             *bufio.Reader
+	pend           pendingData
+	direct         atomic.Bool   // a receiver holds rmu (interrupt it with a deadline)
+	parked         atomic.Int32  // receivers waiting for a message from this link
+	rkick          chan struct{} // wakes the background reader
+	releases       atomic.Uint64 // tokens released by receivers: the background reader stays away while they read
+	lastHit        *stream       // one-entry route cache
+	ctrlTokens     float64       // control-frame rate limiter
+	ctrlLast       time.Time
+	framesIn       atomic.Uint64 // keepalive: anything heard from the peer
+	routes         sync.Map      // string -> *stream; read lock-free
+	nstreams       atomic.Int64  // records in routes
+	peer           hello         // written before helloDone is closed
+	helloDone      chan struct{}
+	recvLinkCredit atomic.Int64 // the peer may send while positive
 	linkConsumed   atomic.Int64 // consumed since the last LINK_WINDOW
 
-	// Write side; everything below wmu is guarded by it.
+	// Write side (writer.go); guarded by wmu.
 	wmu            sync.Mutex
-	wqueue         []*writeReq
-	wspare         []*writeReq
-	flushing       bool
+	wb, wspare     *writeBatch
+	writerBusy     bool
+	lastFlush      int64 // nanotime when the last flush ended
+	wkick          chan struct{}
 	linkSendCredit int64
 	creditWake     chan struct{} // closed when credit arrives; nil if nobody waits
 	werr           error         // set once the link failed
-	wbufs          net.Buffers   // flusher only
-	wv             net.Buffers   // flusher only; consumed by WriteTo
+	wv             net.Buffers   // writer goroutine only; consumed by WriteTo
 
 	catchAll  atomic.Pointer[catchAll]
 	accept    func(*stream) bool
@@ -59,15 +69,21 @@ type link struct {
 	unclaimedMu sync.Mutex
 	unclaimed   map[*stream]int64 // peer-opened, not yet claimed -> nanotime created
 
-	ctrlTokens float64 // read loop only: control-frame rate limiter
-	ctrlLast   time.Time
-
-	framesIn atomic.Uint64 // keepalive: anything heard from the peer
 	counters linkCounters
 
 	done     chan struct{}
 	failOnce sync.Once
 	err      error // valid after done is closed
+}
+
+// pendingData is a data frame whose header was read and whose payload is
+// still arriving; it survives a read interrupted by a deadline.
+type pendingData struct {
+	active bool
+	s      *stream // nil: discard
+	n, got int
+	cost   int64
+	m      message
 }
 
 type linkCounters struct {
@@ -119,30 +135,6 @@ func (m message) release() {
 	}
 }
 
-// writeReq is one frame waiting for the writer: a header (or a whole control
-// frame) and an optional payload that is written without being copied.
-type writeReq struct {
-	hdr    []byte // points into buf
-	buf    [maxControlFrame]byte
-	data   []byte
-	err    error
-	done   chan struct{} // reused; signalled when written or when this goroutine must lead
-	wait   bool          // a goroutine is blocked on done
-	leader bool          // woken to take over flushing
-	msgs   uint64        // data frames in this request (0 or 1)
-}
-
-const maxControlFrame = sizeOfIDLen + sizeOfType + sizeOfIDLen + maxIDLen + sizeOfLength
-
-var writeReqPool = sync.Pool{New: func() any { return &writeReq{done: make(chan struct{}, 1)} }}
-
-func getWriteReq() *writeReq { return writeReqPool.Get().(*writeReq) }
-
-func putWriteReq(r *writeReq) {
-	r.data, r.err, r.wait, r.leader, r.msgs = nil, nil, false, false, 0
-	writeReqPool.Put(r)
-}
-
 // linkHooks connect a link to its owner (the client pool, the Wrap registry
 // or a Listener); they are fixed before the read loop starts.
 type linkHooks struct {
@@ -158,6 +150,10 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 		cfg:       cfg,
 		client:    client,
 		br:        bufio.NewReaderSize(conn, readBufferSize),
+		rkick:     make(chan struct{}, 1),
+		wkick:     make(chan struct{}, 1),
+		wb:        &writeBatch{},
+		wspare:    &writeBatch{},
 		helloDone: make(chan struct{}),
 		done:      make(chan struct{}),
 		unclaimed: make(map[*stream]int64),
@@ -184,7 +180,9 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 	l.recvLinkCredit.Store(int64(cfg.LinkWindow))
 	registerLink(l)
 	l.enqueueControl(appendHello(nil, cfg.hello()))
+	l.rmu.Lock() // the background reader starts with the token: HELLO first
 	go l.readLoop()
+	go l.writeLoop()
 	go l.keepAliveLoop()
 	return l
 }
@@ -205,14 +203,8 @@ func (l *link) fail(err error) {
 		if errors.Is(err, ErrProtocol) {
 			globalCounters.protocolErrors.Add(1)
 		}
-		l.wmu.Lock()
-		l.werr = err
 		l.err = err
-		if l.creditWake != nil {
-			close(l.creditWake)
-			l.creditWake = nil
-		}
-		l.wmu.Unlock()
+		l.failWrites(err)
 		close(l.done)
 		l.conn.Close()
 		l.routes.Range(func(_, v any) bool {
@@ -380,258 +372,175 @@ func (l *link) closeStream(s *stream, code uint32) {
 	l.enqueueControl(appendIDControl(nil, frameClose, s.id, code))
 }
 
-// ---- sending ----
+// ---- receiving: the read token ----
 
-// send writes one data frame for s, waiting for credit; data is not copied
-// and may be reused by the caller once send returns.
-func (l *link) send(done <-chan struct{}, s *stream, data []byte) error {
-	cost := int64(len(data)) + messageOverhead
-	r := getWriteReq()
-	r.hdr = appendDataHeader(r.buf[:0], s.id, len(data))
-	r.data = data
-	r.msgs = 1
+// handBackDelay is how long the token must stay unused by receivers before
+// the background reader takes it again, so that control frames and
+// messages for absent receivers are still read promptly. It is checked by
+// the background reader's own timer rather than armed on every release:
+// a timer reset per message measurably slowed round trips.
+const handBackDelay = 5 * time.Millisecond
+
+// readLoop is the background reader. It holds the token when no receiver
+// reads for itself, and steps back once it has handed a message to a
+// waiting receiver with nothing else buffered, so that receiver's next call
+// can read directly.
+func (l *link) readLoop() {
+	// newLink took the token for us.
+	if err := l.readHello(); err != nil {
+		l.rmu.Unlock()
+		l.fail(err)
+		return
+	}
+	t := time.NewTimer(handBackDelay)
+	defer t.Stop()
 	for {
-		l.wmu.Lock()
-		if l.werr != nil {
-			l.wmu.Unlock()
-			putWriteReq(r)
-			return l.linkError()
-		}
-		if st := s.state.Load(); st != 0 {
-			l.wmu.Unlock()
-			putWriteReq(r)
-			if st&streamPeerClosed != 0 {
-				return ErrPeerClosed
-			}
-			return ErrClosed
-		}
-		if !s.sendCreditOK && l.peer.version != 0 {
-			s.sendCredit, s.sendCreditOK = int64(l.peer.streamWindow), true
-		}
-		if l.peer.version != 0 && uint64(len(data)) > uint64(l.peer.maxMessage) {
-			l.wmu.Unlock()
-			putWriteReq(r)
-			return fmt.Errorf("%w: %d bytes, the peer accepts at most %d", ErrMessageTooLarge, len(data), l.peer.maxMessage)
-		}
-		if s.sendCreditOK && s.sendCredit > 0 && l.linkSendCredit > 0 {
-			s.sendCredit -= cost
-			l.linkSendCredit -= cost
-			break
-		}
-		if l.creditWake == nil {
-			l.creditWake = make(chan struct{})
-		}
-		wake := l.creditWake
-		l.wmu.Unlock()
-		select {
-		case <-wake:
-		case <-done:
-			putWriteReq(r)
-			return errCanceled
-		}
-	}
-	r.wait = true
-	return l.enqueueLocked(r)
-}
-
-// errCanceled tells the caller that its done channel fired; the caller knows
-// which error that stands for.
-var errCanceled = errors.New("tcpconn: canceled")
-
-// enqueueControl queues a control frame without waiting for it; if nobody is
-// flushing, a goroutine is started so the read loop never blocks on a write.
-func (l *link) enqueueControl(frame []byte) {
-	r := getWriteReq()
-	r.hdr = append(r.buf[:0], frame...)
-	l.wmu.Lock()
-	if l.werr != nil {
-		l.wmu.Unlock()
-		putWriteReq(r)
-		return
-	}
-	l.wqueue = append(l.wqueue, r)
-	if l.flushing {
-		l.wmu.Unlock()
-		return
-	}
-	l.flushing = true
-	l.wmu.Unlock()
-	go l.flushLoop(nil)
-}
-
-// enqueueLocked appends r (l.wmu held) and either becomes the flusher or
-// waits for the current one to write r. It returns r's write error.
-func (l *link) enqueueLocked(r *writeReq) error {
-	l.wqueue = append(l.wqueue, r)
-	if l.flushing {
-		l.wmu.Unlock()
-		<-r.done
-		if r.leader {
-			r.leader = false
-			l.flushLoop(r)
-		}
-	} else {
-		l.flushing = true
-		l.wmu.Unlock()
-		l.flushLoop(r)
-	}
-	err := r.err
-	putWriteReq(r)
-	return err
-}
-
-// maxFlushRounds bounds how many batches one sender writes for others
-// before handing the flusher role to a waiting sender.
-const maxFlushRounds = 4
-
-// flushLoop writes queued frames in batches until the queue is empty. self
-// is the caller's own request (nil for a helper goroutine); it is always in
-// the first batch, so the caller can leave after handing off.
-func (l *link) flushLoop(self *writeReq) {
-	for round := 0; ; round++ {
-		l.wmu.Lock()
-		if len(l.wqueue) == 0 || l.werr != nil {
-			l.flushing = false
-			rest := l.wqueue
-			l.wqueue = l.wqueue[:0]
-			err := l.werr
-			l.wmu.Unlock()
-			l.finish(rest, self, err)
+		if err := l.readUntil(nil); err != nil {
 			return
 		}
-		if round >= maxFlushRounds && self != nil {
-			if next := l.firstWaiterLocked(); next != nil {
-				next.leader = true
-				l.wmu.Unlock()
-				next.done <- struct{}{}
+		seen := l.releases.Load()
+		t.Reset(handBackDelay)
+		for {
+			select {
+			case <-l.rkick:
+			case <-t.C:
+				t.Reset(handBackDelay)
+				if r := l.releases.Load(); r != seen {
+					seen = r // receivers are reading for themselves
+					continue
+				}
+			case <-l.done:
 				return
 			}
-		}
-		batch := l.wqueue
-		l.wqueue = l.wspare[:0]
-		l.wmu.Unlock()
-
-		err := l.writeBatch(batch)
-		if err != nil {
-			l.fail(fmt.Errorf("%w: write: %w", ErrLinkLost, err))
-			err = l.linkError()
-		}
-		l.finish(batch, self, err)
-		clear(batch)
-		l.wmu.Lock()
-		l.wspare = batch[:0]
-		l.wmu.Unlock()
-	}
-}
-
-func (l *link) firstWaiterLocked() *writeReq {
-	for _, r := range l.wqueue {
-		if r.wait {
-			return r
-		}
-	}
-	return nil
-}
-
-// finish reports err to every request in batch and releases control frames.
-func (l *link) finish(batch []*writeReq, self *writeReq, err error) {
-	for _, r := range batch {
-		switch {
-		case r == self:
-			r.err = err
-		case r.wait:
-			r.err = err
-			r.done <- struct{}{}
-		default:
-			putWriteReq(r)
-		}
-	}
-}
-
-// writeBatch writes every frame of batch with one writev on TCP, or gathered
-// into one buffer and one Write elsewhere (TLS, proxies), since net.Buffers
-// degrades to a Write per slice there.
-func (l *link) writeBatch(batch []*writeReq) error {
-	var msgs, bytes uint64
-	for _, r := range batch {
-		msgs += r.msgs
-		bytes += uint64(len(r.data)) * r.msgs
-	}
-	var err error
-	if l.tcp != nil {
-		bufs := l.wbufs[:0]
-		for _, r := range batch {
-			bufs = append(bufs, r.hdr)
-			if len(r.data) > 0 {
-				bufs = append(bufs, r.data)
+			if l.rmu.TryLock() {
+				break
 			}
 		}
-		l.wv = bufs
-		_, err = l.wv.WriteTo(l.tcp)
-		clear(bufs) // do not pin callers' payloads
-		l.wbufs = bufs[:0]
-	} else {
-		g := getGather()
-		for _, r := range batch {
-			g.B = append(g.B, r.hdr...)
-			g.B = append(g.B, r.data...)
-		}
-		_, err = l.conn.Write(g.B)
-		putGather(g)
 	}
-	if err == nil {
-		l.counters.messagesOut.Add(msgs)
-		l.counters.bytesOut.Add(bytes)
-	}
-	return err
 }
 
-// ---- receiving: the read loop ----
-
-func (l *link) readLoop() {
-	err := l.readFrames()
-	if err != nil && !errors.Is(err, ErrProtocol) && !errors.Is(err, ErrHandshake) && !errors.Is(err, ErrKeepAliveTimeout) {
-		if l.failed() {
-			return
-		}
-		err = fmt.Errorf("%w: %w", ErrLinkLost, err)
+// readDirect lets a receiver with nothing queued read for itself if the
+// token is free, until ready reports true. It reports whether it did (then
+// ready() holds, or the link failed).
+func (l *link) readDirect(ready func() bool) bool {
+	if !l.rmu.TryLock() {
+		return false
 	}
-	l.fail(err)
+	l.direct.Store(true)
+	l.readUntil(ready)
+	return true
+}
+
+// readUntil reads frames holding the token until ready reports true (a
+// receiver reading for itself) or, for the background reader (ready nil),
+// until it may step back. It always returns with the token released; an
+// error means the link failed.
+func (l *link) readUntil(ready func() bool) error {
+	for {
+		if ready != nil && ready() {
+			l.releaseToken()
+			return nil
+		}
+		woke, err := l.readFrame()
+		if err != nil {
+			if isTimeout(err) && !l.failed() {
+				// An interrupt (Close or idle timeout of a receiver reading
+				// for itself); the frame in progress resumes.
+				l.conn.SetReadDeadline(time.Time{})
+				continue
+			}
+			l.direct.Store(false)
+			l.rmu.Unlock()
+			l.fail(readFailure(err))
+			return l.linkError()
+		}
+		if ready == nil && woke && l.parked.Load() == 0 && l.br.Buffered() == 0 {
+			l.releaseToken()
+			return nil
+		}
+	}
+}
+
+// releaseToken gives up the token: to the background reader at once if
+// receivers wait, else after handBackDelay unless a receiver takes it again.
+func (l *link) releaseToken() {
+	l.direct.Store(false)
+	l.rmu.Unlock()
+	if l.parked.Load() > 0 {
+		l.kickReader()
+	} else {
+		l.releases.Add(1)
+	}
+}
+
+// ensureReader kicks the background reader if nobody holds the token (a
+// holder kicks it on release when receivers are parked).
+func (l *link) ensureReader() {
+	if l.rmu.TryLock() {
+		l.rmu.Unlock()
+		l.kickReader()
+	}
+}
+
+func (l *link) kickReader() {
+	select {
+	case l.rkick <- struct{}{}:
+	default:
+	}
+}
+
+// interruptDirect wakes a receiver blocked reading for itself, so that it
+// notices Close or an idle timeout. Spurious interrupts are harmless.
+func (l *link) interruptDirect() {
+	if l.direct.Load() {
+		l.conn.SetReadDeadline(aLongTimeAgo)
+	}
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// readFailure classifies why reading stopped.
+func readFailure(err error) error {
+	if errors.Is(err, ErrProtocol) || errors.Is(err, ErrHandshake) || errors.Is(err, ErrKeepAliveTimeout) || errors.Is(err, ErrClosed) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrLinkLost, err)
 }
 
 func protocolErrorf(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrProtocol}, args...)...)
 }
 
-// truncated turns a mid-frame EOF into a clear error.
+// truncated turns a mid-frame EOF into a clear error: a peer that closes
+// inside a frame broke the framing, so it is a protocol violation.
 func truncated(err error, what string) error {
 	if errors.Is(err, io.EOF) {
-		return fmt.Errorf("connection ended inside %s: %w", what, io.ErrUnexpectedEOF)
+		return fmt.Errorf("%w: connection ended inside %s: %w", ErrProtocol, what, io.ErrUnexpectedEOF)
 	}
 	return err
 }
 
-func (l *link) readFrames() error {
-	if err := l.readHello(); err != nil {
-		return err
+// readFrame reads one frame (or resumes one) and reports whether it woke a
+// waiting receiver. Headers are parsed with Peek and consumed only when
+// complete, so a read interrupted by a deadline loses nothing.
+func (l *link) readFrame() (bool, error) {
+	if l.pend.active {
+		return l.readPending()
 	}
-	br := l.br
-	for {
-		b0, err := br.ReadByte()
-		if err != nil {
-			return err // EOF here is a clean close between frames
-		}
-		l.framesIn.Add(1)
-		if b0 == controlMarker {
-			if err := l.readControl(); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := l.readData(int(b0)); err != nil {
-			return err
-		}
+	b, err := l.br.Peek(1)
+	if err != nil {
+		return false, err // EOF here is a clean close between frames
 	}
+	l.framesIn.Add(1)
+	if b[0] == controlMarker {
+		return false, l.readControl()
+	}
+	return l.readData(int(b[0]))
 }
 
 func (l *link) readHello() error {
@@ -646,8 +555,7 @@ func (l *link) readHello() error {
 		b, err = l.br.Peek(2 + sizeOfHelloBody)
 	}
 	if err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
+		if isTimeout(err) {
 			return fmt.Errorf("%w: no hello from peer within %v", ErrHandshake, l.cfg.HandshakeTimeout)
 		}
 		return fmt.Errorf("%w: %w", ErrHandshake, truncated(err, "the hello"))
@@ -657,6 +565,7 @@ func (l *link) readHello() error {
 		return err
 	}
 	l.br.Discard(len(b))
+	l.framesIn.Add(1)
 	l.conn.SetReadDeadline(time.Time{})
 	l.wmu.Lock()
 	l.peer = h
@@ -670,72 +579,73 @@ func (l *link) readHello() error {
 	return nil
 }
 
-func (l *link) readData(idLen int) error {
-	hdr, err := l.br.Peek(idLen + sizeOfLength)
+func (l *link) readData(idLen int) (bool, error) {
+	hdr, err := l.br.Peek(sizeOfIDLen + idLen + sizeOfLength)
 	if err != nil {
-		return truncated(err, "a data frame header")
+		return false, truncated(err, "a data frame header")
 	}
-	n := loadU32(hdr[idLen:])
+	n := loadU32(hdr[sizeOfIDLen+idLen:])
 	if uint64(n) > uint64(l.cfg.MaxMessageSize) {
-		return protocolErrorf("message of %d bytes exceeds the limit of %d", n, l.cfg.MaxMessageSize)
+		return false, protocolErrorf("message of %d bytes exceeds the limit of %d", n, l.cfg.MaxMessageSize)
 	}
-	s, err := l.route(hdr[:idLen])
+	s, err := l.route(hdr[sizeOfIDLen : sizeOfIDLen+idLen])
 	if err != nil {
-		return err
+		return false, err
 	}
-	l.br.Discard(idLen + sizeOfLength)
 	cost := int64(n) + messageOverhead
 	if l.recvLinkCredit.Add(-cost)+cost <= 0 {
-		return protocolErrorf("peer exceeded the link window of %d bytes", l.cfg.LinkWindow)
+		return false, protocolErrorf("peer exceeded the link window of %d bytes", l.cfg.LinkWindow)
 	}
-	discard := s == nil || s.closeAcks.Load() > 0
-	if !discard && s.recvCredit.Add(-cost)+cost <= 0 {
-		return protocolErrorf("peer exceeded the window of %d bytes on %q", l.cfg.StreamWindow, s.id)
+	if s.closeAcks.Load() > 0 {
+		s = nil // a frame of an incarnation we already closed: read and drop it
+	} else if s.recvCredit.Add(-cost)+cost <= 0 {
+		return false, protocolErrorf("peer exceeded the window of %d bytes on %q", l.cfg.StreamWindow, s.id)
 	}
-	m, err := l.readPayload(int(n))
-	if err != nil {
-		return err
+	l.br.Discard(len(hdr))
+	// Small payloads go to a pooled buffer; large ones to a slice that grows
+	// with the bytes that actually arrive, so a header claiming a huge
+	// message cannot make us allocate it up front.
+	var m message
+	if int(n) <= pooledMessageLimit {
+		b := getPayload(int(n))
+		m = message{data: b.B, pooled: b}
+	} else {
+		m = message{data: make([]byte, min(int(n), maxUnbackedAlloc))}
 	}
-	l.counters.messagesIn.Add(1)
-	l.counters.bytesIn.Add(uint64(n))
-	if discard {
-		// A frame of an incarnation we already closed: drop it and give
-		// the link credit back.
-		m.release()
-		l.consumedLink(cost)
-		return nil
-	}
-	s.deliver(m)
-	return nil
+	l.pend = pendingData{active: true, s: s, n: int(n), cost: cost, m: m}
+	return l.readPending()
 }
 
-// readPayload reads n bytes: small ones into a pooled buffer, large ones
-// into a slice that grows as bytes actually arrive, so a header that claims
-// a huge message cannot make us allocate it up front.
-func (l *link) readPayload(n int) (message, error) {
-	if n <= pooledMessageLimit {
-		b := getPayload(n)
-		if _, err := io.ReadFull(l.br, b.B); err != nil {
-			putPayload(b)
-			return message{}, truncated(err, "a message payload")
-		}
-		return message{data: b.B, pooled: b}, nil
-	}
-	buf := make([]byte, min(n, maxUnbackedAlloc))
-	got := 0
+func (l *link) readPending() (bool, error) {
+	p := &l.pend
 	for {
-		k, err := io.ReadFull(l.br, buf[got:])
-		got += k
+		k, err := io.ReadFull(l.br, p.m.data[p.got:])
+		p.got += k
 		if err != nil {
-			return message{}, truncated(err, "a message payload")
+			if isTimeout(err) {
+				return false, err // resumable
+			}
+			p.m.release()
+			p.active = false
+			return false, truncated(err, "a message payload")
 		}
-		if got == n {
-			return message{data: buf}, nil
+		if p.got == p.n {
+			break
 		}
-		grown := make([]byte, min(n, 4*got))
-		copy(grown, buf[:got])
-		buf = grown
+		grown := make([]byte, min(p.n, 4*p.got))
+		copy(grown, p.m.data[:p.got])
+		p.m.data = grown
 	}
+	s, m, cost := p.s, p.m, p.cost
+	*p = pendingData{}
+	l.counters.messagesIn.Add(1)
+	l.counters.bytesIn.Add(uint64(len(m.data)))
+	if s == nil {
+		m.release()
+		l.consumedLink(cost)
+		return false, nil
+	}
+	return s.deliver(m), nil
 }
 
 // route finds the record for a frame's ID, creating one for an ID the peer
@@ -812,65 +722,65 @@ var controlBodySize = [frameTypeLimit]int{
 }
 
 func (l *link) readControl() error {
-	typ, err := l.br.ReadByte()
+	b, err := l.br.Peek(sizeOfIDLen + sizeOfType)
 	if err != nil {
 		return truncated(err, "a control frame")
 	}
+	typ := b[1]
 	if int(typ) >= len(controlBodySize) || controlBodySize[typ] == 0 {
 		return protocolErrorf("unknown control frame type 0x%02x", typ)
 	}
-	b, err := l.br.Peek(controlBodySize[typ])
-	if err != nil {
+	const head = sizeOfIDLen + sizeOfType
+	size := head + controlBodySize[typ]
+	if b, err = l.br.Peek(size); err != nil {
 		return truncated(err, frameName(typ))
 	}
 	switch typ {
-	case frameHello:
-		return protocolErrorf("second HELLO")
-	case frameWindow, frameClose:
-		idLen := int(b[0])
-		if idLen > maxIDLen {
-			return protocolErrorf("%s with ID length %d", frameName(typ), idLen)
+	case frameWindow, frameClose, frameGoAway:
+		// Variable part: an ID (WINDOW, CLOSE) or a reason (GOAWAY), whose
+		// length byte is the last byte of the fixed body.
+		n := int(b[size-1])
+		if typ != frameGoAway {
+			if n > maxIDLen {
+				return protocolErrorf("%s with ID length %d", frameName(typ), n)
+			}
+			n += sizeOfLength
 		}
-		if b, err = l.br.Peek(sizeOfIDLen + idLen + sizeOfLength); err != nil {
+		size += n
+		if b, err = l.br.Peek(size); err != nil {
 			return truncated(err, frameName(typ))
 		}
-		id, v := b[1:1+idLen], loadU32(b[1+idLen:])
-		if typ == frameWindow {
-			err = l.onWindow(id, v)
-		} else {
-			err = l.onCloseFrame(id, v)
-		}
-		l.br.Discard(len(b))
-		return err
-	case frameLinkWindow:
-		v := loadU32(b)
-		l.br.Discard(len(b))
-		return l.addSendCredit(nil, v)
-	case framePing:
-		v := loadU32(b)
-		l.br.Discard(len(b))
-		if err := l.allowControl(); err != nil {
-			return err
-		}
-		l.enqueueControl(appendValueControl(nil, framePong, v))
-		return nil
-	case framePong:
-		l.br.Discard(len(b))
-		return l.allowControl()
-	case frameGoAway:
-		code, rl := loadU32(b), int(b[4])
-		if b, err = l.br.Peek(len(b) + rl); err != nil {
-			return truncated(err, "GOAWAY")
-		}
-		reason := string(b[5:])
-		l.br.Discard(len(b))
-		if l.goingAway.Swap(true) {
-			return l.allowControl()
-		}
-		l.log.Debug("tcpconn: peer is going away", "code", code, "reason", reason)
-		return nil
 	}
-	return protocolErrorf("unhandled control frame type 0x%02x", typ)
+	body := b[head:]
+	switch typ {
+	case frameHello:
+		err = protocolErrorf("second HELLO")
+	case frameWindow:
+		err = l.onWindow(body[1:len(body)-sizeOfLength], loadU32(body[len(body)-sizeOfLength:]))
+	case frameClose:
+		err = l.onCloseFrame(body[1:len(body)-sizeOfLength], loadU32(body[len(body)-sizeOfLength:]))
+	case frameLinkWindow:
+		err = l.addSendCredit(nil, loadU32(body))
+	case framePing:
+		if err = l.allowControl(); err == nil {
+			var fb [sizeOfIDLen + sizeOfType + sizeOfLength]byte
+			l.enqueueControl(appendValueControl(fb[:0], framePong, loadU32(body)))
+		}
+	case framePong:
+		err = l.allowControl()
+	case frameGoAway:
+		err = l.onGoAway(loadU32(body), string(body[sizeOfLength+sizeOfIDLen:]))
+	}
+	l.br.Discard(size)
+	return err
+}
+
+func (l *link) onGoAway(code uint32, reason string) error {
+	if l.goingAway.Swap(true) {
+		return l.allowControl()
+	}
+	l.log.Debug("tcpconn: peer is going away", "code", code, "reason", reason)
+	return nil
 }
 
 func (l *link) onWindow(idb []byte, inc uint32) error {
@@ -1030,28 +940,30 @@ func (l *link) expireUnclaimed(now time.Time) {
 
 // ---- stream side ----
 
-// deliver queues m and wakes whoever waits for it.
-func (s *stream) deliver(m message) {
+// deliver queues m and wakes whoever waits for it; it reports whether it
+// woke a receiver.
+func (s *stream) deliver(m message) bool {
 	s.mu.Lock()
 	s.queue = append(s.queue, m)
-	s.wakeLocked()
+	woke := s.wakeLocked()
 	unclaimed := s.owner == nil
 	s.mu.Unlock()
 	if unclaimed {
 		if ca := s.link.catchAll.Load(); ca != nil {
-			ca.push(s)
+			woke = ca.push(s) || woke
 		}
 	}
+	return woke
 }
 
-func (s *stream) wakeLocked() {
-	if s.waiting {
-		s.waiting = false
-		select {
-		case s.notify <- struct{}{}:
-		default:
-		}
+func (s *stream) wakeLocked() bool {
+	if !s.waiting {
+		return false
 	}
+	s.waiting = false
+	s.link.parked.Add(-1)
+	s.notify <- struct{}{} // capacity 1, one waiter: never blocks
+	return true
 }
 
 // fail records why no more messages will arrive; queued ones stay readable.
@@ -1062,6 +974,7 @@ func (s *stream) fail(err error) {
 	}
 	s.wakeLocked()
 	s.mu.Unlock()
+	s.link.interruptDirect()
 }
 
 // popLocked takes the oldest queued message.
@@ -1081,8 +994,18 @@ func (s *stream) popLocked() (message, bool) {
 	return m, true
 }
 
-// receive waits for the next message; cancel closes when the caller gives up.
+// ready reports whether receive would return at once.
+func (s *stream) ready() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.head < len(s.queue) || s.err != nil
+}
+
+// receive waits for the next message; cancel closes when the caller gives
+// up. Without cancel (plain Receive) the caller reads the socket itself when
+// nobody else does: no hand-off between goroutines.
 func (s *stream) receive(cancel <-chan struct{}) (message, error) {
+	l := s.link
 	for {
 		s.mu.Lock()
 		if m, ok := s.popLocked(); ok {
@@ -1095,21 +1018,54 @@ func (s *stream) receive(cancel <-chan struct{}) (message, error) {
 			s.mu.Unlock()
 			return message{}, err
 		}
+		if cancel == nil && !l.failed() {
+			s.mu.Unlock()
+			if l.readDirect(s.ready) {
+				continue
+			}
+			s.mu.Lock()
+			if s.head < len(s.queue) || s.err != nil {
+				s.mu.Unlock()
+				continue
+			}
+		}
 		if s.notify == nil {
 			s.notify = make(chan struct{}, 1)
 		}
 		s.waiting = true
+		l.parked.Add(1)
 		ch := s.notify
 		s.mu.Unlock()
+		// Whoever held the token may have released it before seeing us
+		// parked: make sure somebody reads.
+		if cancel == nil && l.readDirect(s.ready) {
+			s.unpark()
+			continue
+		}
+		if cancel != nil {
+			l.ensureReader()
+		}
 		select {
 		case <-ch:
 		case <-cancel:
-			s.mu.Lock()
-			s.waiting = false
-			s.mu.Unlock()
+			s.unpark()
 			return message{}, errCanceled
 		}
 	}
+}
+
+// unpark withdraws a waiting receiver that was not woken.
+func (s *stream) unpark() {
+	s.mu.Lock()
+	if s.waiting {
+		s.waiting = false
+		s.link.parked.Add(-1)
+	}
+	select {
+	case <-s.notify: // a wake-up that raced with us
+	default:
+	}
+	s.mu.Unlock()
 }
 
 // consumed returns credit for a message that left the queue.
@@ -1147,6 +1103,7 @@ func (s *stream) drain() {
 // catchAll is the empty-ID connection of a link: it receives messages of
 // every record no one has claimed, oldest ready record first.
 type catchAll struct {
+	link    *link
 	mu      sync.Mutex
 	ready   []*stream
 	notify  chan struct{}
@@ -1154,20 +1111,24 @@ type catchAll struct {
 	err     error
 }
 
-func (ca *catchAll) push(s *stream) {
+func (ca *catchAll) push(s *stream) bool {
 	ca.mu.Lock()
+	defer ca.mu.Unlock()
 	if !s.inReady {
 		s.inReady = true
 		ca.ready = append(ca.ready, s)
 	}
-	if ca.waiting {
-		ca.waiting = false
-		select {
-		case ca.notify <- struct{}{}:
-		default:
-		}
+	return ca.wakeLocked()
+}
+
+func (ca *catchAll) wakeLocked() bool {
+	if !ca.waiting {
+		return false
 	}
-	ca.mu.Unlock()
+	ca.waiting = false
+	ca.link.parked.Add(-1)
+	ca.notify <- struct{}{}
+	return true
 }
 
 func (ca *catchAll) fail(err error) {
@@ -1175,62 +1136,104 @@ func (ca *catchAll) fail(err error) {
 	if ca.err == nil {
 		ca.err = err
 	}
-	ca.waiting = false
+	ca.wakeLocked()
+	ca.mu.Unlock()
+	ca.link.interruptDirect()
+}
+
+func (ca *catchAll) hasMessage() bool {
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	return len(ca.ready) > 0 || ca.err != nil
+}
+
+func (ca *catchAll) unpark() {
+	ca.mu.Lock()
+	if ca.waiting {
+		ca.waiting = false
+		ca.link.parked.Add(-1)
+	}
 	select {
-	case ca.notify <- struct{}{}:
+	case <-ca.notify:
 	default:
 	}
 	ca.mu.Unlock()
 }
 
-// receive returns the next unclaimed message and the record it came from.
+// receive returns the next unclaimed message and the record it came from;
+// like stream.receive, it reads for itself when it can.
 func (ca *catchAll) receive(cancel <-chan struct{}) (*stream, message, error) {
+	l := ca.link
 	for {
 		ca.mu.Lock()
-		for len(ca.ready) > 0 {
-			s := ca.ready[0]
-			ca.ready[0] = nil
-			ca.ready = ca.ready[1:]
-			s.inReady = false
-			s.mu.Lock()
-			if s.owner != nil {
-				s.mu.Unlock()
-				continue
-			}
-			m, ok := s.popLocked()
-			more := s.head < len(s.queue)
-			s.mu.Unlock()
-			if !ok {
-				continue
-			}
-			if more {
-				s.inReady = true
-				ca.ready = append(ca.ready, s)
-			}
+		if s, m, ok := ca.popLocked(); ok {
 			ca.mu.Unlock()
 			s.consumed(m.cost())
 			return s, m, nil
-		}
-		if len(ca.ready) == 0 && cap(ca.ready) > 64 {
-			ca.ready = nil
 		}
 		if ca.err != nil {
 			err := ca.err
 			ca.mu.Unlock()
 			return nil, message{}, err
 		}
+		ca.mu.Unlock()
+		if cancel == nil && !l.failed() && l.readDirect(ca.hasMessage) {
+			continue
+		}
+		ca.mu.Lock()
+		if len(ca.ready) > 0 || ca.err != nil {
+			ca.mu.Unlock()
+			continue
+		}
 		ca.waiting = true
+		l.parked.Add(1)
 		ch := ca.notify
 		ca.mu.Unlock()
+		if cancel == nil && l.readDirect(ca.hasMessage) {
+			ca.unpark()
+			continue
+		}
+		if cancel != nil {
+			l.ensureReader()
+		}
 		select {
 		case <-ch:
 		case <-cancel:
-			ca.mu.Lock()
-			ca.waiting = false
-			ca.mu.Unlock()
+			ca.unpark()
 			return nil, message{}, errCanceled
 		}
 	}
+}
+
+// popLocked takes a message from the oldest ready record still unclaimed,
+// keeping the record in line if it holds more.
+func (ca *catchAll) popLocked() (*stream, message, bool) {
+	for len(ca.ready) > 0 {
+		s := ca.ready[0]
+		ca.ready[0] = nil
+		ca.ready = ca.ready[1:]
+		s.inReady = false
+		s.mu.Lock()
+		var m message
+		ok := s.owner == nil
+		if ok {
+			m, ok = s.popLocked()
+		}
+		more := s.head < len(s.queue)
+		s.mu.Unlock()
+		if !ok {
+			continue
+		}
+		if more {
+			s.inReady = true
+			ca.ready = append(ca.ready, s)
+		}
+		return s, m, true
+	}
+	if cap(ca.ready) > 64 {
+		ca.ready = nil
+	}
+	return nil, message{}, false
 }
 
 // installCatchAll makes ca the link's catch-all and hands it every

@@ -197,20 +197,3 @@ func dialLink(ctx context.Context, e *poolEntry) (*link, error) {
 		return nil, l.linkError()
 	}
 }
-
-// close ends l gracefully: a GOAWAY queued behind everything already queued
-// (CLOSE frames of the last users), written before the socket closes.
-func (l *link) close() {
-	r := getWriteReq()
-	r.hdr = appendGoAway(r.buf[:0], 0, "closing")
-	r.wait = true
-	l.conn.SetWriteDeadline(time.Now().Add(closeWriteTimeout)) // a stalled peer must not hold us
-	l.wmu.Lock()
-	if l.werr != nil {
-		l.wmu.Unlock()
-		putWriteReq(r)
-		return
-	}
-	l.enqueueLocked(r)
-	l.fail(ErrClosed)
-}

@@ -559,7 +559,7 @@ func (c *Connection) connect(ctx context.Context) (*binding, error) {
 // bindLink attaches c to l: its ID's record, or l's catch-all.
 func bindLink(l *link, c *Connection) (*binding, error) {
 	if c.catchAll {
-		ca := &catchAll{notify: make(chan struct{}, 1)}
+		ca := &catchAll{link: l, notify: make(chan struct{}, 1)}
 		if !l.installCatchAll(ca) {
 			return nil, fmt.Errorf("%w: the catch-all (empty ID)", ErrIDInUse)
 		}

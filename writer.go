@@ -1,0 +1,303 @@
+// SPDX-License-Identifier: MIT
+
+package tcpconn
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// The write side of a link. Senders append frames to one ordered batch under
+// link.wmu and return; one writer goroutine per link writes whatever has
+// accumulated with a single writev, so back-to-back or concurrent senders
+// share syscalls. Small payloads are copied into pooled buffers (Send may
+// return before the bytes reach the socket); large ones are referenced
+// without copying and their sender waits until they are written.
+
+const (
+	// copyLimit is the largest payload Send copies and queues without
+	// waiting; larger payloads are written from the caller's slice.
+	copyLimit = 32 << 10
+	// queueLimit bounds bytes queued per link: beyond it a sender waits for
+	// its own frame to be written, which is the backpressure.
+	queueLimit = 1 << 20
+	// gatherChunk caps one coalescing buffer.
+	gatherChunk = 64 << 10
+)
+
+// writeBatch is an ordered list of frames: runs of small frames coalesced
+// into pooled buffers, interleaved with callers' large payloads.
+type writeBatch struct {
+	segs    [][]byte
+	owned   []*byteBuffer
+	waiters []*writeReq
+	tail    *byteBuffer // the pooled buffer of the last segment; nil after a reference
+	size    int
+	msgs    uint64
+	payload uint64
+}
+
+// writeReq is a sender waiting for its large frame to be written.
+type writeReq struct {
+	done chan struct{}
+	err  error
+}
+
+var writeReqPool = sync.Pool{New: func() any { return &writeReq{done: make(chan struct{}, 1)} }}
+
+func (b *writeBatch) appendCopy(hdr, data []byte) {
+	if b.tail != nil && len(b.tail.B)+len(hdr)+len(data) > gatherChunk {
+		b.tail = nil // keep pooled buffers of one size class
+	}
+	if b.tail == nil {
+		b.tail = getGather()
+		b.owned = append(b.owned, b.tail)
+		b.segs = append(b.segs, nil)
+	}
+	b.tail.B = append(b.tail.B, hdr...)
+	b.tail.B = append(b.tail.B, data...)
+	b.segs[len(b.segs)-1] = b.tail.B
+	b.size += len(hdr) + len(data)
+}
+
+func (b *writeBatch) appendRef(hdr, data []byte, r *writeReq) {
+	b.appendCopy(hdr, nil)
+	if len(data) > 0 {
+		b.segs = append(b.segs, data)
+		b.tail = nil
+		b.size += len(data)
+	}
+	b.waiters = append(b.waiters, r)
+}
+
+func (b *writeBatch) empty() bool { return len(b.segs) == 0 && len(b.waiters) == 0 }
+
+// finish reports err to the waiting senders and recycles the batch.
+func (b *writeBatch) finish(err error) {
+	for _, r := range b.waiters {
+		r.err = err
+		r.done <- struct{}{}
+	}
+	for _, o := range b.owned {
+		putGather(o)
+	}
+	clear(b.segs) // do not pin callers' payloads
+	clear(b.waiters)
+	clear(b.owned)
+	*b = writeBatch{segs: b.segs[:0], owned: b.owned[:0], waiters: b.waiters[:0]}
+}
+
+// send queues one data frame for s once credit allows. done aborts the
+// wait for credit (errCanceled). data may be reused when send returns.
+func (l *link) send(done <-chan struct{}, s *stream, data []byte) error {
+	var hb [maxDataHeader]byte
+	hdr := appendDataHeader(hb[:0], s.id, len(data))
+	cost := int64(len(data)) + messageOverhead
+	l.wmu.Lock()
+	for {
+		if l.werr != nil {
+			l.wmu.Unlock()
+			return l.linkError()
+		}
+		if st := s.state.Load(); st != 0 {
+			l.wmu.Unlock()
+			if st&streamPeerClosed != 0 {
+				return ErrPeerClosed
+			}
+			return ErrClosed
+		}
+		if l.peer.version != 0 {
+			if uint64(len(data)) > uint64(l.peer.maxMessage) {
+				l.wmu.Unlock()
+				return fmt.Errorf("%w: %d bytes, the peer accepts at most %d", ErrMessageTooLarge, len(data), l.peer.maxMessage)
+			}
+			if !s.sendCreditOK {
+				s.sendCredit, s.sendCreditOK = int64(l.peer.streamWindow), true
+			}
+			if s.sendCredit > 0 && l.linkSendCredit > 0 {
+				break
+			}
+		}
+		if l.creditWake == nil {
+			l.creditWake = make(chan struct{})
+		}
+		wake := l.creditWake
+		l.wmu.Unlock()
+		l.ensureReader() // credit comes from frames someone must read
+		select {
+		case <-wake:
+		case <-done:
+			return errCanceled
+		}
+		l.wmu.Lock()
+	}
+	s.sendCredit -= cost
+	l.linkSendCredit -= cost
+	l.wb.msgs++
+	l.wb.payload += uint64(len(data))
+	if len(data) <= copyLimit && l.wb.size < queueLimit {
+		l.wb.appendCopy(hdr, data)
+		if l.writerBusy {
+			l.wmu.Unlock() // the writer in progress takes it along
+			return nil
+		}
+		l.writerBusy = true
+		if now := nanotime(); now-l.lastFlush < int64(streamingGap) {
+			// Sends are coming back to back: write behind, so the next
+			// messages coalesce while this batch is in the kernel.
+			l.wmu.Unlock()
+			l.wkick <- struct{}{}
+			return nil
+		}
+		// A lone message (request/response): write it ourselves, with no
+		// goroutine hand-off on the latency path.
+		l.wmu.Unlock()
+		l.flush()
+		return nil
+	}
+	r := writeReqPool.Get().(*writeReq)
+	l.wb.appendRef(hdr, data, r)
+	l.kickWriterLocked()
+	l.wmu.Unlock()
+	<-r.done
+	err := r.err
+	r.err = nil
+	writeReqPool.Put(r)
+	return err
+}
+
+// errCanceled tells the caller that its done channel fired; the caller knows
+// which error that stands for.
+var errCanceled = errors.New("tcpconn: canceled")
+
+// enqueueControl queues a control frame; it never blocks on the socket, so
+// the reader may call it.
+func (l *link) enqueueControl(frame []byte) {
+	l.wmu.Lock()
+	if l.werr == nil {
+		l.wb.appendCopy(frame, nil)
+		l.kickWriterLocked()
+	}
+	l.wmu.Unlock()
+}
+
+func (l *link) kickWriterLocked() {
+	if !l.writerBusy {
+		l.writerBusy = true
+		l.wkick <- struct{}{} // capacity 1 and writerBusy guard it: never blocks
+	}
+}
+
+// streamingGap: a Send that comes this soon after the last flush ended is
+// part of a stream and is written behind; a later one is written inline.
+const streamingGap = 2 * time.Microsecond
+
+func nanotime() int64 { return int64(time.Since(epoch)) }
+
+// flush writes queued batches until none is left; the caller set
+// writerBusy and flush clears it.
+func (l *link) flush() {
+	for {
+		l.wmu.Lock()
+		if l.wb.empty() || l.werr != nil {
+			l.writerBusy = false
+			l.lastFlush = nanotime()
+			l.wmu.Unlock()
+			return
+		}
+		b := l.wb
+		l.wb, l.wspare = l.wspare, nil
+		l.wmu.Unlock()
+
+		err := l.writeOut(b)
+		if err != nil {
+			l.fail(fmt.Errorf("%w: write: %w", ErrLinkLost, err))
+			err = l.linkError()
+		} else {
+			l.counters.messagesOut.Add(b.msgs)
+			l.counters.bytesOut.Add(b.payload)
+		}
+		b.finish(err)
+		l.wmu.Lock()
+		if l.wspare == nil {
+			l.wspare = b
+		}
+		l.wmu.Unlock()
+	}
+}
+
+// writeLoop flushes for senders and control frames that do not write
+// inline.
+func (l *link) writeLoop() {
+	for {
+		select {
+		case <-l.wkick:
+			l.flush()
+		case <-l.done:
+			return
+		}
+	}
+}
+
+// writeOut writes b with one writev on TCP; elsewhere (TLS, proxies)
+// net.Buffers would issue one Write per segment, so b is gathered into one
+// buffer first.
+func (l *link) writeOut(b *writeBatch) error {
+	if l.tcp != nil || len(b.segs) == 1 {
+		l.wv = b.segs
+		_, err := l.wv.WriteTo(l.conn)
+		return err
+	}
+	g := getGather()
+	for _, seg := range b.segs {
+		g.B = append(g.B, seg...)
+	}
+	_, err := l.conn.Write(g.B)
+	putGather(g)
+	return err
+}
+
+// failWrites is fail's part for the write side: queued senders get err.
+func (l *link) failWrites(err error) {
+	l.wmu.Lock()
+	l.werr = err
+	if l.creditWake != nil {
+		close(l.creditWake)
+		l.creditWake = nil
+	}
+	b := l.wb
+	l.wb = &writeBatch{}
+	l.wmu.Unlock()
+	b.finish(err)
+}
+
+// close ends l gracefully: a GOAWAY behind everything already queued (the
+// CLOSE frames of its last users), written before the socket closes.
+func (l *link) close() {
+	l.wmu.Lock()
+	if l.werr != nil {
+		l.wmu.Unlock()
+		return
+	}
+	var fb [maxControlFrame]byte
+	r := writeReqPool.Get().(*writeReq)
+	l.wb.appendRef(appendGoAway(fb[:0], 0, "closing"), nil, r)
+	l.kickWriterLocked()
+	l.wmu.Unlock()
+	l.conn.SetWriteDeadline(time.Now().Add(closeWriteTimeout)) // a stalled peer must not hold us
+	<-r.done
+	writeReqPool.Put(r)
+	// FIN before the close: closing with unread bytes (say, the peer's
+	// CLOSE replies) sends a bare RST, and the peer would read "connection
+	// reset" instead of a clean EOF after our GOAWAY.
+	if l.tcp != nil {
+		l.tcp.CloseWrite()
+	}
+	l.fail(ErrClosed)
+}
+
+// maxControlFrame is the longest control frame (CLOSE or GOAWAY with a
+// 254-byte ID or reason).
+const maxControlFrame = sizeOfIDLen + sizeOfType + sizeOfLength + sizeOfIDLen + maxIDLen
