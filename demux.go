@@ -619,8 +619,11 @@ func (l *link) readData(idLen int) (bool, error) {
 func (l *link) readPending() (bool, error) {
 	p := &l.pend
 	for {
-		k, err := io.ReadFull(l.br, p.m.data[p.got:])
+		// Read in chunks so that a long payload counts as the peer being
+		// heard (keepalive) while it arrives.
+		k, err := io.ReadFull(l.br, p.m.data[p.got:min(len(p.m.data), p.got+readProgressChunk)])
 		p.got += k
+		l.framesIn.Add(1)
 		if err != nil {
 			if isTimeout(err) {
 				return false, err // resumable
@@ -632,9 +635,11 @@ func (l *link) readPending() (bool, error) {
 		if p.got == p.n {
 			break
 		}
-		grown := make([]byte, min(p.n, 4*p.got))
-		copy(grown, p.m.data[:p.got])
-		p.m.data = grown
+		if p.got == len(p.m.data) {
+			grown := make([]byte, min(p.n, 2*p.got))
+			copy(grown, p.m.data[:p.got])
+			p.m.data = grown
+		}
 	}
 	s, m, cost := p.s, p.m, p.cost
 	*p = pendingData{}

@@ -41,12 +41,13 @@ type poolEntry struct {
 	failures int
 	nextDial time.Time
 	lastErr  error
-	everUp   bool
 }
 
 var defaultPool = &clientPool{entries: make(map[poolKey]*poolEntry)}
 
-func (p *clientPool) entry(address string, cfg, resolved *Config) *poolEntry {
+// hold returns the entry for (address, cfg) and counts the caller as one of
+// its users, atomically with respect to forgetIfUnused.
+func (p *clientPool) hold(address string, cfg, resolved *Config) *poolEntry {
 	k := poolKey{address, cfg}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -55,18 +56,18 @@ func (p *clientPool) entry(address string, cfg, resolved *Config) *poolEntry {
 		e = &poolEntry{key: k, cfg: resolved, pool: p}
 		p.entries[k] = e
 	}
+	e.mu.Lock()
+	e.refs++
+	e.mu.Unlock()
 	return e
 }
 
-// acquire returns the entry's live link, dialling one if needed; with
-// addRef it also counts the caller as a user.
-func (e *poolEntry) acquire(ctx context.Context, addRef bool) (*link, error) {
+// acquire returns the entry's live link, dialling one if needed. The
+// caller holds the entry (hold).
+func (e *poolEntry) acquire(ctx context.Context) (*link, error) {
 	e.mu.Lock()
 	for {
 		if l := e.link; l != nil && !l.failed() && !l.goingAway.Load() {
-			if addRef {
-				e.refs++
-			}
 			e.mu.Unlock()
 			return l, nil
 		}
@@ -94,7 +95,6 @@ func (e *poolEntry) acquire(ctx context.Context, addRef bool) (*link, error) {
 			continue
 		}
 		e.dialing = make(chan struct{})
-		reconnect := e.everUp
 		e.mu.Unlock()
 
 		l, err := dialLink(ctx, e)
@@ -110,10 +110,6 @@ func (e *poolEntry) acquire(ctx context.Context, addRef bool) (*link, error) {
 			return nil, err
 		}
 		e.failures, e.lastErr = 0, nil
-		e.everUp = true
-		if reconnect {
-			globalCounters.reconnects.Add(1)
-		}
 		if old := e.link; old != nil && old.goingAway.Load() && e.refs == 0 {
 			go old.close()
 		}
@@ -137,7 +133,8 @@ func backoff(cfg *Config, failures int) time.Duration {
 	return d/2 + rand.N(d)
 }
 
-// release drops one user of l; the last user closes it.
+// release drops one user (bound to l, or nil); the last user closes the
+// entry's link and lets the pool forget the entry.
 func (e *poolEntry) release(l *link) {
 	e.mu.Lock()
 	e.refs--
@@ -150,7 +147,8 @@ func (e *poolEntry) release(l *link) {
 	if last {
 		cur.close()
 	}
-	if cur != l && !l.failed() && l.nstreams.Load() == 0 {
+	e.forgetIfUnused()
+	if l != nil && cur != l && !l.failed() && l.nstreams.Load() == 0 {
 		l.close() // an older link the peer asked us to leave (GOAWAY)
 	}
 }
@@ -195,5 +193,18 @@ func dialLink(ctx context.Context, e *poolEntry) (*link, error) {
 	case <-ctx.Done():
 		l.fail(fmt.Errorf("%w: %w", ErrHandshake, ctx.Err()))
 		return nil, l.linkError()
+	}
+}
+
+// forgetIfUnused drops the entry from its pool once nothing uses it, so a
+// process that talks to many addresses over time does not keep them all.
+// Backoff state goes with it: an unused entry has nobody to protect.
+func (e *poolEntry) forgetIfUnused() {
+	e.pool.mu.Lock()
+	defer e.pool.mu.Unlock()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.refs == 0 && e.link == nil && e.dialing == nil && e.pool.entries[e.key] == e {
+		delete(e.pool.entries, e.key)
 	}
 }

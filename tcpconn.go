@@ -63,9 +63,13 @@ const (
 
 	// readBufferSize batches small frames per read syscall.
 	readBufferSize = 64 << 10
-	// maxUnbackedAlloc is the most a large message's buffer may exceed
-	// the bytes that actually arrived.
+	// maxUnbackedAlloc is the first buffer of a large message; it then
+	// doubles as bytes arrive, so it is never more than twice what
+	// actually arrived (or this much).
 	maxUnbackedAlloc = 1 << 20
+	// readProgressChunk: a payload is read in pieces this large, each one
+	// counting as the peer being heard.
+	readProgressChunk = 256 << 10
 	// closeWriteTimeout bounds the goodbye write of a closing link.
 	closeWriteTimeout = time.Second
 )
@@ -271,7 +275,10 @@ type Connection struct {
 	catchAll bool
 	idle     time.Duration
 	cfg      *Config
-	entry    *poolEntry // client side; nil on the server
+	client   bool       // made by NewConnection* or Dial: reconnects
+	addr     string     // client side: what to dial
+	userCfg  *Config    // client side: the caller's pointer (the pool key)
+	entry    *poolEntry // client side while held; nil on the server
 	wrapped  *wrapEntry // Wrap*: the socket registry entry we hold
 
 	bind  atomic.Pointer[binding]
@@ -280,6 +287,7 @@ type Connection struct {
 	mu         sync.Mutex // serializes connect, idle release and Close
 	closeErr   error      // non-nil once this Connection is finished for good
 	held       bool       // holds a pool or registry reference
+	lost       bool       // client: its socket was lost; the next bind is a reconnect
 	lastActive atomic.Int64
 	idleTimer  *time.Timer
 }
@@ -357,7 +365,7 @@ func newClientConnection(address, id string, idle time.Duration, cfg *Config) (*
 		return c, err
 	}
 	c.idle = idleOrDefault(idle, rc)
-	c.entry = defaultPool.entry(address, cfg, rc)
+	c.client, c.addr, c.userCfg = true, address, cfg
 	return c, nil
 }
 
@@ -499,9 +507,10 @@ func (c *Connection) afterError(ctx context.Context, b *binding, err error) erro
 	if err == errCanceled {
 		return ctx.Err()
 	}
-	if c.entry != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrMessageTooLarge) && !errors.Is(err, ErrTooManyStreams) {
+	if c.client && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrMessageTooLarge) && !errors.Is(err, ErrTooManyStreams) {
 		c.mu.Lock()
 		if c.bind.Load() == b {
+			c.lost = c.lost || b.link.failed()
 			c.unbindLocked(b)
 		}
 		c.mu.Unlock()
@@ -528,12 +537,13 @@ func (c *Connection) connect(ctx context.Context) (*binding, error) {
 		if !b.link.failed() {
 			return b, nil
 		}
-		if c.entry == nil {
+		if !c.client {
 			return nil, b.link.linkError()
 		}
+		c.lost = true
 		c.unbindLocked(b)
 	}
-	if c.entry == nil {
+	if !c.client {
 		return nil, ErrClosed
 	}
 	if ctx.Done() == nil {
@@ -541,16 +551,22 @@ func (c *Connection) connect(ctx context.Context) (*binding, error) {
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.DialTimeout+c.cfg.ReconnectBackoffMax)
 		defer cancel()
 	}
-	l, err := c.entry.acquire(ctx, !c.held)
+	if !c.held {
+		// Held until Close or idle timeout, across failed dials, so the
+		// entry keeps its backoff state.
+		c.entry, c.held = defaultPool.hold(c.addr, c.userCfg, c.cfg), true
+	}
+	l, err := c.entry.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
-	c.held = true
 	b, err := bindLink(l, c)
 	if err != nil {
-		c.held = false
-		c.entry.release(l)
 		return nil, err
+	}
+	if c.lost {
+		c.lost = false
+		globalCounters.reconnects.Add(1)
 	}
 	c.bindLocked(b)
 	return b, nil
@@ -607,9 +623,15 @@ func (c *Connection) unbindLocked(b *binding) {
 		b.st.fail(why)
 		b.st.drain()
 	}
-	if c.entry != nil {
+	c.releaseClientLocked(l)
+}
+
+// releaseClientLocked drops a client's hold on its pool entry.
+func (c *Connection) releaseClientLocked(l *link) {
+	if c.client && c.held {
 		c.held = false
 		c.entry.release(l)
+		c.entry = nil
 	}
 }
 
@@ -655,7 +677,7 @@ func (b *binding) pending() bool {
 // finishServerLocked ends a server Connection for good (servers never
 // reconnect) and drops its hold on the wrapped socket.
 func (c *Connection) finishServerLocked(err error) {
-	if c.entry != nil {
+	if c.client {
 		return
 	}
 	c.closeErr = err
@@ -671,7 +693,7 @@ func (c *Connection) finishServerLocked(err error) {
 func (c *Connection) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closeErr != nil && c.entry != nil {
+	if c.closeErr != nil && c.client {
 		return nil
 	}
 	if b := c.bind.Load(); b != nil {
@@ -680,7 +702,8 @@ func (c *Connection) Close() error {
 	if c.idleTimer != nil {
 		c.idleTimer.Stop()
 	}
-	if c.entry != nil {
+	if c.client {
+		c.releaseClientLocked(nil) // held across a failed dial
 		c.closeErr = ErrClosed
 		return nil
 	}
@@ -696,7 +719,7 @@ type Stats struct {
 	MessagesOut    uint64 // data frames written
 	BytesIn        uint64 // payload bytes received
 	BytesOut       uint64 // payload bytes written
-	Reconnects     uint64 // client links re-dialled after a loss
+	Reconnects     uint64 // client Connections re-attached after their socket was lost
 	ProtocolErrors uint64 // links closed for a protocol violation
 }
 
