@@ -6,3 +6,5 @@ require (
 	github.com/valyala/bytebufferpool v1.0.0
 	golang.org/x/sys v0.30.0
 )
+
+require go.uber.org/goleak v1.3.0

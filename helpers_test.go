@@ -3,9 +3,15 @@
 package tcpconn
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 )
@@ -99,4 +105,322 @@ func wantErr(t testing.TB, err, target error) {
 	if !errors.Is(err, target) {
 		t.Fatalf("got error %v, want %v", err, target)
 	}
+}
+
+// serveConns accepts sockets on ln and runs handle on each in its own
+// goroutine. At cleanup it closes ln and waits for every handler to return,
+// so handlers must end when their socket does.
+func serveConns(t testing.TB, ln net.Listener, handle func(net.Conn)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				handle(conn)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+}
+
+// echoLoop is the seed's server loop: Receive, Send the same bytes back,
+// until an error; it closes c on return.
+func echoLoop(c *Connection) {
+	defer c.Close()
+	for {
+		data, err := c.Receive()
+		if err != nil {
+			return
+		}
+		if c.Send(data) != nil {
+			return
+		}
+	}
+}
+
+// roundTrip sends msg on c and checks that the same bytes come back.
+func roundTrip(ctx context.Context, c *Connection, msg []byte) error {
+	if err := c.SendContext(ctx, msg); err != nil {
+		return err
+	}
+	got, err := c.ReceiveContext(ctx)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(got, msg) {
+		return fmt.Errorf("echo mismatch on %q: sent %d bytes, got %d", c.ID(), len(msg), len(got))
+	}
+	return nil
+}
+
+func mustRoundTrip(t testing.TB, c *Connection, msg []byte) {
+	t.Helper()
+	if err := roundTrip(testContext(t), c, msg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// eventuallyRoundTrip retries a round trip, each attempt bounded, until one
+// succeeds (for example while a client reconnects).
+func eventuallyRoundTrip(t testing.TB, c *Connection, msg []byte) {
+	t.Helper()
+	var last error
+	eventually(t, "a round trip on "+c.ID(), func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		last = roundTrip(ctx, c, msg)
+		if last != nil {
+			t.Logf("round trip attempt: %v", last)
+		}
+		return last == nil
+	})
+}
+
+// pattern returns n deterministic bytes that differ with seed and position,
+// so that shifted, truncated or swapped payloads never compare equal.
+func pattern(n int, seed byte) []byte {
+	b := make([]byte, n)
+	x := uint32(seed)*2654435761 + 1
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		b[i] = byte(x)
+	}
+	return b
+}
+
+// closeAtCleanup closes c when the test ends.
+func closeAtCleanup(t testing.TB, c *Connection) *Connection {
+	t.Helper()
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// mustDial is Dial bounded by the test timeout, closed at cleanup.
+func mustDial(t testing.TB, address string, opts ...Option) *Connection {
+	t.Helper()
+	c, err := Dial(testContext(t), address, opts...)
+	if err != nil {
+		t.Fatalf("Dial %s: %v", address, err)
+	}
+	return closeAtCleanup(t, c)
+}
+
+// mustWrap is Wrap that fails the test on error, closed at cleanup.
+func mustWrap(t testing.TB, conn net.Conn, opts ...Option) *Connection {
+	t.Helper()
+	c, err := Wrap(conn, opts...)
+	if err != nil {
+		t.Fatalf("Wrap: %v", err)
+	}
+	return closeAtCleanup(t, c)
+}
+
+// acceptOne returns the next socket ln accepts, closed at cleanup.
+func acceptOne(t testing.TB, ln net.Listener) net.Conn {
+	t.Helper()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := ln.Accept()
+		ch <- res{c, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatalf("accept: %v", r.err)
+		}
+		t.Cleanup(func() { r.c.Close() })
+		return r.c
+	case <-time.After(testTimeout):
+		ln.Close()
+		t.Fatal("timed out waiting for a socket")
+		return nil
+	}
+}
+
+// receiveBlocked reports whether a Receive is parked waiting on c.
+func receiveBlocked(c *Connection) bool {
+	b := c.bind.Load()
+	switch {
+	case b == nil:
+		return false
+	case b.ca != nil:
+		b.ca.mu.Lock()
+		defer b.ca.mu.Unlock()
+		return b.ca.waiting
+	default:
+		b.st.mu.Lock()
+		defer b.st.mu.Unlock()
+		return b.st.waiting
+	}
+}
+
+// queued returns how many received messages wait in c's queue.
+func queued(c *Connection) int {
+	b := c.bind.Load()
+	if b == nil || b.st == nil {
+		return 0
+	}
+	b.st.mu.Lock()
+	defer b.st.mu.Unlock()
+	return len(b.st.queue) - b.st.head
+}
+
+// linkOf returns the physical link c is bound to (nil if none).
+func linkOf(c *Connection) *link {
+	if b := c.bind.Load(); b != nil {
+		return b.link
+	}
+	return nil
+}
+
+// ---- raw peers: speak the wire format by hand ----
+
+// rawPeer is a hand-driven end of a tcpconn socket.
+type rawPeer struct {
+	t    testing.TB
+	conn net.Conn
+	br   *bufio.Reader
+}
+
+func newRawPeer(t testing.TB, conn net.Conn) *rawPeer {
+	t.Helper()
+	conn.SetDeadline(time.Now().Add(testTimeout))
+	t.Cleanup(func() { conn.Close() })
+	return &rawPeer{t: t, conn: conn, br: bufio.NewReader(conn)}
+}
+
+// dialRaw connects a raw peer to address.
+func dialRaw(t testing.TB, address string) *rawPeer {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", address, testTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newRawPeer(t, conn)
+}
+
+func (p *rawPeer) write(frames ...[]byte) {
+	p.t.Helper()
+	for _, f := range frames {
+		if _, err := p.conn.Write(f); err != nil {
+			p.t.Fatalf("raw write: %v", err)
+		}
+	}
+}
+
+// closeWrite half-closes the raw socket: the other side reads EOF.
+func (p *rawPeer) closeWrite() {
+	p.t.Helper()
+	if err := p.conn.(*net.TCPConn).CloseWrite(); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// readFrame reads one whole frame and returns its bytes.
+func (p *rawPeer) readFrame() []byte {
+	p.t.Helper()
+	f, err := readRawFrame(p.br)
+	if err != nil {
+		p.t.Fatalf("raw read: %v", err)
+	}
+	return f
+}
+
+// expectFrame reads the next frame and fails unless it is exactly want
+// (peers under test run without keepalive, so nothing else interleaves).
+func (p *rawPeer) expectFrame(want []byte) {
+	p.t.Helper()
+	got := p.readFrame()
+	if !bytes.Equal(got, want) {
+		p.t.Fatalf("raw peer got frame\n% x\nwant\n% x", got, want)
+	}
+}
+
+// expectClosed reads and discards until the other side closes the socket;
+// a read deadline means it never did.
+func (p *rawPeer) expectClosed() {
+	p.t.Helper()
+	p.conn.SetReadDeadline(time.Now().Add(testTimeout))
+	_, err := io.Copy(io.Discard, p.br)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		p.t.Fatal("the socket was not closed by the other side")
+	}
+}
+
+// readRawFrame is the test's own decoder of the wire format (README,
+// "Wire protocol"), independent of the library's read loop.
+func readRawFrame(br *bufio.Reader) ([]byte, error) {
+	b0, err := br.ReadByte()
+	if err != nil {
+		return nil, err
+	}
+	f := []byte{b0}
+	take := func(n int) ([]byte, error) {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(br, b); err != nil {
+			return nil, err
+		}
+		f = append(f, b...)
+		return b, nil
+	}
+	if b0 != 0xFF { // data: [idLen][id][len u32][payload]
+		if _, err := take(int(b0)); err != nil {
+			return nil, err
+		}
+		n, err := take(4)
+		if err != nil {
+			return nil, err
+		}
+		_, err = take(int(binary.BigEndian.Uint32(n)))
+		return f, err
+	}
+	typ, err := take(1)
+	if err != nil {
+		return nil, err
+	}
+	switch typ[0] {
+	case 0x01: // HELLO
+		_, err = take(4 + 1 + 4*4)
+	case 0x02, 0x04: // WINDOW, CLOSE: [idLen][id][u32]
+		var l []byte
+		if l, err = take(1); err == nil {
+			_, err = take(int(l[0]) + 4)
+		}
+	case 0x03, 0x05, 0x06: // LINK_WINDOW, PING, PONG
+		_, err = take(4)
+	case 0x07: // GOAWAY: [code u32][reasonLen][reason]
+		var h []byte
+		if h, err = take(5); err == nil {
+			_, err = take(int(h[4]))
+		}
+	default:
+		return nil, fmt.Errorf("unknown control type 0x%02x", typ[0])
+	}
+	return f, err
+}
+
+// helloBytes is a valid HELLO announcing cfg's limits (nil: defaults).
+func helloBytes(cfg *Config) []byte {
+	if cfg == nil {
+		cfg = DefaultConfig()
+	}
+	return appendHello(nil, cfg.hello())
 }
