@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: MIT
+
+package tcpconn
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"testing"
+)
+
+// Golden wire bytes for every frame type (README, "Wire protocol"). A
+// second implementation can check itself against these vectors.
+var (
+	// HELLO with the default limits: magic "TCPC", version 1, stream window
+	// 256 KiB, link window 64 MiB, max message 16 MiB, max streams 65536.
+	goldenDefaultHello = []byte{0xFF, 0x01, 'T', 'C', 'P', 'C', 0x01,
+		0x00, 0x04, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00}
+	// HELLO with a 100-byte stream and link window and 8 streams.
+	goldenSmallHello = []byte{0xFF, 0x01, 'T', 'C', 'P', 'C', 0x01,
+		0x00, 0x00, 0x00, 0x64, 0x00, 0x00, 0x00, 0x64, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08}
+	goldenData      = []byte{0x02, 'a', 'b', 0x00, 0x00, 0x00, 0x03, 'x', 'y', 'z'}
+	goldenEmptyData = []byte{0x00, 0x00, 0x00, 0x00, 0x00} // catch-all ID, empty payload
+	goldenWindow    = []byte{0xFF, 0x02, 0x02, 'a', 'b', 0x00, 0x00, 0x00, 0x64}
+	goldenLinkWin   = []byte{0xFF, 0x03, 0x00, 0x00, 0x00, 0x64}
+	goldenClose     = []byte{0xFF, 0x04, 0x02, 'a', 'b', 0x00, 0x00, 0x00, 0x00}
+	goldenRefuse    = []byte{0xFF, 0x04, 0x01, 'c', 0x00, 0x00, 0x00, 0x01}
+	goldenPing      = []byte{0xFF, 0x05, 0x00, 0x00, 0x00, 0x2A}
+	goldenPong      = []byte{0xFF, 0x06, 0x00, 0x00, 0x00, 0x2A}
+	goldenGoAway    = []byte{0xFF, 0x07, 0x00, 0x00, 0x00, 0x00, 0x03, 'b', 'y', 'e'}
+)
+
+// TestFrameGoldenEncode: every encoder produces exactly the golden bytes.
+func TestFrameGoldenEncode(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		got  []byte
+		want []byte
+	}{
+		{"HELLO defaults", appendHello(nil, DefaultConfig().hello()), goldenDefaultHello},
+		{"HELLO small", appendHello(nil, hello{version: 1, streamWindow: 100, linkWindow: 100, maxMessage: 16 << 20, maxStreams: 8}), goldenSmallHello},
+		{"data", append(appendDataHeader(nil, "ab", 3), "xyz"...), goldenData},
+		{"data, empty ID and payload", appendDataHeader(nil, "", 0), goldenEmptyData},
+		{"WINDOW", appendIDControl(nil, frameWindow, "ab", 100), goldenWindow},
+		{"LINK_WINDOW", appendValueControl(nil, frameLinkWindow, 100), goldenLinkWin},
+		{"CLOSE", appendIDControl(nil, frameClose, "ab", closeNormal), goldenClose},
+		{"CLOSE refused", appendIDControl(nil, frameClose, "c", closeRefused), goldenRefuse},
+		{"PING", appendValueControl(nil, framePing, 42), goldenPing},
+		{"PONG", appendValueControl(nil, framePong, 42), goldenPong},
+		{"GOAWAY", appendGoAway(nil, 0, "bye"), goldenGoAway},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !bytes.Equal(tc.got, tc.want) {
+				t.Errorf("encoded\n% x\nwant\n% x", tc.got, tc.want)
+			}
+			// The test's own decoder agrees on where the frame ends.
+			f, err := readRawFrame(bufio.NewReader(bytes.NewReader(tc.want)))
+			if err != nil || !bytes.Equal(f, tc.want) {
+				t.Errorf("decoded % x, %v", f, err)
+			}
+		})
+	}
+	h, err := parseHelloBody(goldenSmallHello[2:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (hello{version: 1, streamWindow: 100, linkWindow: 100, maxMessage: 16 << 20, maxStreams: 8}); h != want {
+		t.Errorf("parsed %v, want %v", h, want)
+	}
+}
+
+// TestFrameGoldenParse feeds the golden frames to a real server link from a
+// hand-driven peer and checks what the library makes of each one, and that
+// its answers are golden bytes too.
+func TestFrameGoldenParse(t *testing.T) {
+	ln := listenTCP(t)
+	type server struct {
+		conn net.Conn
+		c    *Connection
+	}
+	srvSide := make(chan server, 1)
+	serveConns(t, ln, func(conn net.Conn) {
+		c, err := Wrap(conn, WithConfig(&Config{KeepAliveInterval: -1}))
+		if err != nil {
+			conn.Close()
+			return
+		}
+		srvSide <- server{conn, c}
+	})
+	p := dialRaw(t, ln.Addr().String())
+	srv := <-srvSide
+	closeAtCleanup(t, srv.c)
+	ctx := testContext(t)
+
+	// HELLO both ways.
+	p.expectFrame(goldenDefaultHello)
+	p.write(goldenSmallHello)
+
+	// Data in: routed to the catch-all with its ID.
+	p.write(goldenData)
+	from, data, err := srv.c.ReceiveFrom(ctx)
+	if err != nil || from != "ab" || string(data) != "xyz" {
+		t.Fatalf("ReceiveFrom = %q, %q, %v; want \"ab\", \"xyz\"", from, data, err)
+	}
+	p.write(goldenEmptyData)
+	if from, data, err = srv.c.ReceiveFrom(ctx); err != nil || from != "" || len(data) != 0 {
+		t.Fatalf("ReceiveFrom = %q, %q, %v; want an empty message on the empty ID", from, data, err)
+	}
+	// Data out.
+	if err := srv.c.SendTo(ctx, "ab", []byte("xyz")); err != nil {
+		t.Fatal(err)
+	}
+	p.expectFrame(goldenData)
+
+	// PING is answered with a PONG carrying the same value.
+	p.write(goldenPing)
+	p.expectFrame(goldenPong)
+
+	// WINDOW and LINK_WINDOW: our HELLO granted 100 bytes per stream and per
+	// link. "xyz" cost 35, 100 more bytes overdraw both; the next send waits
+	// until both credits are back.
+	if err := srv.c.SendTo(ctx, "ab", make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	p.expectFrame(append(appendDataHeader(nil, "ab", 100), make([]byte, 100)...))
+	sent := make(chan error, 1)
+	go func() { sent <- srv.c.SendTo(ctx, "ab", []byte("xyz")) }()
+	p.write(goldenWindow)  // stream credit back above zero; link still overdrawn
+	p.write(goldenLinkWin) // now both
+	p.expectFrame(goldenData)
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+
+	// CLOSE from the peer is acknowledged with a CLOSE.
+	p.write(goldenClose)
+	p.expectFrame(goldenClose)
+
+	// CLOSE from this side: a server Connection on the same socket closing.
+	other := WrapConnectionWithID(srv.conn, "c", 0)
+	other.Close()
+	p.expectFrame(appendIDControl(nil, frameClose, "c", closeNormal))
+	p.write(appendIDControl(nil, frameClose, "c", closeNormal))
+
+	// GOAWAY: the link is marked as going away.
+	p.write(goldenGoAway)
+	eventually(t, "GOAWAY to be seen", func() bool {
+		l := linkOf(srv.c)
+		return l != nil && l.goingAway.Load()
+	})
+}
+
+// TestControlTypeTableHasNoHoles: the read loop dispatches control frames
+// through controlBodySize, indexed by type. Every assigned type must have
+// an entry, and every other byte value, inside the table (a hole) or
+// beyond it, must be rejected as a protocol error rather than parsed with
+// a zero-length body.
+func TestControlTypeTableHasNoHoles(t *testing.T) {
+	assigned := map[byte]bool{
+		frameHello: true, frameWindow: true, frameLinkWindow: true, frameClose: true,
+		framePing: true, framePong: true, frameGoAway: true,
+	}
+	if len(controlBodySize) != frameTypeLimit {
+		t.Fatalf("controlBodySize has %d entries, frameTypeLimit is %d", len(controlBodySize), frameTypeLimit)
+	}
+	for typ := range assigned {
+		if int(typ) >= frameTypeLimit || controlBodySize[typ] == 0 {
+			t.Errorf("assigned type 0x%02x (%s) has no controlBodySize entry", typ, frameName(typ))
+		}
+	}
+	for v := range 256 {
+		typ := byte(v)
+		if assigned[typ] {
+			continue
+		}
+		if int(typ) < len(controlBodySize) && controlBodySize[typ] != 0 {
+			t.Errorf("unassigned type 0x%02x has a body size", typ)
+		}
+		// A bare link reading [0xFF][typ] plus a plausible body.
+		l := &link{cfg: DefaultConfig()}
+		l.br = bufio.NewReader(bytes.NewReader([]byte{controlMarker, typ, 0, 0, 0, 0, 0, 0, 0, 0}))
+		l.ctrlTokens = 1000
+		err := l.readControl()
+		if !errors.Is(err, ErrProtocol) {
+			t.Errorf("control type 0x%02x: readControl = %v, want ErrProtocol", typ, err)
+		}
+	}
+}
+
+// An unknown control type also ends a real link with ErrProtocol (the
+// table above is what makes that so).
+func TestUnknownControlTypeOnLink(t *testing.T) {
+	ln := listenTCP(t)
+	errs := make(chan error, 1)
+	serveConns(t, ln, func(conn net.Conn) {
+		c := WrapConnection(conn, 0)
+		defer c.Close()
+		_, err := c.ReceiveContext(context.Background())
+		errs <- err
+	})
+	p := dialRaw(t, ln.Addr().String())
+	p.expectFrame(goldenDefaultHello)
+	p.write(goldenDefaultHello, []byte{0xFF, 0x00, 0, 0, 0, 0})
+	p.expectClosed()
+	wantErr(t, <-errs, ErrProtocol)
+}
