@@ -12,16 +12,21 @@ import "github.com/valyala/bytebufferpool"
 // loop, then the queue of one logical connection, then Receive) and must not
 // be touched after putBuffer.
 
-// pooledMessageLimit is the largest payload read into a pooled buffer;
-// larger payloads are read straight into the slice Receive returns.
-const pooledMessageLimit = 64 << 10
+// smallMessageLimit: payloads up to this size are copied out of their
+// pooled buffer by Receive (the buffer is reused); larger ones are handed
+// to the caller as they are (no copy; the pool replaces the buffer).
+const smallMessageLimit = 64 << 10
 
 var payloadPool, gatherPool bytebufferpool.Pool
 
+// getPayload returns a buffer of n bytes: a pooled one when it is large
+// enough, else a new one of at most maxUnbackedAlloc bytes that the reader
+// grows as data arrives.
 func getPayload(n int) *bytebufferpool.ByteBuffer {
 	b := payloadPool.Get()
 	if cap(b.B) < n {
-		b.B = make([]byte, n)
+		b.B = make([]byte, min(n, maxUnbackedAlloc))
+		return b
 	}
 	b.B = b.B[:n]
 	return b

@@ -54,7 +54,9 @@ type link struct {
 	wmu            sync.Mutex
 	wb, wspare     *writeBatch
 	writerBusy     bool
-	lastFlush      int64 // nanotime when the last flush ended
+	lastFlush      int64       // nanotime when the last flush ended
+	lazyPending    atomic.Bool // control frames wait in wb for the next write
+	lazyTimer      *time.Timer // backstop for them
 	wkick          chan struct{}
 	linkSendCredit int64
 	creditWake     chan struct{} // closed when credit arrives; nil if nobody waits
@@ -159,6 +161,8 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 		unclaimed: make(map[*stream]int64),
 		ctrlLast:  time.Now(),
 	}
+	l.lazyTimer = time.AfterFunc(time.Hour, l.lazyTimerFired)
+	l.lazyTimer.Stop()
 	l.ctrlTokens = float64(cfg.MaxControlFramesPerSecond)
 	side := "server"
 	if client {
@@ -205,6 +209,7 @@ func (l *link) fail(err error) {
 		}
 		l.err = err
 		l.failWrites(err)
+		l.lazyTimer.Stop()
 		close(l.done)
 		l.conn.Close()
 		l.routes.Range(func(_, v any) bool {
@@ -423,6 +428,7 @@ func (l *link) readLoop() {
 // token is free, until ready reports true. It reports whether it did (then
 // ready() holds, or the link failed).
 func (l *link) readDirect(ready func() bool) bool {
+	l.flushLazy()
 	if !l.rmu.TryLock() {
 		return false
 	}
@@ -476,6 +482,7 @@ func (l *link) releaseToken() {
 // ensureReader kicks the background reader if nobody holds the token (a
 // holder kicks it on release when receivers are parked).
 func (l *link) ensureReader() {
+	l.flushLazy()
 	if l.rmu.TryLock() {
 		l.rmu.Unlock()
 		l.kickReader()
@@ -602,16 +609,11 @@ func (l *link) readData(idLen int) (bool, error) {
 		return false, protocolErrorf("peer exceeded the window of %d bytes on %q", l.cfg.StreamWindow, s.id)
 	}
 	l.br.Discard(len(hdr))
-	// Small payloads go to a pooled buffer; large ones to a slice that grows
-	// with the bytes that actually arrive, so a header claiming a huge
-	// message cannot make us allocate it up front.
-	var m message
-	if int(n) <= pooledMessageLimit {
-		b := getPayload(int(n))
-		m = message{data: b.B, pooled: b}
-	} else {
-		m = message{data: make([]byte, min(int(n), maxUnbackedAlloc))}
-	}
+	// Payloads go to a pooled buffer; when none is large enough, a large
+	// one gets a slice that grows with the bytes that actually arrive, so a
+	// header claiming a huge message cannot make us allocate it up front.
+	b := getPayload(int(n))
+	m := message{data: b.B, pooled: b}
 	l.pend = pendingData{active: true, s: s, n: int(n), cost: cost, m: m}
 	return l.readPending()
 }
@@ -639,6 +641,7 @@ func (l *link) readPending() (bool, error) {
 			grown := make([]byte, min(p.n, 2*p.got))
 			copy(grown, p.m.data[:p.got])
 			p.m.data = grown
+			p.m.pooled.B = grown
 		}
 	}
 	s, m, cost := p.s, p.m, p.cost
@@ -647,7 +650,7 @@ func (l *link) readPending() (bool, error) {
 	l.counters.bytesIn.Add(uint64(len(m.data)))
 	if s == nil {
 		m.release()
-		l.consumedLink(cost)
+		l.consumedLink(cost, controlAsync)
 		return false, nil
 	}
 	return s.deliver(m), nil
@@ -862,11 +865,13 @@ func (l *link) onCloseFrame(idb []byte, code uint32) error {
 }
 
 // consumedLink returns link credit as messages leave the link.
-func (l *link) consumedLink(cost int64) {
+// how is a control* constant: user goroutines may write inline or lazily.
+func (l *link) consumedLink(cost int64, how int) {
 	if l.linkConsumed.Add(cost) >= int64(l.cfg.LinkWindow)/2 {
 		if v := l.linkConsumed.Swap(0); v > 0 {
 			l.recvLinkCredit.Add(v)
-			l.enqueueControl(appendValueControl(nil, frameLinkWindow, uint32(v)))
+			var fb [sizeOfIDLen + sizeOfType + sizeOfLength]byte
+			l.queueControl(appendValueControl(fb[:0], frameLinkWindow, uint32(v)), how)
 		}
 	}
 }
@@ -1079,10 +1084,11 @@ func (s *stream) consumed(cost int64) {
 	if s.unacked.Add(cost) >= int64(l.cfg.StreamWindow)/2 && s.state.Load() == 0 {
 		if v := s.unacked.Swap(0); v > 0 {
 			s.recvCredit.Add(v)
-			l.enqueueControl(appendIDControl(nil, frameWindow, s.id, uint32(v)))
+			var fb [maxControlFrame]byte
+			l.queueControl(appendIDControl(fb[:0], frameWindow, s.id, uint32(v)), controlLazy)
 		}
 	}
-	l.consumedLink(cost)
+	l.consumedLink(cost, controlLazy)
 }
 
 // drain releases every queued message (the owner is gone).
@@ -1099,7 +1105,7 @@ func (s *stream) drain() {
 	}
 	s.mu.Unlock()
 	if total > 0 {
-		s.link.consumedLink(total)
+		s.link.consumedLink(total, controlInline)
 	}
 }
 

@@ -457,8 +457,8 @@ func (c *Connection) ReceiveFrom(ctx context.Context) (string, []byte, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	if m.pooled == nil {
-		return from, m.data, nil
+	if len(m.data) > smallMessageLimit {
+		return from, m.data, nil // ownership passes to the caller
 	}
 	out := make([]byte, len(m.data))
 	copy(out, m.data)
@@ -511,7 +511,7 @@ func (c *Connection) afterError(ctx context.Context, b *binding, err error) erro
 		c.mu.Lock()
 		if c.bind.Load() == b {
 			c.lost = c.lost || b.link.failed()
-			c.unbindLocked(b)
+			c.unbindLocked(b, ErrClosed)
 		}
 		c.mu.Unlock()
 	}
@@ -541,7 +541,7 @@ func (c *Connection) connect(ctx context.Context) (*binding, error) {
 			return nil, b.link.linkError()
 		}
 		c.lost = true
-		c.unbindLocked(b)
+		c.unbindLocked(b, ErrClosed)
 	}
 	if !c.client {
 		return nil, ErrClosed
@@ -603,12 +603,15 @@ func (c *Connection) bindLocked(b *binding) {
 
 // unbindLocked detaches c from its link: the peer is told (CLOSE), queued
 // messages are released, and blocked calls wake with the stream's error.
-func (c *Connection) unbindLocked(b *binding) {
+//
+// Blocked calls are woken only after the binding is gone, so a call made
+// after one of them returned finds no binding and sees why (through
+// connect) rather than racing the teardown.
+func (c *Connection) unbindLocked(b *binding, why error) {
 	c.bind.Store(nil)
 	c.reply.Store(nil)
 	globalCounters.connections.Add(-1)
 	l := b.link
-	why := ErrClosed
 	if l.failed() {
 		// The link died first (a concurrent call saw it and unbinds): that
 		// is what a blocked Receive must report, not a local close.
@@ -653,12 +656,7 @@ func (c *Connection) checkIdle() {
 		c.idleTimer.Reset(max(rest, c.idle/8))
 		return
 	}
-	if b.ca != nil {
-		b.ca.fail(ErrIdleTimeout)
-	} else {
-		b.st.fail(ErrIdleTimeout)
-	}
-	c.unbindLocked(b)
+	c.unbindLocked(b, ErrIdleTimeout)
 	c.finishServerLocked(ErrIdleTimeout)
 }
 
@@ -697,7 +695,7 @@ func (c *Connection) Close() error {
 		return nil
 	}
 	if b := c.bind.Load(); b != nil {
-		c.unbindLocked(b)
+		c.unbindLocked(b, ErrClosed)
 	}
 	if c.idleTimer != nil {
 		c.idleTimer.Stop()

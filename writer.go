@@ -125,12 +125,15 @@ func (l *link) send(done <-chan struct{}, s *stream, data []byte) error {
 		}
 		wake := l.creditWake
 		l.wmu.Unlock()
-		l.ensureReader() // credit comes from frames someone must read
+		l.parked.Add(1) // credit comes from frames someone must read
+		l.ensureReader()
 		select {
 		case <-wake:
 		case <-done:
+			l.parked.Add(-1)
 			return errCanceled
 		}
+		l.parked.Add(-1)
 		l.wmu.Lock()
 	}
 	s.sendCredit -= cost
@@ -159,8 +162,13 @@ func (l *link) send(done <-chan struct{}, s *stream, data []byte) error {
 	}
 	r := writeReqPool.Get().(*writeReq)
 	l.wb.appendRef(hdr, data, r)
-	l.kickWriterLocked()
-	l.wmu.Unlock()
+	if l.writerBusy {
+		l.wmu.Unlock()
+	} else {
+		l.writerBusy = true // write it ourselves; flush signals r too
+		l.wmu.Unlock()
+		l.flush()
+	}
 	<-r.done
 	err := r.err
 	r.err = nil
@@ -172,15 +180,73 @@ func (l *link) send(done <-chan struct{}, s *stream, data []byte) error {
 // which error that stands for.
 var errCanceled = errors.New("tcpconn: canceled")
 
-// enqueueControl queues a control frame; it never blocks on the socket, so
-// the reader may call it.
-func (l *link) enqueueControl(frame []byte) {
+// How a control frame leaves: through the writer goroutine (the read loop
+// must never block on the socket), inline on a user goroutine, or lazily:
+// window updates ride along with the next write, and a receiver about to
+// wait for the socket writes them first (flushLazy), so they cost no
+// syscall of their own in request/response traffic.
+const (
+	controlAsync = iota
+	controlInline
+	controlLazy
+)
+
+// enqueueControl queues a control frame for the writer goroutine.
+func (l *link) enqueueControl(frame []byte) { l.queueControl(frame, controlAsync) }
+
+func (l *link) queueControl(frame []byte, how int) {
 	l.wmu.Lock()
-	if l.werr == nil {
-		l.wb.appendCopy(frame, nil)
+	if l.werr != nil {
+		l.wmu.Unlock()
+		return
+	}
+	l.wb.appendCopy(frame, nil)
+	switch {
+	case how == controlLazy && !l.writerBusy:
+		if !l.lazyPending.Swap(true) {
+			// The backstop: if no write or wait comes along, the writer
+			// goroutine sends it shortly (the peer may be waiting for it).
+			l.lazyTimer.Reset(lazyDelay)
+		}
+	case how == controlAsync || l.writerBusy:
+		l.kickWriterLocked()
+	default:
+		l.writerBusy = true
+		l.wmu.Unlock()
+		l.flush()
+		return
+	}
+	l.wmu.Unlock()
+}
+
+// lazyDelay bounds how long a lazily queued window update waits.
+const lazyDelay = time.Millisecond
+
+func (l *link) lazyTimerFired() {
+	if !l.lazyPending.Load() {
+		return
+	}
+	l.wmu.Lock()
+	if !l.wb.empty() {
 		l.kickWriterLocked()
 	}
 	l.wmu.Unlock()
+}
+
+// flushLazy writes lazily queued control frames before the caller waits
+// for the peer, who may be waiting for exactly those credits.
+func (l *link) flushLazy() {
+	if !l.lazyPending.Load() {
+		return
+	}
+	l.wmu.Lock()
+	if l.writerBusy || l.werr != nil || l.wb.empty() {
+		l.wmu.Unlock()
+		return
+	}
+	l.writerBusy = true
+	l.wmu.Unlock()
+	l.flush()
 }
 
 func (l *link) kickWriterLocked() {
@@ -203,6 +269,7 @@ func (l *link) flush() {
 		l.wmu.Lock()
 		if l.wb.empty() || l.werr != nil {
 			l.writerBusy = false
+			l.lazyPending.Store(false)
 			l.lastFlush = nanotime()
 			l.wmu.Unlock()
 			return
