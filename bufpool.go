@@ -15,7 +15,7 @@ import "github.com/valyala/bytebufferpool"
 // smallMessageLimit: payloads up to this size are copied out of their
 // pooled buffer by Receive (the buffer is reused); larger ones are handed
 // to the caller as they are (no copy; the pool replaces the buffer).
-const smallMessageLimit = 64 << 10
+const smallMessageLimit = 8 << 10
 
 var payloadPool, gatherPool bytebufferpool.Pool
 

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -146,6 +148,7 @@ func (e *env) teardown() {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		e.b.Error("server goroutines still running 10s after close")
+		f, _ := os.Create("/tmp/gdump.txt"); pprof.Lookup("goroutine").WriteTo(f, 1); f.Close()
 	}
 	if accepts != 1 {
 		msg := fmt.Sprintf("want exactly 1 TCP accept, got %d", accepts)
