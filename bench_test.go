@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"testing"
 )
 
@@ -164,4 +165,62 @@ func rawRead(conn net.Conn, buf []byte) ([]byte, error) {
 	buf = buf[:n]
 	_, err := io.ReadFull(conn, buf)
 	return buf, err
+}
+
+// BenchmarkMux measures 1 KiB round trips from many logical connections on
+// one socket, each served by its own WrapConnectionWithID goroutine.
+func BenchmarkMux(b *testing.B) {
+	for _, n := range []int{16, 256} {
+		b.Run(fmt.Sprintf("conns=%d", n), func(b *testing.B) {
+			ln := listenTCP(b)
+			go func() {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				for i := 0; i < n; i++ {
+					s := WrapConnectionWithID(conn, fmt.Sprint("m", i), 0)
+					go func() {
+						defer s.Close()
+						for {
+							data, err := s.Receive()
+							if err != nil || s.Send(data) != nil {
+								return
+							}
+						}
+					}()
+				}
+			}()
+			conns := make([]*Connection, n)
+			for i := range conns {
+				conns[i] = NewConnectionWithID(ln.Addr().String(), fmt.Sprint("m", i), 0)
+				defer conns[i].Close()
+			}
+			msg := make([]byte, 1<<10)
+			b.SetBytes(int64(len(msg)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			per := b.N/n + 1
+			for _, c := range conns {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					buf := make([]byte, 0, len(msg))
+					for i := 0; i < per; i++ {
+						if err := c.Send(msg); err != nil {
+							b.Error(err)
+							return
+						}
+						var err error
+						if buf, err = c.ReceiveAppend(context.Background(), buf[:0]); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+		})
+	}
 }

@@ -5,6 +5,7 @@ package tcpconn
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -157,6 +158,12 @@ func (l *link) send(done <-chan struct{}, s *stream, data []byte) error {
 		// A lone message (request/response): write it ourselves, with no
 		// goroutine hand-off on the latency path.
 		l.wmu.Unlock()
+		if l.parked.Load() > 0 {
+			// Other goroutines wait on this link, so runnable ones are
+			// likely about to send too: let them queue behind us first and
+			// share this writev.
+			runtime.Gosched()
+		}
 		l.flush()
 		return nil
 	}
