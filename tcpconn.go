@@ -11,9 +11,9 @@
 // returns each new logical connection.
 //
 // Every method of Connection is safe for concurrent use. Send returns once
-// the message has been written to the socket; messages on one logical
-// connection arrive in order, whole, or not at all (see README.md,
-// "Guarantees").
+// the message is committed to the socket's ordered write queue; messages on
+// one logical connection arrive in order, whole, or not at all (see
+// README.md, "Guarantees").
 package tcpconn
 
 import (
@@ -386,10 +386,11 @@ func idleOrDefault(d time.Duration, cfg *Config) time.Duration {
 // ID returns the logical connection's ID ("" for a catch-all).
 func (c *Connection) ID() string { return c.id }
 
-// Send sends data as one message. It returns once data has been written to
-// the socket, so data may be reused afterwards; it is not copied. It waits
-// while the receiver's window is full (backpressure) — use SendContext to
-// bound that wait.
+// Send sends data as one message. It returns once the message is committed
+// to the socket's ordered write queue: up to 32 KiB it is copied there,
+// larger messages are written from data before Send returns. Either way data
+// may be reused when Send returns. It waits while the receiver's window is
+// full (backpressure); use SendContext to bound that wait.
 func (c *Connection) Send(data []byte) error {
 	return c.SendContext(context.Background(), data)
 }

@@ -11,11 +11,13 @@ import (
 )
 
 // The write side of a link. Senders append frames to one ordered batch under
-// link.wmu and return; one writer goroutine per link writes whatever has
-// accumulated with a single writev, so back-to-back or concurrent senders
-// share syscalls. Small payloads are copied into pooled buffers (Send may
-// return before the bytes reach the socket); large ones are referenced
-// without copying and their sender waits until they are written.
+// link.wmu. Whoever finds no write in progress writes the batch with one
+// writev: the sender itself for a lone message (no hand-off on the latency
+// path), or the writer goroutine when sends come back to back (write
+// behind, so the next ones coalesce while this batch is in the kernel).
+// Small payloads are copied into pooled buffers and their Send returns at
+// once; large ones are referenced without copying and their sender waits
+// until they are written.
 
 const (
 	// copyLimit is the largest payload Send copies and queues without
