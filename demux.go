@@ -101,16 +101,11 @@ const (
 // stream is one logical connection's record on one link: its receive queue
 // and both directions of its credit.
 type stream struct {
-	id   string
-	link *link
-
-	mu      sync.Mutex
-	queue   []message
+	inbox
+	id      string
+	queue   []message // guarded by mu
 	head    int
-	notify  chan struct{} // created on first wait
-	waiting bool
 	owner   *Connection // nil while unclaimed
-	err     error       // why no more messages will come
 	inReady bool        // guarded by the catch-all's mu
 
 	state        atomic.Uint32
@@ -263,7 +258,7 @@ func bytesToString(b []byte) string {
 }
 
 func (l *link) newStream(id string) *stream {
-	s := &stream{id: id, link: l}
+	s := &stream{id: id, inbox: inbox{link: l}}
 	s.recvCredit.Store(int64(l.cfg.StreamWindow))
 	return s
 }
@@ -425,25 +420,25 @@ func (l *link) readLoop() {
 }
 
 // readDirect lets a receiver with nothing queued read for itself if the
-// token is free, until ready reports true. It reports whether it did (then
-// ready() holds, or the link failed).
-func (l *link) readDirect(ready func() bool) bool {
+// token is free, until src is ready. It reports whether it did (then
+// src is ready, or the link failed).
+func (l *link) readDirect(src source) bool {
 	l.flushLazy()
 	if !l.rmu.TryLock() {
 		return false
 	}
 	l.direct.Store(true)
-	l.readUntil(ready)
+	l.readUntil(src)
 	return true
 }
 
-// readUntil reads frames holding the token until ready reports true (a
-// receiver reading for itself) or, for the background reader (ready nil),
+// readUntil reads frames holding the token until src is ready (a
+// receiver reading for itself) or, for the background reader (src nil),
 // until it may step back. It always returns with the token released; an
 // error means the link failed.
-func (l *link) readUntil(ready func() bool) error {
+func (l *link) readUntil(src source) error {
 	for {
-		if ready != nil && ready() {
+		if src != nil && isReady(src) {
 			l.releaseToken()
 			return nil
 		}
@@ -460,7 +455,7 @@ func (l *link) readUntil(ready func() bool) error {
 			l.fail(readFailure(err))
 			return l.linkError()
 		}
-		if ready == nil && woke && l.parked.Load() == 0 && l.br.Buffered() == 0 {
+		if src == nil && woke && l.parked.Load() == 0 && l.br.Buffered() == 0 {
 			l.releaseToken()
 			return nil
 		}
@@ -966,29 +961,8 @@ func (s *stream) deliver(m message) bool {
 	return woke
 }
 
-func (s *stream) wakeLocked() bool {
-	if !s.waiting {
-		return false
-	}
-	s.waiting = false
-	s.link.parked.Add(-1)
-	s.notify <- struct{}{} // capacity 1, one waiter: never blocks
-	return true
-}
-
-// fail records why no more messages will arrive; queued ones stay readable.
-func (s *stream) fail(err error) {
-	s.mu.Lock()
-	if s.err == nil {
-		s.err = err
-	}
-	s.wakeLocked()
-	s.mu.Unlock()
-	s.link.interruptDirect()
-}
-
-// popLocked takes the oldest queued message.
-func (s *stream) popLocked() (message, bool) {
+// popMessageLocked takes the oldest queued message.
+func (s *stream) popMessageLocked() (message, bool) {
 	if s.head == len(s.queue) {
 		return message{}, false
 	}
@@ -1004,79 +978,12 @@ func (s *stream) popLocked() (message, bool) {
 	return m, true
 }
 
-// ready reports whether receive would return at once.
-func (s *stream) ready() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.head < len(s.queue) || s.err != nil
+func (s *stream) popLocked() (*stream, message, bool) {
+	m, ok := s.popMessageLocked()
+	return s, m, ok
 }
 
-// receive waits for the next message; cancel closes when the caller gives
-// up. Without cancel (plain Receive) the caller reads the socket itself when
-// nobody else does: no hand-off between goroutines.
-func (s *stream) receive(cancel <-chan struct{}) (message, error) {
-	l := s.link
-	for {
-		s.mu.Lock()
-		if m, ok := s.popLocked(); ok {
-			s.mu.Unlock()
-			s.consumed(m.cost())
-			return m, nil
-		}
-		if s.err != nil {
-			err := s.err
-			s.mu.Unlock()
-			return message{}, err
-		}
-		if cancel == nil && !l.failed() {
-			s.mu.Unlock()
-			if l.readDirect(s.ready) {
-				continue
-			}
-			s.mu.Lock()
-			if s.head < len(s.queue) || s.err != nil {
-				s.mu.Unlock()
-				continue
-			}
-		}
-		if s.notify == nil {
-			s.notify = make(chan struct{}, 1)
-		}
-		s.waiting = true
-		l.parked.Add(1)
-		ch := s.notify
-		s.mu.Unlock()
-		// Whoever held the token may have released it before seeing us
-		// parked: make sure somebody reads.
-		if cancel == nil && l.readDirect(s.ready) {
-			s.unpark()
-			continue
-		}
-		if cancel != nil {
-			l.ensureReader()
-		}
-		select {
-		case <-ch:
-		case <-cancel:
-			s.unpark()
-			return message{}, errCanceled
-		}
-	}
-}
-
-// unpark withdraws a waiting receiver that was not woken.
-func (s *stream) unpark() {
-	s.mu.Lock()
-	if s.waiting {
-		s.waiting = false
-		s.link.parked.Add(-1)
-	}
-	select {
-	case <-s.notify: // a wake-up that raced with us
-	default:
-	}
-	s.mu.Unlock()
-}
+func (s *stream) hasMessageLocked() bool { return s.head < len(s.queue) }
 
 // consumed returns credit for a message that left the queue.
 func (s *stream) consumed(cost int64) {
@@ -1096,7 +1003,7 @@ func (s *stream) drain() {
 	s.mu.Lock()
 	var total int64
 	for {
-		m, ok := s.popLocked()
+		m, ok := s.popMessageLocked()
 		if !ok {
 			break
 		}
@@ -1109,17 +1016,134 @@ func (s *stream) drain() {
 	}
 }
 
+// ---- receiving: one loop for streams and the catch-all ----
+
+// inbox is what a receiver waits on: a stream's queue or a link's
+// catch-all. It holds the lock, the error that ends it, and at most one
+// parked receiver's wake-up (a second concurrent receiver of one
+// Connection finds the first parked and parks on the same channel).
+type inbox struct {
+	link    *link
+	mu      sync.Mutex
+	notify  chan struct{} // created on first wait
+	waiting bool
+	err     error // why no more messages will come; queued ones stay readable
+}
+
+// source is an inbox with its queue discipline.
+type source interface {
+	box() *inbox
+	popLocked() (*stream, message, bool) // the message and the record it came from
+	hasMessageLocked() bool
+}
+
+func (b *inbox) box() *inbox { return b }
+
+func (b *inbox) wakeLocked() bool {
+	if !b.waiting {
+		return false
+	}
+	b.waiting = false
+	b.link.parked.Add(-1)
+	b.notify <- struct{}{} // capacity 1, one waiter: never blocks
+	return true
+}
+
+// fail records why no more messages will arrive and wakes the receiver.
+func (b *inbox) fail(err error) {
+	b.mu.Lock()
+	if b.err == nil {
+		b.err = err
+	}
+	b.wakeLocked()
+	b.mu.Unlock()
+	b.link.interruptDirect()
+}
+
+// unpark withdraws a waiting receiver that was not woken.
+func (b *inbox) unpark() {
+	b.mu.Lock()
+	if b.waiting {
+		b.waiting = false
+		b.link.parked.Add(-1)
+	}
+	select {
+	case <-b.notify: // a wake-up that raced with us
+	default:
+	}
+	b.mu.Unlock()
+}
+
+// isReady reports whether receive would return at once.
+func isReady(src source) bool {
+	b := src.box()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return src.hasMessageLocked() || b.err != nil
+}
+
+// receive waits for src's next message; cancel closes when the caller gives
+// up. Without cancel (plain Receive) the caller reads the socket itself when
+// nobody else does: no hand-off between goroutines on a round trip.
+func receive(src source, cancel <-chan struct{}) (*stream, message, error) {
+	b := src.box()
+	l := b.link
+	for {
+		b.mu.Lock()
+		if s, m, ok := src.popLocked(); ok {
+			b.mu.Unlock()
+			s.consumed(m.cost())
+			return s, m, nil
+		}
+		if b.err != nil {
+			err := b.err
+			b.mu.Unlock()
+			return nil, message{}, err
+		}
+		if cancel == nil && !l.failed() {
+			b.mu.Unlock()
+			if l.readDirect(src) {
+				continue
+			}
+			b.mu.Lock()
+			if src.hasMessageLocked() || b.err != nil {
+				b.mu.Unlock()
+				continue
+			}
+		}
+		if b.notify == nil {
+			b.notify = make(chan struct{}, 1)
+		}
+		b.waiting = true
+		l.parked.Add(1)
+		ch := b.notify
+		b.mu.Unlock()
+		if cancel == nil {
+			// Whoever held the token may have released it before seeing
+			// us parked: try again to read for ourselves.
+			if l.readDirect(src) {
+				b.unpark()
+				continue
+			}
+		} else {
+			l.ensureReader()
+		}
+		select {
+		case <-ch:
+		case <-cancel:
+			b.unpark()
+			return nil, message{}, errCanceled
+		}
+	}
+}
+
 // ---- catch-all ----
 
 // catchAll is the empty-ID connection of a link: it receives messages of
 // every record no one has claimed, oldest ready record first.
 type catchAll struct {
-	link    *link
-	mu      sync.Mutex
-	ready   []*stream
-	notify  chan struct{}
-	waiting bool
-	err     error
+	inbox
+	ready []*stream // records holding messages, oldest first; guarded by mu
 }
 
 func (ca *catchAll) push(s *stream) bool {
@@ -1132,89 +1156,7 @@ func (ca *catchAll) push(s *stream) bool {
 	return ca.wakeLocked()
 }
 
-func (ca *catchAll) wakeLocked() bool {
-	if !ca.waiting {
-		return false
-	}
-	ca.waiting = false
-	ca.link.parked.Add(-1)
-	ca.notify <- struct{}{}
-	return true
-}
-
-func (ca *catchAll) fail(err error) {
-	ca.mu.Lock()
-	if ca.err == nil {
-		ca.err = err
-	}
-	ca.wakeLocked()
-	ca.mu.Unlock()
-	ca.link.interruptDirect()
-}
-
-func (ca *catchAll) hasMessage() bool {
-	ca.mu.Lock()
-	defer ca.mu.Unlock()
-	return len(ca.ready) > 0 || ca.err != nil
-}
-
-func (ca *catchAll) unpark() {
-	ca.mu.Lock()
-	if ca.waiting {
-		ca.waiting = false
-		ca.link.parked.Add(-1)
-	}
-	select {
-	case <-ca.notify:
-	default:
-	}
-	ca.mu.Unlock()
-}
-
-// receive returns the next unclaimed message and the record it came from;
-// like stream.receive, it reads for itself when it can.
-func (ca *catchAll) receive(cancel <-chan struct{}) (*stream, message, error) {
-	l := ca.link
-	for {
-		ca.mu.Lock()
-		if s, m, ok := ca.popLocked(); ok {
-			ca.mu.Unlock()
-			s.consumed(m.cost())
-			return s, m, nil
-		}
-		if ca.err != nil {
-			err := ca.err
-			ca.mu.Unlock()
-			return nil, message{}, err
-		}
-		ca.mu.Unlock()
-		if cancel == nil && !l.failed() && l.readDirect(ca.hasMessage) {
-			continue
-		}
-		ca.mu.Lock()
-		if len(ca.ready) > 0 || ca.err != nil {
-			ca.mu.Unlock()
-			continue
-		}
-		ca.waiting = true
-		l.parked.Add(1)
-		ch := ca.notify
-		ca.mu.Unlock()
-		if cancel == nil && l.readDirect(ca.hasMessage) {
-			ca.unpark()
-			continue
-		}
-		if cancel != nil {
-			l.ensureReader()
-		}
-		select {
-		case <-ch:
-		case <-cancel:
-			ca.unpark()
-			return nil, message{}, errCanceled
-		}
-	}
-}
+func (ca *catchAll) hasMessageLocked() bool { return len(ca.ready) > 0 }
 
 // popLocked takes a message from the oldest ready record still unclaimed,
 // keeping the record in line if it holds more.
@@ -1228,7 +1170,7 @@ func (ca *catchAll) popLocked() (*stream, message, bool) {
 		var m message
 		ok := s.owner == nil
 		if ok {
-			m, ok = s.popLocked()
+			m, ok = s.popMessageLocked()
 		}
 		more := s.head < len(s.queue)
 		s.mu.Unlock()

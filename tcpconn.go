@@ -485,13 +485,11 @@ func (c *Connection) receive(ctx context.Context) (string, message, error) {
 	if err != nil {
 		return "", message{}, err
 	}
-	var m message
-	from := b.st
+	var src source = b.st
 	if b.ca != nil {
-		from, m, err = b.ca.receive(ctx.Done())
-	} else {
-		m, err = b.st.receive(ctx.Done())
+		src = b.ca
 	}
+	from, m, err := receive(src, ctx.Done())
 	if err != nil {
 		return "", message{}, c.afterError(ctx, b, err)
 	}
@@ -576,7 +574,7 @@ func (c *Connection) connect(ctx context.Context) (*binding, error) {
 // bindLink attaches c to l: its ID's record, or l's catch-all.
 func bindLink(l *link, c *Connection) (*binding, error) {
 	if c.catchAll {
-		ca := &catchAll{link: l, notify: make(chan struct{}, 1)}
+		ca := &catchAll{inbox: inbox{link: l}}
 		if !l.installCatchAll(ca) {
 			return nil, fmt.Errorf("%w: the catch-all (empty ID)", ErrIDInUse)
 		}
