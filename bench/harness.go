@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +13,9 @@ import (
 // watchdog bounds one run of a workload: past it everything is closed so
 // blocked calls return and the benchmark fails instead of hanging.
 const watchdog = 3 * time.Minute
+
+// teardownLimit bounds the wait for server goroutines after close.
+const teardownLimit = 2 * time.Minute
 
 // env is one client and one server of a transport, connected over one
 // accepted socket on 127.0.0.1.
@@ -146,9 +147,8 @@ func (e *env) teardown() {
 	go func() { e.serveWG.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(10 * time.Second):
-		e.b.Error("server goroutines still running 10s after close")
-		f, _ := os.Create("/tmp/gdump.txt"); pprof.Lookup("goroutine").WriteTo(f, 1); f.Close()
+	case <-time.After(teardownLimit):
+		e.b.Errorf("server goroutines still running %v after close", teardownLimit)
 	}
 	if accepts != 1 {
 		msg := fmt.Sprintf("want exactly 1 TCP accept, got %d", accepts)

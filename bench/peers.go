@@ -40,7 +40,18 @@ func streamTransport(name string, client, server func(net.Conn) (session, error)
 				}
 				conns[i] = newFramed(st)
 			}
-			return conns, s.close, nil
+			// Close the streams one by one before the session: a yamux
+			// v0.1.2 Stream.Read blocked when its session closes spins
+			// until Session.Close reaches that stream, which with 20,000
+			// blocked readers took minutes. Closing streams first lets each
+			// peer reader see EOF and return.
+			closeAll := func() error {
+				for _, c := range conns {
+					c.Close()
+				}
+				return s.close()
+			}
+			return conns, closeAll, nil
 		},
 		Serve: func(sock net.Conn, n int, _ bool, ready func(), handle func(Conn)) {
 			s, err := server(sock)
@@ -58,7 +69,7 @@ func streamTransport(name string, client, server func(net.Conn) (session, error)
 					break
 				}
 				wg.Add(1)
-				go func() { defer wg.Done(); handle(newFramed(st)) }()
+				go func() { defer wg.Done(); defer st.Close(); handle(newFramed(st)) }()
 			}
 			wg.Wait()
 		},

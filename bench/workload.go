@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"sync"
 	"testing"
-	"time"
 )
 
 // Kind is the shape of a workload.
@@ -271,9 +270,7 @@ func (w Workload) memory(b *testing.B, tr Transport) {
 	runtime.ReadMemStats(&before)
 	g0 := runtime.NumGoroutine()
 
-	t0 := time.Now()
 	e := setup(b, tr, w.Conns, false, echo)
-	b.Logf("setup %v", time.Since(t0))
 	msgs := make([][]byte, w.Conns)
 	for i, c := range e.conns {
 		msgs[i] = make([]byte, hdrLen)
@@ -291,7 +288,6 @@ func (w Workload) memory(b *testing.B, tr Transport) {
 			e.fatalf("conn %d: %v", i, err)
 		}
 	}
-	b.Logf("rtt %v", time.Since(t0))
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	g1 := runtime.NumGoroutine()
@@ -310,9 +306,7 @@ func (w Workload) memory(b *testing.B, tr Transport) {
 	}
 	b.ReportMetric(heapPerConn, "heapB/conn")
 	b.ReportMetric(gPerConn, "goroutines/conn")
-	t0 = time.Now()
 	e.finish()
-	b.Logf("finish %v", time.Since(t0))
 }
 
 // roundTrip does one checked round trip of an already stamped message.
