@@ -8,6 +8,9 @@ require (
 	github.com/xtaci/smux v1.5.58
 )
 
-require github.com/valyala/bytebufferpool v1.0.0 // indirect
+require (
+	github.com/valyala/bytebufferpool v1.0.0 // indirect
+	golang.org/x/sys v0.30.0 // indirect
+)
 
 replace github.com/pulsyflux/tcp-conn => ../
