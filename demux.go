@@ -103,10 +103,9 @@ const (
 type stream struct {
 	inbox
 	id      string
-	queue   []message // guarded by mu
-	head    int
-	owner   *Connection // nil while unclaimed
-	inReady bool        // guarded by the catch-all's mu
+	queue   fifo[message] // guarded by mu
+	owner   *Connection   // nil while unclaimed
+	inReady bool          // guarded by the catch-all's mu
 
 	state        atomic.Uint32
 	retired      atomic.Bool  // no longer the route table's record for id
@@ -949,7 +948,7 @@ func (l *link) expireUnclaimed(now time.Time) {
 // woke a receiver.
 func (s *stream) deliver(m message) bool {
 	s.mu.Lock()
-	s.queue = append(s.queue, m)
+	s.queue.push(m)
 	woke := s.wakeLocked()
 	unclaimed := s.owner == nil
 	s.mu.Unlock()
@@ -962,28 +961,42 @@ func (s *stream) deliver(m message) bool {
 }
 
 // popMessageLocked takes the oldest queued message.
-func (s *stream) popMessageLocked() (message, bool) {
-	if s.head == len(s.queue) {
-		return message{}, false
-	}
-	m := s.queue[s.head]
-	s.queue[s.head] = message{}
-	s.head++
-	if s.head == len(s.queue) {
-		s.queue, s.head = s.queue[:0], 0
-		if cap(s.queue) > 64 {
-			s.queue = nil // do not keep a burst's worth of slots forever
-		}
-	}
-	return m, true
-}
+func (s *stream) popMessageLocked() (message, bool) { return s.queue.pop() }
 
 func (s *stream) popLocked() (*stream, message, bool) {
 	m, ok := s.popMessageLocked()
 	return s, m, ok
 }
 
-func (s *stream) hasMessageLocked() bool { return s.head < len(s.queue) }
+func (s *stream) hasMessageLocked() bool { return s.queue.len() > 0 }
+
+// fifo is a queue that reuses its slice; it drops a burst's worth of slots
+// once drained so an idle connection does not keep them.
+type fifo[T any] struct {
+	items []T
+	head  int
+}
+
+func (q *fifo[T]) len() int { return len(q.items) - q.head }
+
+func (q *fifo[T]) push(v T) { q.items = append(q.items, v) }
+
+func (q *fifo[T]) pop() (T, bool) {
+	var zero T
+	if q.head == len(q.items) {
+		return zero, false
+	}
+	v := q.items[q.head]
+	q.items[q.head] = zero
+	q.head++
+	if q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+		if cap(q.items) > 64 {
+			q.items = nil
+		}
+	}
+	return v, true
+}
 
 // consumed returns credit for a message that left the queue.
 func (s *stream) consumed(cost int64) {
@@ -1143,7 +1156,7 @@ func receive(src source, cancel <-chan struct{}) (*stream, message, error) {
 // every record no one has claimed, oldest ready record first.
 type catchAll struct {
 	inbox
-	ready []*stream // records holding messages, oldest first; guarded by mu
+	ready fifo[*stream] // records holding messages, oldest first; guarded by mu
 }
 
 func (ca *catchAll) push(s *stream) bool {
@@ -1151,42 +1164,39 @@ func (ca *catchAll) push(s *stream) bool {
 	defer ca.mu.Unlock()
 	if !s.inReady {
 		s.inReady = true
-		ca.ready = append(ca.ready, s)
+		ca.ready.push(s)
 	}
 	return ca.wakeLocked()
 }
 
-func (ca *catchAll) hasMessageLocked() bool { return len(ca.ready) > 0 }
+func (ca *catchAll) hasMessageLocked() bool { return ca.ready.len() > 0 }
 
 // popLocked takes a message from the oldest ready record still unclaimed,
 // keeping the record in line if it holds more.
 func (ca *catchAll) popLocked() (*stream, message, bool) {
-	for len(ca.ready) > 0 {
-		s := ca.ready[0]
-		ca.ready[0] = nil
-		ca.ready = ca.ready[1:]
+	for {
+		s, ok := ca.ready.pop()
+		if !ok {
+			return nil, message{}, false
+		}
 		s.inReady = false
 		s.mu.Lock()
 		var m message
-		ok := s.owner == nil
+		ok = s.owner == nil
 		if ok {
 			m, ok = s.popMessageLocked()
 		}
-		more := s.head < len(s.queue)
+		more := s.hasMessageLocked()
 		s.mu.Unlock()
 		if !ok {
 			continue
 		}
 		if more {
 			s.inReady = true
-			ca.ready = append(ca.ready, s)
+			ca.ready.push(s)
 		}
 		return s, m, true
 	}
-	if cap(ca.ready) > 64 {
-		ca.ready = nil
-	}
-	return nil, message{}, false
 }
 
 // installCatchAll makes ca the link's catch-all and hands it every
@@ -1198,7 +1208,7 @@ func (l *link) installCatchAll(ca *catchAll) bool {
 	l.routes.Range(func(_, v any) bool {
 		s := v.(*stream)
 		s.mu.Lock()
-		has := s.owner == nil && s.head < len(s.queue)
+		has := s.owner == nil && s.hasMessageLocked()
 		s.mu.Unlock()
 		if has {
 			ca.push(s)

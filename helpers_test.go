@@ -279,7 +279,7 @@ func queued(c *Connection) int {
 	}
 	b.st.mu.Lock()
 	defer b.st.mu.Unlock()
-	return len(b.st.queue) - b.st.head
+	return b.st.queue.len()
 }
 
 // linkOf returns the physical link c is bound to (nil if none).

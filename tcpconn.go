@@ -664,11 +664,11 @@ func (b *binding) pending() bool {
 	if b.ca != nil {
 		b.ca.mu.Lock()
 		defer b.ca.mu.Unlock()
-		return len(b.ca.ready) > 0
+		return b.ca.hasMessageLocked()
 	}
 	b.st.mu.Lock()
 	defer b.st.mu.Unlock()
-	return b.st.head < len(b.st.queue)
+	return b.st.hasMessageLocked()
 }
 
 // finishServerLocked ends a server Connection for good (servers never
