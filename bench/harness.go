@@ -178,10 +178,12 @@ func recordFailure(msg string) {
 	failMu.Unlock()
 }
 
-// LastFailure returns the message of the most recent failed run, for the
-// compare command (testing.Benchmark does not return it).
+// LastFailure returns and forgets the message of the most recent failed or
+// skipped run, for the compare command (testing.Benchmark does not return it).
 func LastFailure() string {
 	failMu.Lock()
 	defer failMu.Unlock()
-	return lastFailure
+	msg := lastFailure
+	lastFailure = ""
+	return msg
 }

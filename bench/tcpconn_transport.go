@@ -19,6 +19,8 @@ func tcpconnTransport() Transport {
 		// for an ID not yet wrapped on the server waits, unclaimed, for
 		// WrapConnectionWithID.
 		LazyDial: true,
+		// Config.MaxStreams lifts this, but the seed API takes no Config.
+		MaxConns: tcpconn.DefaultMaxStreams,
 		Dial: func(addr string, n int) ([]Conn, func() error, error) {
 			conns := make([]Conn, n)
 			for i := range conns {

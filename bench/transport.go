@@ -38,6 +38,9 @@ type Transport struct {
 	// LazyDial means Dial may return before the socket is connected (the
 	// first Send connects), so setup must not wait for the server.
 	LazyDial bool
+	// MaxConns, if positive, is the most logical connections one socket
+	// can carry through the API used here; larger workloads are skipped.
+	MaxConns int
 }
 
 // Transports returns every transport, raw first.

@@ -61,6 +61,11 @@ func Find(name string) (Workload, bool) {
 
 // Run runs the workload over tr. Setup and teardown are outside the timer.
 func (w Workload) Run(b *testing.B, tr Transport) {
+	if tr.MaxConns > 0 && w.Conns > tr.MaxConns {
+		msg := fmt.Sprintf("skipped: %s carries at most %d logical connections per socket through the API used here", tr.Name, tr.MaxConns)
+		recordFailure(msg)
+		b.Skip(msg)
+	}
 	b.ReportAllocs()
 	if w.Kind != Memory {
 		b.SetBytes(int64(w.Size))

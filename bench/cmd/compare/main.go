@@ -69,7 +69,7 @@ func main() {
 			fmt.Fprintf(os.Stderr, "%-12s %-8s ", w.Name, tr.Name)
 			r := measure(w, tr, *count)
 			if r.failed != "" {
-				fmt.Fprintln(os.Stderr, "FAILED:", r.failed)
+				fmt.Fprintln(os.Stderr, r.failed)
 			} else {
 				fmt.Fprintf(os.Stderr, "%s\n", fmtNs(r.ns))
 			}
@@ -93,15 +93,19 @@ func main() {
 func measure(w bench.Workload, tr bench.Transport, count int) result {
 	var rs []testing.BenchmarkResult
 	for range count {
-		var failed bool
+		bench.LastFailure() // forget an earlier run's message
+		var failed, skipped bool
 		r := testing.Benchmark(func(b *testing.B) {
-			defer func() { failed = b.Failed() }()
+			defer func() { failed, skipped = b.Failed(), b.Skipped() }()
 			w.Run(b, tr)
 		})
-		if failed || r.N == 0 {
+		if failed || skipped || r.N == 0 {
 			msg := bench.LastFailure()
 			if msg == "" {
 				msg = "benchmark failed"
+			}
+			if !skipped {
+				msg = "FAILED: " + msg
 			}
 			return result{failed: msg}
 		}
@@ -147,7 +151,7 @@ func printTable(results map[string]map[string]result, transports []bench.Transpo
 				continue
 			}
 			if r.failed != "" {
-				fmt.Printf("%-12s %-8s FAILED: %s\n", w.Name, tr.Name, r.failed)
+				fmt.Printf("%-12s %-8s %s\n", w.Name, tr.Name, r.failed)
 				continue
 			}
 			mbs, ratio := "-", "-"
