@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"sync"
@@ -8,27 +9,58 @@ import (
 	tcpconn "github.com/pulsyflux/tcp-conn"
 )
 
-// tcpconnTransport uses the seed API only: the client side is one
-// NewConnectionWithID per logical connection (the library pools the socket);
-// the server side is one catch-all WrapConnection, or one
-// WrapConnectionWithID per id when perConn is asked for.
-func tcpconnTransport() Transport {
+// manyConfig lifts Config.MaxStreams for the workloads beyond the default
+// (the 100,000-connection memory workload). The seed constructors take no
+// Config, so those workloads use Dial and Wrap with it; every Connection
+// gets this same pointer, so they still share one socket.
+var manyConfig = &tcpconn.Config{MaxStreams: 1 << 17}
+
+// tcpconnTransport goes through the seed API: the client side is one
+// NewConnectionWithID per logical connection (the library pools the socket),
+// the server side one catch-all WrapConnection, or one WrapConnectionWithID
+// per id when perConn is asked for; Receive returns a new slice per message.
+// With pooled, Receive is ReceiveAppend into a buffer reused per Conn (the
+// opt-in pooled path, what the Conn contract allows and raw does).
+func tcpconnTransport(pooled bool) Transport {
+	name := "tcpconn"
+	if pooled {
+		name = "tcpconn-pooled"
+	}
+	wrap := func(c *tcpconn.Connection) Conn {
+		if pooled {
+			return &pooledConn{Connection: c}
+		}
+		return c
+	}
 	return Transport{
-		Name: "tcpconn",
+		Name: name,
 		// NewConnectionWithID does not dial: the first Send does. A message
 		// for an ID not yet wrapped on the server waits, unclaimed, for
 		// WrapConnectionWithID.
 		LazyDial: true,
-		// Config.MaxStreams lifts this, but the seed API takes no Config.
-		MaxConns: tcpconn.DefaultMaxStreams,
 		Dial: func(addr string, n int) ([]Conn, func() error, error) {
+			cs := make([]*tcpconn.Connection, n)
+			for i := range cs {
+				if n <= tcpconn.DefaultMaxStreams {
+					cs[i] = tcpconn.NewConnectionWithID(addr, connID(i), 0)
+					continue
+				}
+				c, err := tcpconn.Dial(context.Background(), addr, tcpconn.WithID(connID(i)), tcpconn.WithConfig(manyConfig))
+				if err != nil {
+					for _, c := range cs[:i] {
+						c.Close()
+					}
+					return nil, nil, err
+				}
+				cs[i] = c
+			}
 			conns := make([]Conn, n)
-			for i := range conns {
-				conns[i] = tcpconn.NewConnectionWithID(addr, connID(i), 0)
+			for i, c := range cs {
+				conns[i] = wrap(c)
 			}
 			return conns, func() error {
 				var first error
-				for _, c := range conns {
+				for _, c := range cs {
 					if err := c.Close(); err != nil && first == nil {
 						first = err
 					}
@@ -37,11 +69,18 @@ func tcpconnTransport() Transport {
 			}, nil
 		},
 		Serve: func(sock net.Conn, n int, perConn bool, ready func(), handle func(Conn)) {
+			cfg := (*tcpconn.Config)(nil)
+			if n > tcpconn.DefaultMaxStreams {
+				cfg = manyConfig
+			}
 			if !perConn {
-				c := tcpconn.WrapConnection(sock, 0)
+				c, err := tcpconn.Wrap(sock, tcpconn.WithConfig(cfg))
+				if err != nil {
+					panic(err)
+				}
 				defer c.Close()
 				ready()
-				handle(c)
+				handle(wrap(c))
 				return
 			}
 			var wg sync.WaitGroup
@@ -52,11 +91,23 @@ func tcpconnTransport() Transport {
 			ready()
 			for _, c := range cs {
 				wg.Add(1)
-				go func() { defer wg.Done(); defer c.Close(); handle(c) }()
+				go func() { defer wg.Done(); defer c.Close(); handle(wrap(c)) }()
 			}
 			wg.Wait()
 		},
 	}
+}
+
+// pooledConn receives through ReceiveAppend into one buffer per Conn.
+type pooledConn struct {
+	*tcpconn.Connection
+	buf []byte
+}
+
+func (c *pooledConn) Receive() ([]byte, error) {
+	var err error
+	c.buf, err = c.ReceiveAppend(context.Background(), c.buf[:0])
+	return c.buf, err
 }
 
 func connID(i int) string { return fmt.Sprintf("c%d", i) }

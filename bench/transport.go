@@ -46,7 +46,7 @@ type Transport struct {
 // Transports returns every transport, raw first.
 func Transports() []Transport {
 	var ts []Transport
-	for _, t := range []Transport{rawTransport(), yamuxTransport(), smuxTransport(), tcpconnTransport()} {
+	for _, t := range []Transport{rawTransport(), yamuxTransport(), smuxTransport(), tcpconnTransport(false), tcpconnTransport(true)} {
 		if t.Name != "" {
 			ts = append(ts, t)
 		}
