@@ -224,3 +224,54 @@ func BenchmarkMux(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSocketBuffers streams 64 KiB messages one way with the kernel's
+// auto-tuned socket buffers (0) and with SO_SNDBUF/SO_RCVBUF fixed, to back
+// the Config.SocketReadBuffer/SocketWriteBuffer advice with a number.
+func BenchmarkSocketBuffers(b *testing.B) {
+	for _, size := range []int{0, 64 << 10, 256 << 10, 4 << 20} {
+		b.Run(fmt.Sprintf("buf=%d", size), func(b *testing.B) {
+			cfg := &Config{SocketReadBuffer: size, SocketWriteBuffer: size}
+			ln := listenTCP(b)
+			got := make(chan int, 1)
+			go func() {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				s, err := Wrap(conn, WithID("s"), WithConfig(cfg))
+				if err != nil {
+					return
+				}
+				defer s.Close()
+				var buf []byte
+				for n := 0; ; n++ {
+					if buf, err = s.ReceiveAppend(context.Background(), buf[:0]); err != nil || len(buf) == 0 {
+						got <- n
+						return
+					}
+				}
+			}()
+			c, err := Dial(context.Background(), ln.Addr().String(), WithID("s"), WithConfig(cfg))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			msg := make([]byte, 64<<10)
+			b.SetBytes(int64(len(msg)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := c.Send(msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := c.Send(nil); err != nil {
+				b.Fatal(err)
+			}
+			if n := <-got; n != b.N {
+				b.Fatalf("server got %d of %d", n, b.N)
+			}
+		})
+	}
+}
