@@ -66,7 +66,7 @@ func main() {
 			if !re.MatchString(w.Name + "/" + tr.Name) {
 				continue
 			}
-			fmt.Fprintf(os.Stderr, "%-12s %-8s ", w.Name, tr.Name)
+			fmt.Fprintf(os.Stderr, "%-12s %-14s ", w.Name, tr.Name)
 			r := measure(w, tr, *count)
 			if r.failed != "" {
 				fmt.Fprintln(os.Stderr, r.failed)
@@ -138,7 +138,7 @@ func median(rs []testing.BenchmarkResult, f func(testing.BenchmarkResult) float6
 }
 
 func printTable(results map[string]map[string]result, transports []bench.Transport) {
-	fmt.Printf("\n%-12s %-8s %12s %10s %10s %9s  %s\n", "workload", "transport", "time/op", "MB/s", "allocs/op", "vs raw", "notes")
+	fmt.Printf("\n%-12s %-14s %12s %10s %10s %9s  %s\n", "workload", "transport", "time/op", "MB/s", "allocs/op", "vs raw", "notes")
 	for _, w := range bench.Workloads {
 		row := results[w.Name]
 		if row == nil {
@@ -151,7 +151,7 @@ func printTable(results map[string]map[string]result, transports []bench.Transpo
 				continue
 			}
 			if r.failed != "" {
-				fmt.Printf("%-12s %-8s %s\n", w.Name, tr.Name, r.failed)
+				fmt.Printf("%-12s %-14s %s\n", w.Name, tr.Name, r.failed)
 				continue
 			}
 			mbs, ratio := "-", "-"
@@ -168,7 +168,7 @@ func printTable(results map[string]map[string]result, transports []bench.Transpo
 			if s, ok := seed[w.Name]; ok && tr.Name == "tcpconn" {
 				note = fmt.Sprintf("%s: %s", seedLabel, fmtNs(s))
 			}
-			fmt.Printf("%-12s %-8s %12s %10s %10.0f %9s  %s\n", w.Name, tr.Name, fmtNs(r.ns), mbs, r.allocs, ratio, note)
+			fmt.Printf("%-12s %-14s %12s %10s %10.0f %9s  %s\n", w.Name, tr.Name, fmtNs(r.ns), mbs, r.allocs, ratio, note)
 		}
 	}
 }
