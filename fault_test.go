@@ -99,33 +99,6 @@ func (lg *sealedLedger) has(id string, seq uint32) bool {
 	return lg.got[id][seq]
 }
 
-// serveListener accepts logical connections on ln and runs handle on each;
-// ln is closed and every handler awaited at cleanup.
-func serveListener(t testing.TB, ln *Listener, handle func(*Connection)) {
-	t.Helper()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-}
-
 func mustListen(t testing.TB, address string, cfg *Config) *Listener {
 	t.Helper()
 	ln, err := Listen("tcp", address, cfg)

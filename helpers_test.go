@@ -107,30 +107,52 @@ func wantErr(t testing.TB, err, target error) {
 	}
 }
 
-// serveConns accepts sockets on ln and runs handle on each in its own
-// goroutine. At cleanup it closes ln and waits for every handler to return,
-// so handlers must end when their socket does.
-func serveConns(t testing.TB, ln net.Listener, handle func(net.Conn)) {
+// serve calls accept in a loop and runs handle on each result in its own
+// goroutine until accept fails. The returned stop closes the listener and
+// waits for every handler (so handlers must end when their connection
+// does); it also runs at cleanup.
+func serve[T any](t testing.TB, accept func() (T, error), closeListener func() error, handle func(T)) (stop func()) {
 	t.Helper()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for {
-			conn, err := ln.Accept()
+			c, err := accept()
 			if err != nil {
 				return
 			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				handle(conn)
+				handle(c)
 			}()
 		}
 	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			closeListener()
+			wg.Wait()
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// serveConns accepts sockets on ln and runs handle on each.
+func serveConns(t testing.TB, ln net.Listener, handle func(net.Conn)) {
+	t.Helper()
+	serve(t, ln.Accept, ln.Close, handle)
+}
+
+// serveListener accepts logical connections on ln and runs handle on each,
+// closing it when handle returns.
+func serveListener(t testing.TB, ln *Listener, handle func(*Connection)) (stop func()) {
+	t.Helper()
+	return serve(t, ln.Accept, ln.Close, func(c *Connection) {
+		defer c.Close()
+		handle(c)
 	})
 }
 

@@ -64,23 +64,7 @@ func TestSoak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var srvWG sync.WaitGroup
-	srvWG.Add(1)
-	go func() {
-		defer srvWG.Done()
-		for {
-			c, err := srv.Accept()
-			if err != nil {
-				return
-			}
-			srvWG.Add(1)
-			go func() {
-				defer srvWG.Done()
-				defer c.Close()
-				echoHandler(c)
-			}()
-		}
-	}()
+	stopServer := serveListener(t, srv, echoHandler)
 
 	cfgs := make([]*Config, links)
 	for i := range cfgs {
@@ -165,8 +149,7 @@ func TestSoak(t *testing.T) {
 	for _, c := range clients {
 		c.Close()
 	}
-	srv.Close()
-	srvWG.Wait()
+	stopServer()
 	high := heap.end()
 	var leftG int
 	var leftHeap uint64
