@@ -223,18 +223,13 @@ func (l *link) fail(err error) {
 	})
 }
 
-func (l *link) helloReceived() bool {
-	select {
-	case <-l.helloDone:
-		return true
-	default:
-		return false
-	}
-}
+func (l *link) helloReceived() bool { return isClosed(l.helloDone) }
 
-func (l *link) failed() bool {
+func (l *link) failed() bool { return isClosed(l.done) }
+
+func isClosed(ch <-chan struct{}) bool {
 	select {
-	case <-l.done:
+	case <-ch:
 		return true
 	default:
 		return false
@@ -315,10 +310,8 @@ func (l *link) register(id string, owner *Connection) (*stream, error) {
 // localStreamLimit keeps this side within what the peer announced.
 func (l *link) localStreamLimit() int {
 	n := l.cfg.MaxStreams
-	select {
-	case <-l.helloDone:
+	if l.helloReceived() {
 		n = min(n, int(l.peer.maxStreams))
-	default:
 	}
 	return n
 }
