@@ -110,9 +110,8 @@ func (e *poolEntry) acquire(ctx context.Context) (*link, error) {
 			return nil, err
 		}
 		e.failures, e.lastErr = 0, nil
-		if old := e.link; old != nil && old.goingAway.Load() && e.refs == 0 {
-			go old.close()
-		}
+		// A link the peer sent GOAWAY on is left to its remaining users;
+		// the last of them closes it (release).
 		e.link = l
 	}
 }
