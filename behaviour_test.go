@@ -650,16 +650,23 @@ func TestHostilePeerClosesOnlyItsLink(t *testing.T) {
 	garbage := pattern(4096, 0xAB)
 	for _, tc := range []struct {
 		name  string
-		hello bool
+		hello bool // a valid HELLO goes first
 		input []byte
+		want  error
+		// because is in the error text: the error must name the cause.
+		because string
 	}{
-		{"garbage instead of hello", false, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")},
-		{"garbage", true, garbage},
-		{"absurd length", true, []byte{1, 'x', 0xFF, 0xFF, 0xFF, 0xFF}},
-		{"truncated data frame", true, dataFrame("trunc", "payload")[:10]},
-		{"truncated control frame", true, []byte{0xFF, frameWindow, 5, 'a'}},
-		{"unknown control type", true, []byte{0xFF, 0x7F, 0, 0, 0, 0}},
-		{"more IDs than MaxStreams", true, tooManyIDs},
+		{"garbage instead of hello", false, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), ErrHandshake, "not a tcpconn hello"},
+		// The right magic, another version: a future (or ancient) tcpconn
+		// is refused by name, not misparsed as version 1.
+		{"hello of protocol version 2", false, helloVersion(2), ErrHandshake, "protocol version 2"},
+		{"hello of protocol version 0", false, helloVersion(0), ErrHandshake, "protocol version 0"},
+		{"garbage", true, garbage, ErrProtocol, "exceeds the limit"},
+		{"absurd length", true, []byte{1, 'x', 0xFF, 0xFF, 0xFF, 0xFF}, ErrProtocol, "exceeds the limit"},
+		{"truncated data frame", true, dataFrame("trunc", "payload")[:10], ErrProtocol, "ended inside"},
+		{"truncated control frame", true, []byte{0xFF, frameWindow, 5, 'a'}, ErrProtocol, "ended inside WINDOW"},
+		{"unknown control type", true, []byte{0xFF, 0x7F, 0, 0, 0, 0}, ErrProtocol, "unknown control frame type 0x7f"},
+		{"more IDs than MaxStreams", true, tooManyIDs, ErrProtocol, "logical connections"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			protocolErrors := ReadStats().ProtocolErrors
@@ -672,19 +679,51 @@ func TestHostilePeerClosesOnlyItsLink(t *testing.T) {
 			p.expectClosed()
 			select {
 			case err := <-linkErrs:
-				if !errors.Is(err, ErrProtocol) && !errors.Is(err, ErrHandshake) {
-					t.Fatalf("the link closed with %v, want ErrProtocol or ErrHandshake", err)
+				if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.because) {
+					t.Fatalf("the link closed with %v, want %v naming %q", err, tc.want, tc.because)
 				}
 				t.Logf("link error: %v", err)
 			case <-time.After(testTimeout):
 				t.Fatal("the server Connection saw no error")
 			}
-			if tc.hello && ReadStats().ProtocolErrors <= protocolErrors {
+			if errors.Is(tc.want, ErrProtocol) && ReadStats().ProtocolErrors <= protocolErrors {
 				t.Error("Stats.ProtocolErrors did not increase")
 			}
 			mustRoundTrip(t, good, []byte("still working after "+tc.name))
 		})
 	}
+}
+
+// The client side of the version check: a server that answers with the
+// right magic but another protocol version makes Dial fail at once with
+// ErrHandshake naming the version (no retry until the context ends), and
+// the client closes that socket.
+func TestDialRefusesOtherProtocolVersion(t *testing.T) {
+	ln := listenTCP(t)
+	ctx := testContext(t)
+	dialed := make(chan error, 1)
+	go func() {
+		c, err := Dial(ctx, ln.Addr().String(), WithID("v1-client"))
+		if err == nil {
+			c.Close()
+		}
+		dialed <- err
+	}()
+	p := newRawPeer(t, acceptOne(t, ln))
+	// The client says hello without waiting for ours; read it first, since
+	// a link that fails at once may never write it.
+	p.expectFrame(helloBytes(nil))
+	p.write(helloVersion(2))
+	select {
+	case err := <-dialed:
+		wantErr(t, err, ErrHandshake)
+		if !strings.Contains(err.Error(), "protocol version 2") {
+			t.Errorf("Dial error %q does not name the peer's version", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Dial did not return")
+	}
+	p.expectClosed()
 }
 
 // Behaviour 12: a message over the maximum size fails on Send with

@@ -446,3 +446,11 @@ func helloBytes(cfg *Config) []byte {
 	}
 	return appendHello(nil, cfg.hello())
 }
+
+// helloVersion is a HELLO with the right magic and default limits but
+// protocol version v.
+func helloVersion(v uint8) []byte {
+	h := DefaultConfig().hello()
+	h.version = v
+	return appendHello(nil, h)
+}
