@@ -640,9 +640,6 @@ func TestHostilePeerClosesOnlyItsLink(t *testing.T) {
 	good := closeAtCleanup(t, NewConnectionWithID(addr, "good", 0))
 	mustRoundTrip(t, good, []byte("before"))
 
-	dataFrame := func(id string, payload string) []byte {
-		return append(appendDataHeader(nil, id, len(payload)), payload...)
-	}
 	var tooManyIDs []byte
 	for i := range 2 * maxStreams {
 		tooManyIDs = append(tooManyIDs, dataFrame(fmt.Sprint("id-", i), "x")...)

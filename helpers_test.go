@@ -439,6 +439,21 @@ func readRawFrame(br *bufio.Reader) ([]byte, error) {
 	return f, err
 }
 
+// dataFrame is a whole data frame carrying payload on id.
+func dataFrame(id, payload string) []byte {
+	return append(appendDataHeader(nil, id, len(payload)), payload...)
+}
+
+// splitDataFrame returns the ID and payload of a frame from readRawFrame;
+// ok is false for a control frame.
+func splitDataFrame(f []byte) (id string, payload []byte, ok bool) {
+	if len(f) == 0 || f[0] == controlMarker {
+		return "", nil, false
+	}
+	n := int(f[0])
+	return string(f[1 : 1+n]), f[1+n+sizeOfLength:], true
+}
+
 // helloBytes is a valid HELLO announcing cfg's limits (nil: defaults).
 func helloBytes(cfg *Config) []byte {
 	if cfg == nil {

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -259,9 +261,10 @@ func runHostile(t *testing.T, tc hostileCase) {
 }
 
 // TestHostileIDScoping: IDs belong to their physical link. A second client
-// using the same ID neither receives the first client's messages nor can
-// inject into, close or steal credit from its logical connection, even by
-// raw frames naming that ID.
+// using the same ID neither receives the first client's messages (checked
+// on every byte that reaches her raw socket) nor can inject into, close or
+// steal credit from its logical connection, even by raw frames naming that
+// ID.
 func TestHostileIDScoping(t *testing.T) {
 	srv := mustListen(t, "127.0.0.1:0", nil)
 	// The server tags each echo with the link it came in on.
@@ -285,14 +288,15 @@ func TestHostileIDScoping(t *testing.T) {
 	}
 
 	// Mallory, on her own socket, uses the same ID and raw frames for it.
-	mal := dialAttacker(t, srv.Addr().String(), false)
-	mal.data("account-42", []byte("mallory-inject"))
-	mal.raw(appendIDControl(nil, frameClose, "account-42", closeNormal))
-	mal.raw(appendIDControl(nil, frameWindow, "account-42", 1<<20))
-	mal.data("account-42", []byte("mallory-again"))
-	if !mal.flush() {
-		t.Fatal("mallory was cut off")
-	}
+	// A raw peer (not the attacker, whose reader discards) so that the test
+	// can read everything the server sends her.
+	mal := dialRaw(t, srv.Addr().String())
+	malTag := mal.conn.LocalAddr().String() + "|"
+	mal.write(helloBytes(nil),
+		dataFrame("account-42", "mallory-inject"),
+		appendIDControl(nil, frameClose, "account-42", closeNormal),
+		appendIDControl(nil, frameWindow, "account-42", 1<<20),
+		dataFrame("account-42", "mallory-again"))
 	// Alice keeps her connection: her traffic flows, nothing of Mallory's
 	// reaches her, and every reply she gets was produced on her link.
 	for i := range 50 {
@@ -319,7 +323,46 @@ func TestHostileIDScoping(t *testing.T) {
 	if got := string(mustReceive(t, alice)); got != aliceTag+"alice-last" {
 		t.Fatalf("alice got %q", got)
 	}
-	t.Logf("figures: ID scoping: 3 sockets used ID %q; 0 cross-socket messages, alice did 52 round trips untouched by 2 injected messages, a CLOSE and a WINDOW naming her ID", "account-42")
+
+	// Mallory's side: she received nothing of Alice's. She asks for an echo
+	// on a fresh ID and reads until it is back, then for a short window more
+	// (a stray copy of Alice's traffic, all of which is over, would be
+	// written by then); every data frame must be one of her own echoes.
+	mal.write(dataFrame("mallory-sync", "sync"))
+	var got []byte // every byte Mallory received
+	var echoes []string
+	readMallory := func(deadline time.Time) error {
+		mal.conn.SetReadDeadline(deadline)
+		f, err := readRawFrame(mal.br)
+		got = append(got, f...)
+		if id, payload, ok := splitDataFrame(f); ok && err == nil {
+			echoes = append(echoes, id+"="+string(payload))
+			if !bytes.HasPrefix(payload, []byte(malTag)) {
+				t.Errorf("mallory received %q on %q, produced on another link (hers is %q)", payload, id, malTag)
+			}
+		}
+		return err
+	}
+	want := "mallory-sync=" + malTag + "sync"
+	for !slices.Contains(echoes, want) {
+		if err := readMallory(time.Now().Add(testTimeout)); err != nil {
+			t.Fatalf("mallory's echo never came back: %v (received %q)", err, echoes)
+		}
+	}
+	const quiet = 200 * time.Millisecond
+	for {
+		err := readMallory(time.Now().Add(quiet))
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break // quiet for the whole window
+		}
+		if err != nil {
+			t.Fatalf("mallory's socket: %v", err)
+		}
+	}
+	if bytes.Contains(got, []byte("alice")) || bytes.Contains(got, []byte(aliceTag)) || bytes.Contains(got, []byte("bob")) {
+		t.Errorf("mallory received another client's bytes: %q", got)
+	}
+	t.Logf("figures: ID scoping: 3 sockets used ID %q; 0 cross-socket messages, alice did 52 round trips untouched by 2 injected messages, a CLOSE and a WINDOW naming her ID; mallory received %d bytes, %d data frames, all echoes of her own messages (%q), none of alice's or bob's", "account-42", len(got), len(echoes), echoes)
 }
 
 // TestHostileHeaderDoesNotAllocate: the read path allocates for what
