@@ -320,13 +320,20 @@ func TestFaultBlackHoleKeepAlive(t *testing.T) {
 	if got := userTimeout(t, linkOf(c).conn); got != wantMS {
 		t.Errorf("client TCP_USER_TIMEOUT = %d ms, want %d", got, wantMS)
 	}
+	// The round trip above went through a server link, so there is one to
+	// check; an empty set would make the loop vacuous.
 	srv.mu.Lock()
+	serverLinks := 0
 	for l := range srv.links {
+		serverLinks++
 		if got := userTimeout(t, l.conn); got != wantMS {
 			t.Errorf("server TCP_USER_TIMEOUT = %d ms, want %d", got, wantMS)
 		}
 	}
 	srv.mu.Unlock()
+	if serverLinks == 0 {
+		t.Error("no server link to read TCP_USER_TIMEOUT from")
+	}
 
 	old := linkOf(c)
 	p.blackhole.Store(true)
