@@ -3,6 +3,8 @@
 package tcpconn
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"hash/crc32"
@@ -81,6 +83,10 @@ func TestSoak(t *testing.T) {
 
 	start := time.Now()
 	deadline := start.Add(long)
+	// One context for every sender and receiver: the run's length plus the
+	// usual bound (testContext alone would end a long run after 20 s).
+	ctx, cancel := context.WithTimeout(context.Background(), long+testTimeout)
+	defer cancel()
 	var msgs, bytes atomic.Int64
 	var wg sync.WaitGroup
 	for i, c := range clients {
@@ -90,24 +96,34 @@ func TestSoak(t *testing.T) {
 		go func() { // sender
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(i), 42))
-			ctx := testContext(t)
 			var sum, seq uint32
-			for seq < uint32(perConn) || (long > 0 && time.Now().Before(deadline)) {
+			for {
 				seq++
+				// Whether this message is the last is decided, and told to
+				// the receiver, before it is sent: by the time its echo
+				// arrives the receiver knows to stop there (and to check
+				// that nothing follows).
+				last := seq >= uint32(perConn) && (long == 0 || !time.Now().Before(deadline))
+				if last {
+					sentN <- seq
+				}
 				msg := sealMsg(rng, seq, soakSize(rng))
 				if err := c.SendContext(ctx, msg); err != nil {
 					t.Errorf("%s: send %d: %v", c.ID(), seq, err)
-					seq--
+					if !last {
+						sentN <- seq - 1
+					}
 					break
 				}
 				sum = crc32.Update(sum, crc32.IEEETable, msg)
+				if last {
+					break
+				}
 			}
-			sentN <- seq
 			sentSum <- sum
 		}()
 		go func() { // receiver: exactly once, intact, in order
 			defer wg.Done()
-			ctx := testContext(t)
 			var sum, want uint32
 			n := uint32(1<<32 - 1)
 			if long == 0 {
@@ -146,6 +162,31 @@ func TestSoak(t *testing.T) {
 	took := time.Since(start)
 	st := ReadStats()
 
+	// Nothing after the last expected message: every receiver stopped at
+	// its count, so a duplicate or extra message would sit unnoticed. All
+	// echoes are in by now; one quiet window for all connections at once
+	// must end every Receive with DeadlineExceeded. (Skipped after a
+	// failure: a receiver that gave up early leaves messages behind.)
+	const quiet = 200 * time.Millisecond
+	var extras atomic.Int64
+	if !t.Failed() {
+		quietCtx, quietCancel := context.WithTimeout(ctx, quiet)
+		for _, c := range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				b, err := c.ReceiveContext(quietCtx)
+				if !errors.Is(err, context.DeadlineExceeded) {
+					extras.Add(1)
+					seq, serr := openMsg(b)
+					t.Errorf("%s: after the last expected message, Receive returned %d bytes (seq %d, %v), error %v; want nothing", c.ID(), len(b), seq, serr, err)
+				}
+			}()
+		}
+		wg.Wait()
+		quietCancel()
+	}
+
 	for _, c := range clients {
 		c.Close()
 	}
@@ -159,7 +200,7 @@ func TestSoak(t *testing.T) {
 		leftG, leftHeap = runtime.NumGoroutine(), ms.HeapAlloc
 		return leftG <= baseG && leftHeap <= baseHeap+8<<20
 	})
-	t.Logf("figures: soak (%v): %d logical connections over %d links, %d messages echoed exactly once in order (%d bytes each way, sizes 0..1 MiB), running CRC-32 equal on every connection, %v, %.0f msg/s; heap high-water +%.1f MiB; after close: %d goroutines (baseline %d), heap %+.1f MiB vs baseline; stats %+v",
+	t.Logf("figures: soak (%v): %d logical connections over %d links, %d messages echoed exactly once in order (%d bytes each way, sizes 0..1 MiB), running CRC-32 equal on every connection, %v, %.0f msg/s; %d extra messages within %v after the last expected one; heap high-water +%.1f MiB; after close: %d goroutines (baseline %d), heap %+.1f MiB vs baseline; stats %+v",
 		map[bool]string{true: "long", false: "short"}[long > 0], conns, links, msgs.Load(), bytes.Load(), took.Round(time.Millisecond),
-		float64(msgs.Load())/took.Seconds(), float64(high)/(1<<20), leftG, baseG, (float64(leftHeap)-float64(baseHeap))/(1<<20), st)
+		float64(msgs.Load())/took.Seconds(), extras.Load(), quiet, float64(high)/(1<<20), leftG, baseG, (float64(leftHeap)-float64(baseHeap))/(1<<20), st)
 }
