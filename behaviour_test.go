@@ -405,27 +405,74 @@ func TestNoHeadOfLineBlocking(t *testing.T) {
 	}
 }
 
-// Behaviour 7: auto-reconnect. After the server drops the socket or restarts
-// on the same port, the same client Connection works again.
+// Behaviour 7: auto-reconnect. After the socket is lost (the server drops
+// it, restarts on the same port, or the client's own socket is reset), the
+// same client Connection works again. Servers never reconnect: the server
+// Connection of the lost socket fails with ErrLinkLost on Send and Receive,
+// and keeps failing after the client is back, still on its dead link.
 func TestAutoReconnect(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		restart bool
+		restart bool // the server comes back on the same port
+		// cut breaks the path: srvConn is the server's accepted socket,
+		// cliConn the client's.
+		cut func(t *testing.T, srvConn, cliConn net.Conn)
 	}{
-		{"server drops the socket", false},
-		{"server restarts on the same port", true},
+		{"server drops the socket", false, func(t *testing.T, srvConn, _ net.Conn) { srvConn.Close() }},
+		{"server restarts on the same port", true, func(t *testing.T, srvConn, _ net.Conn) { srvConn.Close() }},
+		{"client's socket reset", false, func(t *testing.T, _, cliConn net.Conn) {
+			// Abrupt: RST, no CLOSE or GOAWAY frame, the server only sees
+			// the socket die.
+			tcp, ok := cliConn.(*net.TCPConn)
+			if !ok {
+				t.Fatalf("%T is not a *net.TCPConn", cliConn)
+			}
+			tcp.SetLinger(0)
+			tcp.Close()
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// Each socket's catch-all echoes; after an error it is kept open
+			// (not closed, which would make it report ErrClosed) until the
+			// test has looked at it.
+			finished := make(chan struct{})
+			defer close(finished) // before the cleanups, which wait for the handlers
+			type serverSide struct {
+				conn net.Conn
+				c    *Connection
+			}
+			sides := make(chan serverSide, 16)
 			ln := listenTCP(t)
 			addr := ln.Addr().String()
-			accepted := serveEcho(t, ln)
+			serveConns(t, ln, func(conn net.Conn) {
+				c := WrapConnection(conn, 0)
+				defer c.Close()
+				sides <- serverSide{conn, c}
+				for {
+					data, err := c.Receive()
+					if err != nil || c.Send(data) != nil {
+						break
+					}
+				}
+				<-finished
+			})
 			c := closeAtCleanup(t, NewConnectionWithID(addr, "reconnecting", 0))
 			mustRoundTrip(t, c, []byte("before"))
 			before := ReadStats().Reconnects
-			old := <-accepted
+			cliLink := linkOf(c)
+			var srv serverSide
+			select {
+			case srv = <-sides:
+			case <-time.After(testTimeout):
+				t.Fatal("no socket accepted")
+			}
+			srvLink := linkOf(srv.c)
+
 			if tc.restart {
 				ln.Close()
-				old.Close()
+			}
+			tc.cut(t, srv.conn, cliLink.conn)
+			if tc.restart {
 				var err error
 				ln, err = net.Listen("tcp", addr)
 				if err != nil {
@@ -433,13 +480,31 @@ func TestAutoReconnect(t *testing.T) {
 				}
 				t.Cleanup(func() { ln.Close() })
 				serveEcho(t, ln)
-			} else {
-				old.Close()
 			}
+
+			// The server Connection reports the loss on both calls...
+			_, err := srv.c.ReceiveContext(testContext(t))
+			wantErr(t, err, ErrLinkLost)
+			wantErr(t, srv.c.SendContext(testContext(t), []byte("into the void")), ErrLinkLost)
+			// ...the client comes back on a new socket...
 			eventuallyRoundTrip(t, c, []byte("after"))
+			if linkOf(c) == cliLink {
+				t.Error("the client is still on its lost link")
+			}
 			if after := ReadStats().Reconnects; after <= before {
 				t.Errorf("Stats.Reconnects = %d, was %d: want an increase", after, before)
 			}
+			// ...and the server Connection still fails, bound to its dead
+			// link: nothing re-dialled or re-bound it.
+			for range 3 {
+				wantErr(t, srv.c.SendContext(testContext(t), []byte("still nothing")), ErrLinkLost)
+				_, err := srv.c.ReceiveContext(testContext(t))
+				wantErr(t, err, ErrLinkLost)
+			}
+			if l := linkOf(srv.c); l != srvLink || !l.failed() {
+				t.Errorf("the server Connection is on link %p (failed: %v), want its dead link %p", l, l != nil && l.failed(), srvLink)
+			}
+			t.Logf("server Connection after the loss: %v", err)
 		})
 	}
 }
