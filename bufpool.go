@@ -4,6 +4,7 @@ package tcpconn
 
 import (
 	"math/bits"
+	"sync"
 
 	"github.com/valyala/bytebufferpool"
 )
@@ -21,7 +22,7 @@ import (
 // to the caller as they are (no copy; the pool replaces the buffer).
 const smallMessageLimit = 8 << 10
 
-var payloadPool, gatherPool bytebufferpool.Pool
+var payloadPool bytebufferpool.Pool
 
 // Large payload buffers (above smallMessageLimit) live in per-size-class
 // free lists that, unlike sync.Pool (which bytebufferpool uses), survive a
@@ -93,11 +94,25 @@ func putPayload(b *bytebufferpool.ByteBuffer) {
 	}
 }
 
-// getGather returns an empty buffer used to coalesce a batch of frames into
-// one Write on connections that are not *net.TCPConn (TLS, proxies), where
-// net.Buffers would fall back to one Write per slice.
-func getGather() *bytebufferpool.ByteBuffer { return gatherPool.Get() }
+// Gather buffers coalesce small frames for one writev, and whole batches
+// into few Writes where writev is not available. They all have capacity
+// gatherChunk, so appending never reallocates. A bytebufferpool.Pool was
+// used here first: it calibrates to the usual (small) size and drops larger
+// buffers, so a stream of sends regrew a 64 KiB buffer by doubling on every
+// flush (SendOnly1KB: 4.4 KB allocated per message after a round-trip
+// workload, PERFORMANCE.md).
+var gatherPool = sync.Pool{New: func() any { return &byteBuffer{B: make([]byte, 0, gatherChunk)} }}
 
-func putGather(b *bytebufferpool.ByteBuffer) { gatherPool.Put(b) }
+// getGather returns an empty buffer of capacity gatherChunk.
+func getGather() *byteBuffer { return gatherPool.Get().(*byteBuffer) }
+
+// putGather returns b for reuse; b must not be touched afterwards.
+func putGather(b *byteBuffer) {
+	if cap(b.B) != gatherChunk {
+		return // grown past its class: let it go
+	}
+	b.B = b.B[:0]
+	gatherPool.Put(b)
+}
 
 type byteBuffer = bytebufferpool.ByteBuffer

@@ -26,7 +26,8 @@ const (
 	// queueLimit bounds bytes queued per link: beyond it a sender waits for
 	// its own frame to be written, which is the backpressure.
 	queueLimit = 1 << 20
-	// gatherChunk caps one coalescing buffer.
+	// gatherChunk is the capacity of every coalescing buffer (bufpool.go);
+	// a frame copied into one (at most copyLimit plus a header) always fits.
 	gatherChunk = 64 << 10
 )
 
@@ -317,9 +318,9 @@ func (l *link) writeLoop() {
 	}
 }
 
-// writeOut writes b with one writev on TCP; elsewhere (TLS, proxies)
-// net.Buffers would issue one Write per segment, so b is gathered into one
-// buffer first.
+// writeOut writes b with one writev on TCP. Elsewhere (TLS, proxies)
+// net.Buffers would issue one Write per segment, so small segments are
+// coalesced into gatherChunk-sized Writes.
 func (l *link) writeOut(b *writeBatch) error {
 	if l.tcp != nil || len(b.segs) == 1 {
 		l.wv = b.segs
@@ -327,11 +328,26 @@ func (l *link) writeOut(b *writeBatch) error {
 		return err
 	}
 	g := getGather()
+	defer putGather(g)
 	for _, seg := range b.segs {
+		if len(g.B) > 0 && len(g.B)+len(seg) > gatherChunk {
+			if _, err := l.conn.Write(g.B); err != nil {
+				return err
+			}
+			g.B = g.B[:0]
+		}
+		if len(seg) >= gatherChunk {
+			if _, err := l.conn.Write(seg); err != nil {
+				return err
+			}
+			continue
+		}
 		g.B = append(g.B, seg...)
 	}
+	if len(g.B) == 0 {
+		return nil
+	}
 	_, err := l.conn.Write(g.B)
-	putGather(g)
 	return err
 }
 
