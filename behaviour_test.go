@@ -536,6 +536,24 @@ func TestIdleTimeout(t *testing.T) {
 		// A server Connection never comes back.
 		wantErr(t, srv.Send([]byte("x")), ErrIdleTimeout)
 	})
+	t.Run("server after its socket was lost", func(t *testing.T) {
+		// The idle timer still runs on a dead link; when it fires, the
+		// Connection must keep reporting why it died, not the idle timeout.
+		ln := listenTCP(t)
+		srvSide := make(chan *Connection, 1)
+		serveConns(t, ln, func(conn net.Conn) { srvSide <- WrapConnectionWithID(conn, "lost", idle) })
+		cli := mustDial(t, ln.Addr().String(), WithID("lost"))
+		srv := closeAtCleanup(t, <-srvSide)
+		mustSend(t, cli, []byte("hello"))
+		mustReceive(t, srv)
+		linkOf(cli).conn.Close()
+		_, err := srv.ReceiveContext(testContext(t))
+		wantErr(t, err, ErrLinkLost)
+		eventually(t, "the idle timer has let go of the dead link", func() bool { return srv.bind.Load() == nil })
+		_, err = srv.ReceiveContext(testContext(t))
+		wantErr(t, err, ErrLinkLost)
+		wantErr(t, srv.Send([]byte("x")), ErrLinkLost)
+	})
 	t.Run("client", func(t *testing.T) {
 		ln := listenTCP(t)
 		accepted := serveEcho(t, ln)
@@ -883,6 +901,27 @@ func TestDialReportsErrorAtOnce(t *testing.T) {
 	if err := lazy.SendContext(ctx, []byte("x")); err == nil {
 		t.Error("Send to a closed port succeeded")
 	}
+}
+
+// A context that has already ended sends and takes nothing, even when
+// credit is available and a message is queued.
+func TestEndedContextSendsAndTakesNothing(t *testing.T) {
+	ln := listenTCP(t)
+	serveEcho(t, ln)
+	c := mustDial(t, ln.Addr().String(), WithID("ended"))
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	wantErr(t, c.SendContext(ended, []byte("must not be sent")), context.Canceled)
+
+	mustSend(t, c, []byte("first"))
+	eventually(t, "the echo is queued", func() bool { return queued(c) == 1 })
+	if _, err := c.ReceiveContext(ended); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ReceiveContext with an ended context: %v, want context.Canceled", err)
+	}
+	if got := string(mustReceive(t, c)); got != "first" {
+		t.Fatalf("got %q, want %q (the canceled send went out, or the canceled receive took a message)", got, "first")
+	}
+	mustRoundTrip(t, c, []byte("still usable"))
 }
 
 func TestListenerAcceptAndGracefulShutdown(t *testing.T) {

@@ -396,8 +396,9 @@ func (c *Connection) Send(data []byte) error {
 	return c.SendContext(context.Background(), data)
 }
 
-// SendContext is Send with cancellation: if ctx ends before the message was
-// queued for writing, it returns ctx's error and nothing was sent.
+// SendContext is Send with cancellation: if ctx has ended, or ends before
+// the message was queued for writing, it returns ctx's error and nothing
+// was sent.
 func (c *Connection) SendContext(ctx context.Context, data []byte) error {
 	return c.sendTo(ctx, nil, data)
 }
@@ -413,6 +414,9 @@ func (c *Connection) SendTo(ctx context.Context, id string, data []byte) error {
 }
 
 func (c *Connection) sendTo(ctx context.Context, to *string, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if len(data) > c.cfg.MaxMessageSize {
 		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrMessageTooLarge, len(data), c.cfg.MaxMessageSize)
 	}
@@ -446,7 +450,8 @@ func (c *Connection) Receive() ([]byte, error) {
 	return c.ReceiveContext(context.Background())
 }
 
-// ReceiveContext is Receive with cancellation.
+// ReceiveContext is Receive with cancellation: if ctx has ended, or ends
+// before a message arrives, it returns ctx's error and no message is taken.
 func (c *Connection) ReceiveContext(ctx context.Context) ([]byte, error) {
 	_, data, err := c.ReceiveFrom(ctx)
 	return data, err
@@ -482,6 +487,9 @@ func (c *Connection) ReceiveAppend(ctx context.Context, dst []byte) ([]byte, err
 }
 
 func (c *Connection) receive(ctx context.Context) (string, message, error) {
+	if err := ctx.Err(); err != nil {
+		return "", message{}, err
+	}
 	b, err := c.current(ctx, false)
 	if err != nil {
 		return "", message{}, err
@@ -656,8 +664,12 @@ func (c *Connection) checkIdle() {
 		c.idleTimer.Reset(max(rest, c.idle/8))
 		return
 	}
-	c.unbindLocked(b, ErrIdleTimeout)
-	c.finishServerLocked(ErrIdleTimeout)
+	why := ErrIdleTimeout
+	if b.link.failed() {
+		why = b.link.err // the socket died first: that stays the reason
+	}
+	c.unbindLocked(b, why)
+	c.finishServerLocked(why)
 }
 
 // pending reports whether messages wait to be received.
