@@ -54,19 +54,7 @@ func serveEcho(t testing.TB, ln net.Listener) <-chan net.Conn {
 			case accepted <- conn:
 			default:
 			}
-			c := WrapConnection(conn, 0)
-			go func() {
-				defer c.Close()
-				for {
-					data, err := c.Receive()
-					if err != nil {
-						return
-					}
-					if c.Send(data) != nil {
-						return
-					}
-				}
-			}()
+			go echoLoop(WrapConnection(conn, 0))
 		}
 	}()
 	return accepted
