@@ -2,7 +2,7 @@
 // testing.Benchmark and prints one table, with the ratio to raw and, beside
 // the tcpconn rows, the seed's published numbers. It also writes an SVG.
 //
-//	cd bench && go run ./cmd/compare [-benchtime 1s] [-count 1] [-only re] [-short] [-svg results.svg]
+//	cd bench && go run ./cmd/compare [-benchtime 1s] [-count 1] [-only re] [-short] [-svg results/chart.svg]
 package main
 
 import (
@@ -43,7 +43,7 @@ func main() {
 	count := flag.Int("count", 1, "runs of each benchmark (the table shows the median)")
 	only := flag.String("only", "", "run only workloads or transports matching this regexp (matched against \"Workload/transport\")")
 	short := flag.Bool("short", false, "skip the memory workloads")
-	svg := flag.String("svg", "results.svg", "write the chart here (empty: no chart)")
+	svg := flag.String("svg", "results/chart.svg", "write the chart here (empty: no chart)")
 	flag.Parse()
 	re, err := regexp.Compile(*only)
 	if err != nil {
