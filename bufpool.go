@@ -4,7 +4,6 @@ package tcpconn
 
 import (
 	"math/bits"
-	"sync"
 
 	"github.com/valyala/bytebufferpool"
 )
@@ -39,57 +38,75 @@ const (
 	largeClassDepth = 4
 )
 
-var largeFree [largeClassMax + 1]chan *bytebufferpool.ByteBuffer
+var largeFree [largeClassMax + 1]freeList[[]byte]
 
 func init() {
 	for c := largeClassMin; c <= largeClassMax; c++ {
-		largeFree[c] = make(chan *bytebufferpool.ByteBuffer, largeClassDepth)
+		largeFree[c] = make(freeList[[]byte], largeClassDepth)
 	}
 }
 
 // sizeClass is the smallest power of two >= n.
 func sizeClass(n int) int { return bits.Len(uint(n - 1)) }
 
-// getPayload returns a buffer of n bytes: a pooled one when one is large
-// enough, else a new one of at most maxUnbackedAlloc bytes that the reader
-// grows as data arrives.
-func getPayload(n int) *bytebufferpool.ByteBuffer {
+// getPayload returns a buffer of n bytes. A small one comes from payloadPool
+// with its wrapper (pooled); a large one from the free lists or, when none
+// is large enough, is a new slice of at most maxUnbackedAlloc bytes that
+// the reader grows as data arrives (pooled is nil: Receive hands such a
+// slice to the caller, and a wrapper would be a second allocation).
+func getPayload(n int) (data []byte, pooled *byteBuffer) {
 	if n <= smallMessageLimit {
 		b := payloadPool.Get()
 		if cap(b.B) < n {
 			b.B = make([]byte, n, smallMessageLimit)
 		}
 		b.B = b.B[:n]
-		return b
+		return b.B, b
 	}
 	if c := sizeClass(n); c <= largeClassMax {
-		select {
-		case b := <-largeFree[c]:
-			if cap(b.B) >= n {
-				b.B = b.B[:n]
-				return b
-			}
-			// Too small for this one: let it go rather than hoard it.
-		default:
-		}
+		if b, ok := largeFree[c].tryGet(); ok && cap(b) >= n {
+			return b[:n], nil
+		} // one too small for n is let go rather than hoarded
 	}
 	// Exact size: Receive hands large buffers to the caller, who should not
 	// carry unused capacity.
-	return &bytebufferpool.ByteBuffer{B: make([]byte, min(n, maxUnbackedAlloc))}
+	return make([]byte, min(n, maxUnbackedAlloc)), nil
 }
 
-// putPayload returns b for reuse; b must not be touched afterwards.
-func putPayload(b *bytebufferpool.ByteBuffer) {
-	if cap(b.B) <= smallMessageLimit {
-		payloadPool.Put(b)
+// putPayload returns a payload buffer for reuse (pooled, or data when it is
+// large); it must not be touched afterwards.
+func putPayload(data []byte, pooled *byteBuffer) {
+	if pooled != nil {
+		payloadPool.Put(pooled)
 		return
 	}
-	c := sizeClass(cap(b.B)) // served again for sizes near its own
+	c := sizeClass(cap(data)) // served again for sizes near its own
 	if c < largeClassMin || c > largeClassMax {
 		return
 	}
+	largeFree[c].put(data[:0])
+}
+
+// freeList is a bounded free list that, unlike sync.Pool, survives garbage
+// collections. Workloads that allocate a lot (the seed Receive of large
+// messages: a GC every few round trips) emptied sync.Pools on every cycle and
+// re-allocated what they held (RTT1MB: 3 allocations per side per round
+// trip instead of the one slice Receive returns).
+type freeList[T any] chan T
+
+func (f freeList[T]) tryGet() (v T, ok bool) {
 	select {
-	case largeFree[c] <- b:
+	case v = <-f:
+		return v, true
+	default:
+		return v, false
+	}
+}
+
+// put keeps v if there is room; v must not be touched afterwards.
+func (f freeList[T]) put(v T) {
+	select {
+	case f <- v:
 	default:
 	}
 }
@@ -100,11 +117,18 @@ func putPayload(b *bytebufferpool.ByteBuffer) {
 // used here first: it calibrates to the usual (small) size and drops larger
 // buffers, so a stream of sends regrew a 64 KiB buffer by doubling on every
 // flush (SendOnly1KB: 4.4 KB allocated per message after a round-trip
-// workload, PERFORMANCE.md).
-var gatherPool = sync.Pool{New: func() any { return &byteBuffer{B: make([]byte, 0, gatherChunk)} }}
+// workload, PERFORMANCE.md). Bounded: gatherFreeDepth buffers are kept.
+const gatherFreeDepth = 16
+
+var gatherFree = make(freeList[*byteBuffer], gatherFreeDepth)
 
 // getGather returns an empty buffer of capacity gatherChunk.
-func getGather() *byteBuffer { return gatherPool.Get().(*byteBuffer) }
+func getGather() *byteBuffer {
+	if b, ok := gatherFree.tryGet(); ok {
+		return b
+	}
+	return &byteBuffer{B: make([]byte, 0, gatherChunk)}
+}
 
 // putGather returns b for reuse; b must not be touched afterwards.
 func putGather(b *byteBuffer) {
@@ -112,7 +136,7 @@ func putGather(b *byteBuffer) {
 		return // grown past its class: let it go
 	}
 	b.B = b.B[:0]
-	gatherPool.Put(b)
+	gatherFree.put(b)
 }
 
 type byteBuffer = bytebufferpool.ByteBuffer

@@ -117,7 +117,7 @@ type stream struct {
 }
 
 // message is one received payload; pooled is non-nil when data aliases a
-// pooled buffer.
+// small pooled buffer (bufpool.go).
 type message struct {
 	data   []byte
 	pooled *byteBuffer
@@ -125,11 +125,7 @@ type message struct {
 
 func (m message) cost() int64 { return int64(len(m.data)) + messageOverhead }
 
-func (m message) release() {
-	if m.pooled != nil {
-		putPayload(m.pooled)
-	}
-}
+func (m message) release() { putPayload(m.data, m.pooled) }
 
 // linkHooks connect a link to its owner (the client pool, the Wrap registry
 // or a Listener); they are fixed before the read loop starts.
@@ -599,8 +595,8 @@ func (l *link) readData(idLen int) (bool, error) {
 	// Payloads go to a pooled buffer; when none is large enough, a large
 	// one gets a slice that grows with the bytes that actually arrive, so a
 	// header claiming a huge message cannot make us allocate it up front.
-	b := getPayload(int(n))
-	m := message{data: b.B, pooled: b}
+	var m message
+	m.data, m.pooled = getPayload(int(n))
 	l.pend = pendingData{active: true, s: s, n: int(n), cost: cost, m: m}
 	return l.readPending()
 }
@@ -628,7 +624,6 @@ func (l *link) readPending() (bool, error) {
 			grown := make([]byte, min(p.n, 2*p.got))
 			copy(grown, p.m.data[:p.got])
 			p.m.data = grown
-			p.m.pooled.B = grown
 		}
 	}
 	s, m, cost := p.s, p.m, p.cost

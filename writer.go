@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"sync"
 	"time"
 )
 
@@ -49,7 +48,20 @@ type writeReq struct {
 	err  error
 }
 
-var writeReqPool = sync.Pool{New: func() any { return &writeReq{done: make(chan struct{}, 1)} }}
+// writeReqFree keeps writeReqs across garbage collections (bufpool.go).
+var writeReqFree = make(freeList[*writeReq], 64)
+
+func getWriteReq() *writeReq {
+	if r, ok := writeReqFree.tryGet(); ok {
+		return r
+	}
+	return &writeReq{done: make(chan struct{}, 1)}
+}
+
+func putWriteReq(r *writeReq) {
+	r.err = nil
+	writeReqFree.put(r)
+}
 
 func (b *writeBatch) appendCopy(hdr, data []byte) {
 	if b.tail != nil && len(b.tail.B)+len(hdr)+len(data) > gatherChunk {
@@ -170,7 +182,7 @@ func (l *link) send(done <-chan struct{}, s *stream, data []byte) error {
 		l.flush()
 		return nil
 	}
-	r := writeReqPool.Get().(*writeReq)
+	r := getWriteReq()
 	l.wb.appendRef(hdr, data, r)
 	if l.writerBusy {
 		l.wmu.Unlock()
@@ -181,8 +193,7 @@ func (l *link) send(done <-chan struct{}, s *stream, data []byte) error {
 	}
 	<-r.done
 	err := r.err
-	r.err = nil
-	writeReqPool.Put(r)
+	putWriteReq(r)
 	return err
 }
 
@@ -374,13 +385,13 @@ func (l *link) close() {
 		return
 	}
 	var fb [maxControlFrame]byte
-	r := writeReqPool.Get().(*writeReq)
+	r := getWriteReq()
 	l.wb.appendRef(appendGoAway(fb[:0], 0, "closing"), nil, r)
 	l.kickWriterLocked()
 	l.wmu.Unlock()
 	l.conn.SetWriteDeadline(time.Now().Add(closeWriteTimeout)) // a stalled peer must not hold us
 	<-r.done
-	writeReqPool.Put(r)
+	putWriteReq(r)
 	// FIN before the close: closing with unread bytes (say, the peer's
 	// CLOSE replies) sends a bare RST, and the peer would read "connection
 	// reset" instead of a clean EOF after our GOAWAY.
