@@ -74,8 +74,7 @@ func dialAttacker(t testing.TB, address string, noRead bool) *attacker {
 func (a *attacker) raw(b []byte) { a.w.Write(b) }
 
 func (a *attacker) data(id string, payload []byte) {
-	a.raw(appendDataHeader(nil, id, len(payload)))
-	a.raw(payload)
+	a.raw(dataFrame(id, string(payload)))
 }
 
 // flush writes what was queued; it returns false once the server is gone.

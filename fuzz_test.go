@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -159,23 +160,22 @@ func checkFuzzEnd(t *testing.T, err error) {
 func fuzzSeeds() [][]byte {
 	h := helloBytes(nil)
 	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
-	data := func(id string, p []byte) []byte { return append(appendDataHeader(nil, id, len(p)), p...) }
 	return [][]byte{
 		nil,
 		h,
 		h[:7],
 		[]byte("GET / HTTP/1.1\r\n\r\n"),
-		cat(h, data("a", []byte("hello")), data("", nil), data("b", bytes.Repeat([]byte{1}, 300))),
+		cat(h, dataFrame("a", "hello"), dataFrame("", ""), dataFrame("b", strings.Repeat("\x01", 300))),
 		cat(h, appendDataHeader(nil, "a", 1<<26), []byte("short")),
 		cat(h, appendDataHeader(nil, "a", 1<<32-1)),
 		cat(h, h),
 		cat(h, appendIDControl(nil, frameWindow, "a", 100), appendValueControl(nil, frameLinkWindow, 5)),
-		cat(h, appendIDControl(nil, frameClose, "a", closeNormal), data("a", []byte("again"))),
+		cat(h, appendIDControl(nil, frameClose, "a", closeNormal), dataFrame("a", "again")),
 		cat(h, appendValueControl(nil, framePing, 1), appendValueControl(nil, framePong, 2)),
 		cat(h, appendGoAway(nil, 0, "bye"), appendGoAway(nil, 1, "again")),
 		cat(h, []byte{0xFF, 0x09}),
 		cat(h, []byte{0xFF, frameWindow, 0xFF}),
-		cat(h, bytes.Repeat(data("x", nil), 3000)),
+		cat(h, bytes.Repeat(dataFrame("x", ""), 3000)),
 	}
 }
 
