@@ -286,8 +286,13 @@ func testCutMidFrame(t *testing.T, reset bool) {
 			}
 		}
 	}
-	if failed == 0 {
-		t.Error("no Send in flight at the cut reported an error")
+	// The cut must have caught messages in flight: a Send still writing
+	// reports ErrLinkLost, one whose bytes were already in the local socket
+	// returned nil and is written-but-lost. Which of the two happens is
+	// timing (a loaded machine finishes more writes before the cut), so
+	// either counts; a run with neither did not exercise the fault.
+	if failed == 0 && lostAfterNil == 0 {
+		t.Error("the cut caught no message in flight (no Send failed, nothing written was lost)")
 	}
 	ledger.mu.Lock()
 	defer ledger.mu.Unlock()
