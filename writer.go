@@ -376,31 +376,6 @@ func (l *link) failWrites(err error) {
 	b.finish(err)
 }
 
-// close ends l gracefully: a GOAWAY behind everything already queued (the
-// CLOSE frames of its last users), written before the socket closes.
-func (l *link) close() {
-	l.wmu.Lock()
-	if l.werr != nil {
-		l.wmu.Unlock()
-		return
-	}
-	var fb [maxControlFrame]byte
-	r := getWriteReq()
-	l.wb.appendRef(appendGoAway(fb[:0], 0, "closing"), nil, r)
-	l.kickWriterLocked()
-	l.wmu.Unlock()
-	l.conn.SetWriteDeadline(time.Now().Add(closeWriteTimeout)) // a stalled peer must not hold us
-	<-r.done
-	putWriteReq(r)
-	// FIN before the close: closing with unread bytes (say, the peer's
-	// CLOSE replies) sends a bare RST, and the peer would read "connection
-	// reset" instead of a clean EOF after our GOAWAY.
-	if l.tcp != nil {
-		l.tcp.CloseWrite()
-	}
-	l.fail(ErrClosed)
-}
-
 // maxControlFrame is the longest control frame (CLOSE or GOAWAY with a
 // 254-byte ID or reason).
 const maxControlFrame = sizeOfIDLen + sizeOfType + sizeOfLength + sizeOfIDLen + maxIDLen

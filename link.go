@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: MIT
+
+package tcpconn
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// link is the engine of one physical connection. Reading: whoever holds
+// the read token (rmu) reads frames and routes them to logical connections
+// (streams). A receiver with nothing queued takes the token itself when it
+// is free and reads until its own message arrives, so a request/response
+// round trip involves no goroutine hand-off; otherwise a background reader
+// holds it and hands messages over. Writing: see writer.go. Two-level credit
+// flow control (per stream and per link) keeps a slow reader from stalling
+// the others and bounds what is buffered.
+type link struct {
+	conn   net.Conn
+	tcp    *net.TCPConn // non-nil when writev is available
+	cfg    *Config
+	client bool
+	log    *slog.Logger
+
+	// Read side; br and pend belong to the holder of rmu.
+	rmu            sync.Mutex
+	br             *bufio.Reader
+	pend           pendingData
+	direct         atomic.Bool   // a receiver holds rmu (interrupt it with a deadline)
+	parked         atomic.Int32  // receivers waiting for a message from this link
+	rkick          chan struct{} // wakes the background reader
+	releases       atomic.Uint64 // tokens released by receivers: the background reader stays away while they read
+	lastHit        *stream       // one-entry route cache
+	ctrlTokens     float64       // control-frame rate limiter
+	ctrlLast       time.Time
+	framesIn       atomic.Uint64 // keepalive: anything heard from the peer
+	routes         sync.Map      // string -> *stream; read lock-free
+	nstreams       atomic.Int64  // records in routes
+	peer           hello         // written before helloDone is closed
+	helloDone      chan struct{}
+	recvLinkCredit atomic.Int64 // the peer may send while positive
+	linkConsumed   atomic.Int64 // consumed since the last LINK_WINDOW
+
+	// Write side (writer.go); guarded by wmu.
+	wmu            sync.Mutex
+	wb, wspare     *writeBatch
+	writerBusy     bool
+	lastFlush      int64       // nanotime when the last flush ended
+	lazyPending    atomic.Bool // control frames wait in wb for the next write
+	lazyTimer      *time.Timer // backstop for them
+	wkick          chan struct{}
+	linkSendCredit int64
+	creditWake     chan struct{} // closed when credit arrives; nil if nobody waits
+	werr           error         // set once the link failed
+	wv             net.Buffers   // writer goroutine only; consumed by WriteTo
+
+	catchAll  atomic.Pointer[catchAll]
+	accept    func(*stream) bool
+	onClose   func(*link)
+	goingAway atomic.Bool // the peer sent GOAWAY: open nothing new here
+
+	unclaimedMu sync.Mutex
+	unclaimed   map[*stream]int64 // peer-opened, not yet claimed -> nanotime created
+
+	counters linkCounters
+
+	done     chan struct{}
+	failOnce sync.Once
+	err      error // valid after done is closed
+}
+
+type linkCounters struct {
+	messagesIn, messagesOut, bytesIn, bytesOut atomic.Uint64
+}
+
+// linkHooks connect a link to its owner (the client pool, the Wrap registry
+// or a Listener); they are fixed before the read loop starts.
+type linkHooks struct {
+	accept  func(*stream) bool // offers a peer-opened record; nil: catch-all or unclaimed
+	onClose func(*link)
+}
+
+func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
+	l := &link{
+		accept:    hooks.accept,
+		onClose:   hooks.onClose,
+		conn:      conn,
+		cfg:       cfg,
+		client:    client,
+		br:        bufio.NewReaderSize(conn, readBufferSize),
+		rkick:     make(chan struct{}, 1),
+		wkick:     make(chan struct{}, 1),
+		wb:        &writeBatch{},
+		wspare:    &writeBatch{},
+		helloDone: make(chan struct{}),
+		done:      make(chan struct{}),
+		unclaimed: make(map[*stream]int64),
+		ctrlLast:  time.Now(),
+	}
+	l.lazyTimer = time.AfterFunc(time.Hour, l.lazyTimerFired)
+	l.lazyTimer.Stop()
+	l.ctrlTokens = float64(cfg.MaxControlFramesPerSecond)
+	side := "server"
+	if client {
+		side = "client"
+	}
+	l.log = cfg.logger().With("side", side, "remote", conn.RemoteAddr().String())
+	raw := conn
+	if tc, ok := conn.(*tls.Conn); ok {
+		raw = tc.NetConn()
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		l.tcp = tc
+	}
+	if tc, ok := raw.(*net.TCPConn); ok {
+		if err := tuneTCP(tc, cfg); err != nil {
+			l.log.Warn("tcpconn: socket tuning failed", "err", err)
+		}
+	}
+	l.recvLinkCredit.Store(int64(cfg.LinkWindow))
+	registerLink(l)
+	l.enqueueControl(appendHello(nil, cfg.hello()))
+	l.rmu.Lock() // the background reader starts with the token: HELLO first
+	go l.readLoop()
+	go l.writeLoop()
+	go l.keepAliveLoop()
+	return l
+}
+
+// fail closes the link once with err; every blocked call on it returns.
+func (l *link) fail(err error) {
+	l.failOnce.Do(func() {
+		if err == nil {
+			err = ErrClosed
+		}
+		if errors.Is(err, ErrLinkLost) && !errors.Is(err, ErrHandshake) && !l.helloReceived() {
+			// Lost before the peer's HELLO (a TLS handshake refused on the
+			// write path, a reset): the handshake failed. Both match.
+			err = fmt.Errorf("%w: %w", ErrHandshake, err)
+		}
+		if errors.Is(err, ErrProtocol) {
+			globalCounters.protocolErrors.Add(1)
+		}
+		l.err = err
+		l.failWrites(err)
+		l.lazyTimer.Stop()
+		close(l.done)
+		l.conn.Close()
+		l.routes.Range(func(_, v any) bool {
+			v.(*stream).fail(err)
+			return true
+		})
+		if ca := l.catchAll.Load(); ca != nil {
+			ca.fail(err)
+		}
+		if !errors.Is(err, ErrClosed) {
+			l.log.Debug("tcpconn: link closed", "err", err)
+		}
+		unregisterLink(l)
+		if l.onClose != nil {
+			l.onClose(l)
+		}
+	})
+}
+
+func (l *link) helloReceived() bool { return isClosed(l.helloDone) }
+
+func (l *link) failed() bool { return isClosed(l.done) }
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// linkError is what callers see once the link is gone.
+func (l *link) linkError() error {
+	<-l.done
+	return l.err
+}
+
+// close ends l gracefully: a GOAWAY behind everything already queued (the
+// CLOSE frames of its last users), written before the socket closes.
+func (l *link) close() {
+	l.wmu.Lock()
+	if l.werr != nil {
+		l.wmu.Unlock()
+		return
+	}
+	var fb [maxControlFrame]byte
+	r := getWriteReq()
+	l.wb.appendRef(appendGoAway(fb[:0], 0, "closing"), nil, r)
+	l.kickWriterLocked()
+	l.wmu.Unlock()
+	l.conn.SetWriteDeadline(time.Now().Add(closeWriteTimeout)) // a stalled peer must not hold us
+	<-r.done
+	putWriteReq(r)
+	// FIN before the close: closing with unread bytes (say, the peer's
+	// CLOSE replies) sends a bare RST, and the peer would read "connection
+	// reset" instead of a clean EOF after our GOAWAY.
+	if l.tcp != nil {
+		l.tcp.CloseWrite()
+	}
+	l.fail(ErrClosed)
+}

@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: MIT
+
+package tcpconn
+
+import (
+	"errors"
+	"net"
+	"time"
+)
+
+// pendingData is a data frame whose header was read and whose payload is
+// still arriving; it survives a read interrupted by a deadline.
+type pendingData struct {
+	active bool
+	s      *stream // nil: discard
+	n, got int
+	cost   int64
+	m      message
+}
+
+// handBackDelay is how long the token must stay unused by receivers before
+// the background reader takes it again, so that control frames and
+// messages for absent receivers are still read promptly. It is checked by
+// the background reader's own timer rather than armed on every release:
+// a timer reset per message measurably slowed round trips.
+const handBackDelay = 5 * time.Millisecond
+
+// readLoop is the background reader. It holds the token when no receiver
+// reads for itself, and steps back once it has handed a message to a
+// waiting receiver with nothing else buffered, so that receiver's next call
+// can read directly.
+func (l *link) readLoop() {
+	// newLink took the token for us.
+	if err := l.readHello(); err != nil {
+		l.rmu.Unlock()
+		l.fail(err)
+		return
+	}
+	t := time.NewTimer(handBackDelay)
+	defer t.Stop()
+	for {
+		if err := l.readUntil(nil); err != nil {
+			return
+		}
+		seen := l.releases.Load()
+		t.Reset(handBackDelay)
+		for {
+			select {
+			case <-l.rkick:
+			case <-t.C:
+				t.Reset(handBackDelay)
+				if r := l.releases.Load(); r != seen {
+					seen = r // receivers are reading for themselves
+					continue
+				}
+			case <-l.done:
+				return
+			}
+			if l.rmu.TryLock() {
+				break
+			}
+		}
+	}
+}
+
+// readDirect lets a receiver with nothing queued read for itself if the
+// token is free, until src is ready. It reports whether it did (then
+// src is ready, or the link failed).
+func (l *link) readDirect(src source) bool {
+	l.flushLazy()
+	if !l.rmu.TryLock() {
+		return false
+	}
+	l.direct.Store(true)
+	l.readUntil(src)
+	return true
+}
+
+// readUntil reads frames holding the token until src is ready (a
+// receiver reading for itself) or, for the background reader (src nil),
+// until it may step back. It always returns with the token released; an
+// error means the link failed.
+func (l *link) readUntil(src source) error {
+	for {
+		if src != nil && isReady(src) {
+			l.releaseToken()
+			return nil
+		}
+		woke, err := l.readFrame()
+		if err != nil {
+			if isTimeout(err) && !l.failed() {
+				// An interrupt (Close or idle timeout of a receiver reading
+				// for itself); the frame in progress resumes.
+				l.conn.SetReadDeadline(time.Time{})
+				continue
+			}
+			l.direct.Store(false)
+			l.rmu.Unlock()
+			l.fail(readFailure(err))
+			return l.linkError()
+		}
+		if src == nil && woke && l.parked.Load() == 0 && l.br.Buffered() == 0 {
+			l.releaseToken()
+			return nil
+		}
+	}
+}
+
+// releaseToken gives up the token: to the background reader at once if
+// receivers wait, else after handBackDelay unless a receiver takes it again.
+func (l *link) releaseToken() {
+	l.direct.Store(false)
+	l.rmu.Unlock()
+	if l.parked.Load() > 0 {
+		l.kickReader()
+	} else {
+		l.releases.Add(1)
+	}
+}
+
+// ensureReader kicks the background reader if nobody holds the token (a
+// holder kicks it on release when receivers are parked).
+func (l *link) ensureReader() {
+	l.flushLazy()
+	if l.rmu.TryLock() {
+		l.rmu.Unlock()
+		l.kickReader()
+	}
+}
+
+func (l *link) kickReader() {
+	select {
+	case l.rkick <- struct{}{}:
+	default:
+	}
+}
+
+// interruptDirect wakes a receiver blocked reading for itself, so that it
+// notices Close or an idle timeout. Spurious interrupts are harmless.
+func (l *link) interruptDirect() {
+	if l.direct.Load() {
+		l.conn.SetReadDeadline(aLongTimeAgo)
+	}
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
