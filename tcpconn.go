@@ -336,6 +336,19 @@ func WithIdleTimeout(d time.Duration) Option { return func(o *dialOptions) { o.i
 // when they have the same address and the same *Config pointer.
 func WithConfig(cfg *Config) Option { return func(o *dialOptions) { o.cfg = cfg } }
 
+// Open returns a client connection at once, like NewConnectionWithID but
+// with options (WithID, WithConfig for TLS or a custom Dialer,
+// WithIdleTimeout). It never blocks and never returns nil: the dial starts
+// in the background and its errors surface on Send and Receive.
+func Open(address string, opts ...Option) *Connection {
+	var o dialOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	c, _ := newClientConnection(address, o.id, o.idle, o.cfg)
+	return c
+}
+
 // Dial returns a client connection that is already connected, so that a
 // dial, TLS or handshake error is reported at once. After that it behaves
 // like NewConnectionWithID's (pooled, reconnecting).
