@@ -321,8 +321,8 @@ func TestRegistrationRaceKeepsEarlyMessages(t *testing.T) {
 // DeadlineExceeded), other IDs on the same socket keep flowing, and once the
 // reader starts every message arrives, in order.
 func TestNoHeadOfLineBlocking(t *testing.T) {
-	const window = 4 << 10
-	const size = 1 << 10
+	const window = InitialWindow // the smallest a Config may set
+	const size = 16 << 10
 	srvCfg := &Config{StreamWindow: window, KeepAliveInterval: -1}
 	cliCfg := &Config{StreamWindow: window}
 	ln := listenTCP(t)
@@ -372,7 +372,7 @@ func TestNoHeadOfLineBlocking(t *testing.T) {
 	}
 
 	// A sender stays blocked on "slow" while "fast" keeps working.
-	const total = 40
+	const total = 12
 	slowErr := make(chan error, 1)
 	go func() {
 		ctx := testContext(t)
@@ -810,7 +810,7 @@ func TestDialRefusesOtherProtocolVersion(t *testing.T) {
 // ErrMessageTooLarge, and the connection stays usable; both this side's
 // limit and the one the peer announced count.
 func TestMessageTooLarge(t *testing.T) {
-	const limit = 1 << 10
+	const limit = InitialWindow // the smallest a Config may set
 	for _, tc := range []struct {
 		name           string
 		cliCfg, srvCfg *Config
@@ -845,6 +845,8 @@ func TestConfigValidateNamesField(t *testing.T) {
 		{"MaxMessageSize", Config{MaxMessageSize: -1}},
 		{"MaxMessageSize", Config{MaxMessageSize: 1 << 33}},
 		{"StreamWindow", Config{StreamWindow: -1}},
+		{"StreamWindow", Config{StreamWindow: InitialWindow - 1}},
+		{"MaxMessageSize", Config{MaxMessageSize: 1 << 10}},
 		{"LinkWindow", Config{LinkWindow: -5}},
 		{"LinkWindow", Config{StreamWindow: 1 << 20, LinkWindow: 1 << 10}},
 		{"MaxStreams", Config{MaxStreams: -1}},

@@ -73,12 +73,8 @@ func (l *link) readHello() error {
 	l.framesIn.Add(1)
 	l.conn.SetReadDeadline(time.Time{})
 	l.wmu.Lock()
-	l.peer = h
-	l.linkSendCredit = int64(h.linkWindow)
-	if l.creditWake != nil {
-		close(l.creditWake)
-		l.creditWake = nil
-	}
+	l.peer = h // the windows and message limit senders use from now on
+	l.wakeCreditLocked()
 	l.wmu.Unlock()
 	close(l.helloDone)
 	return nil
@@ -101,7 +97,7 @@ func (l *link) readData(idLen int) (bool, error) {
 	if l.recvLinkCredit.Add(-cost)+cost <= 0 {
 		return false, protocolErrorf("peer exceeded the link window of %d bytes", l.cfg.LinkWindow)
 	}
-	if s.closeAcks.Load() > 0 {
+	if s.closing() {
 		s = nil // a frame of an incarnation we already closed: read and drop it
 	} else if s.recvCredit.Add(-cost)+cost <= 0 {
 		return false, protocolErrorf("peer exceeded the window of %d bytes on %q", l.cfg.StreamWindow, s.id)
@@ -123,7 +119,9 @@ func (l *link) readPending() (bool, error) {
 		// heard (keepalive) while it arrives.
 		k, err := io.ReadFull(l.br, p.m.data[p.got:min(len(p.m.data), p.got+readProgressChunk)])
 		p.got += k
-		l.framesIn.Add(1)
+		if k > 0 { // a read cut short by a deadline heard nothing
+			l.framesIn.Add(1)
+		}
 		if err != nil {
 			if isTimeout(err) {
 				return false, err // resumable
@@ -166,88 +164,150 @@ func (l *link) allowControl() error {
 	return nil
 }
 
-// controlBodySize is the fixed part of each control frame after its type.
-var controlBodySize = [frameTypeLimit]int{
-	frameHello:      sizeOfHelloBody,
-	frameWindow:     sizeOfIDLen, // then id and u32
-	frameLinkWindow: sizeOfLength,
-	frameClose:      sizeOfIDLen, // then id and u32
-	framePing:       sizeOfLength,
-	framePong:       sizeOfLength,
-	frameGoAway:     sizeOfLength + sizeOfIDLen, // then reason
+// controlFrame describes one control frame type: its name, the fixed part
+// of its body (after the type byte), what follows it, and its handler,
+// which gets the whole body. readControl dispatches through controlFrames,
+// indexed by type; a type without an entry is a protocol error.
+type controlFrame struct {
+	name  string
+	fixed int      // body bytes before any variable part
+	tail  tailKind // the variable part, whose length byte ends the fixed part
+	// handle acts on the body; an error fails the link.
+	handle func(l *link, body []byte) error
 }
 
+type tailKind uint8
+
+const (
+	tailNone   tailKind = iota
+	tailID              // id (at most maxIDLen bytes), then a u32
+	tailReason          // a reason of up to 255 bytes
+)
+
+var controlFrames = [frameTypeLimit]controlFrame{
+	frameHello:      {"HELLO", sizeOfHelloBody, tailNone, (*link).onSecondHello},
+	frameWindow:     {"WINDOW", sizeOfIDLen, tailID, (*link).onWindow},
+	frameLinkWindow: {"LINK_WINDOW", sizeOfLength, tailNone, (*link).onLinkWindow},
+	frameClose:      {"CLOSE", sizeOfIDLen, tailID, (*link).onCloseFrame},
+	framePing:       {"PING", sizeOfLength, tailNone, (*link).onPing},
+	framePong:       {"PONG", sizeOfLength, tailNone, (*link).onPong},
+	frameGoAway:     {"GOAWAY", sizeOfLength + sizeOfIDLen, tailReason, (*link).onGoAway},
+	frameOpen:       {"OPEN", sizeOfIDLen, tailID, (*link).onOpen},
+}
+
+func frameName(typ byte) string {
+	if int(typ) < len(controlFrames) && controlFrames[typ].name != "" {
+		return controlFrames[typ].name
+	}
+	return fmt.Sprintf("unknown(0x%02x)", typ)
+}
+
+// readControl reads and handles one control frame. Like data headers, it is
+// parsed with Peek and consumed only once complete.
 func (l *link) readControl() error {
-	b, err := l.br.Peek(sizeOfIDLen + sizeOfType)
+	const head = sizeOfIDLen + sizeOfType
+	b, err := l.br.Peek(head)
 	if err != nil {
 		return truncated(err, "a control frame")
 	}
 	typ := b[1]
-	if int(typ) >= len(controlBodySize) || controlBodySize[typ] == 0 {
+	if int(typ) >= len(controlFrames) || controlFrames[typ].handle == nil {
 		return protocolErrorf("unknown control frame type 0x%02x", typ)
 	}
-	const head = sizeOfIDLen + sizeOfType
-	size := head + controlBodySize[typ]
+	f := &controlFrames[typ]
+	size := head + f.fixed
 	if b, err = l.br.Peek(size); err != nil {
-		return truncated(err, frameName(typ))
+		return truncated(err, f.name)
 	}
-	switch typ {
-	case frameWindow, frameClose, frameGoAway:
-		// Variable part: an ID (WINDOW, CLOSE) or a reason (GOAWAY), whose
-		// length byte is the last byte of the fixed body.
+	if f.tail != tailNone {
 		n := int(b[size-1])
-		if typ != frameGoAway {
+		if f.tail == tailID {
 			if n > maxIDLen {
-				return protocolErrorf("%s with ID length %d", frameName(typ), n)
+				return protocolErrorf("%s with ID length %d", f.name, n)
 			}
 			n += sizeOfLength
 		}
 		size += n
 		if b, err = l.br.Peek(size); err != nil {
-			return truncated(err, frameName(typ))
+			return truncated(err, f.name)
 		}
 	}
-	body := b[head:]
-	switch typ {
-	case frameHello:
-		err = protocolErrorf("second HELLO")
-	case frameWindow:
-		err = l.onWindow(body[1:len(body)-sizeOfLength], loadU32(body[len(body)-sizeOfLength:]))
-	case frameClose:
-		err = l.onCloseFrame(body[1:len(body)-sizeOfLength], loadU32(body[len(body)-sizeOfLength:]))
-	case frameLinkWindow:
-		err = l.addSendCredit(nil, loadU32(body))
-	case framePing:
-		if err = l.allowControl(); err == nil {
-			var fb [sizeOfIDLen + sizeOfType + sizeOfLength]byte
-			l.enqueueControl(appendValueControl(fb[:0], framePong, loadU32(body)))
-		}
-	case framePong:
-		err = l.allowControl()
-	case frameGoAway:
-		err = l.onGoAway(loadU32(body), string(body[sizeOfLength+sizeOfIDLen:]))
-	}
+	err = f.handle(l, b[head:])
 	l.br.Discard(size)
 	return err
 }
 
-func (l *link) onGoAway(code uint32, reason string) error {
-	if l.goingAway.Swap(true) {
-		return l.allowControl()
+// splitIDBody splits a tailID body into its ID and its u32.
+func splitIDBody(body []byte) ([]byte, uint32) {
+	return body[sizeOfIDLen : len(body)-sizeOfLength], loadU32(body[len(body)-sizeOfLength:])
+}
+
+func (l *link) onSecondHello([]byte) error { return protocolErrorf("second HELLO") }
+
+func (l *link) onPing(body []byte) error {
+	if err := l.allowControl(); err != nil {
+		return err
 	}
-	l.log.Debug("tcpconn: peer is going away", "code", code, "reason", reason)
+	var fb [sizeOfIDLen + sizeOfType + sizeOfLength]byte
+	l.enqueueControl(appendValueControl(fb[:0], framePong, loadU32(body)))
 	return nil
 }
 
-func (l *link) onWindow(idb []byte, inc uint32) error {
+func (l *link) onPong([]byte) error { return l.allowControl() }
+
+func (l *link) onGoAway(body []byte) error {
+	if l.goingAway.Swap(true) {
+		return l.allowControl()
+	}
+	l.log.Debug("tcpconn: peer is going away", "code", loadU32(body), "reason", string(body[sizeOfLength+sizeOfIDLen:]))
+	return nil
+}
+
+// onOpen: the peer announces a new incarnation of an ID (so that a server
+// can Accept or push to a client that has not sent anything yet).
+func (l *link) onOpen(body []byte) error {
+	idb, _ := splitIDBody(body)
+	if v, ok := l.routes.Load(bytesToString(idb)); ok {
+		// Both sides opened the ID at once (fine, once), or a repeat.
+		if s := v.(*stream); !s.closing() && s.peerOpened.Swap(true) {
+			return l.allowControl()
+		}
+		return nil
+	}
+	s, err := l.peerOpen(string(idb))
+	if s != nil {
+		s.peerOpened.Store(true)
+	}
+	return err
+}
+
+func (l *link) onCloseFrame(body []byte) error {
+	idb, code := splitIDBody(body)
 	v, ok := l.routes.Load(bytesToString(idb))
 	if !ok {
-		// Credit for a record we already retired; harmless but charged so a
+		return l.allowControl() // nothing to close: charged like a ping
+	}
+	return l.onPeerClose(v.(*stream), closeCode(code))
+}
+
+func (l *link) onWindow(body []byte) error {
+	idb, inc := splitIDBody(body)
+	v, ok := l.routes.Load(bytesToString(idb))
+	if !ok {
+		// Credit for a record already retired; harmless but charged so a
 		// peer cannot make us spin on it.
 		return l.allowControl()
 	}
-	return l.addSendCredit(v.(*stream), inc)
+	s := v.(*stream)
+	if s.closing() {
+		// Sent before the peer's reply to our CLOSE: credit of the
+		// incarnation we closed, not of the one that may have replaced it.
+		return nil
+	}
+	return l.addSendCredit(s, inc)
 }
+
+func (l *link) onLinkWindow(body []byte) error { return l.addSendCredit(nil, loadU32(body)) }
 
 // addSendCredit applies a WINDOW (s != nil) or LINK_WINDOW. Credit beyond the
 // announced window can only come from a broken or hostile peer.
@@ -258,63 +318,23 @@ func (l *link) addSendCredit(s *stream, inc uint32) error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	if s == nil {
-		l.linkSendCredit += int64(inc)
-		if l.linkSendCredit > int64(l.peer.linkWindow) {
+		l.linkSendSpent -= int64(inc)
+		if l.linkSendSpent < 0 {
 			return protocolErrorf("LINK_WINDOW overflows the announced %d bytes", l.peer.linkWindow)
 		}
 	} else {
-		if !s.sendCreditOK {
-			s.sendCredit, s.sendCreditOK = int64(l.peer.streamWindow), true
-		}
-		s.sendCredit += int64(inc)
-		if s.sendCredit > int64(l.peer.streamWindow) {
+		s.sendSpent -= int64(inc)
+		if s.sendSpent < 0 {
 			return protocolErrorf("WINDOW on %q overflows the announced %d bytes", s.id, l.peer.streamWindow)
 		}
 	}
-	if l.creditWake != nil {
-		close(l.creditWake)
-		l.creditWake = nil
-	}
-	return nil
-}
-
-func (l *link) onCloseFrame(idb []byte, code uint32) error {
-	v, ok := l.routes.Load(bytesToString(idb))
-	if !ok {
-		return l.allowControl() // nothing to close: charged like a ping
-	}
-	s := v.(*stream)
-	if s.closeAcks.Load() > 0 {
-		// The reply to a CLOSE of ours (or a crossing CLOSE).
-		if s.closeAcks.Add(-1) == 0 && s.state.Load()&streamLocalClosed != 0 {
-			l.remove(s)
-		}
-		return nil
-	}
-	// The peer ends the current incarnation: acknowledge, retire the
-	// record, and let the owner drain what already arrived.
-	s.state.Or(streamPeerClosed)
-	l.enqueueControl(appendIDControl(nil, frameClose, s.id, closeNormal))
-	l.remove(s)
-	s.mu.Lock()
-	unclaimed := s.owner == nil
-	s.mu.Unlock()
-	if unclaimed {
-		if err := l.allowControl(); err != nil { // open-then-reset churn
-			return err
-		}
-	}
-	err := ErrPeerClosed
-	if code == closeRefused {
-		err = ErrRefused
-	}
-	s.fail(err)
+	l.wakeCreditLocked()
 	return nil
 }
 
 // consumedLink returns link credit as messages leave the link.
 // how is a control* constant: user goroutines may write inline or lazily.
-func (l *link) consumedLink(cost int64, how int) {
+func (l *link) consumedLink(cost int64, how controlMode) {
 	if l.linkConsumed.Add(cost) >= int64(l.cfg.LinkWindow)/2 {
 		if v := l.linkConsumed.Swap(0); v > 0 {
 			l.recvLinkCredit.Add(v)

@@ -43,16 +43,27 @@ const (
 	framePing       = 0x05 // opaque u32
 	framePong       = 0x06 // opaque u32
 	frameGoAway     = 0x07 // code u32 reasonLen u8 reason
-	frameTypeLimit  = 0x08 // first unassigned type
+	frameOpen       = 0x08 // idLen u8 id reserved u32 (0)
+	frameTypeLimit  = 0x09 // first unassigned type
 )
 
 const sizeOfHelloBody = len(helloMagic) + 1 + 4*sizeOfLength
 
-// Close codes carried by frameClose.
+// closeCode is carried by frameClose.
+type closeCode uint32
+
 const (
-	closeNormal  = 0
-	closeRefused = 1 // the receiver would not take the logical connection (backlog or limit)
+	closeNormal  closeCode = 0
+	closeRefused closeCode = 1 // the receiver would not take the logical connection (backlog or limit)
 )
+
+// InitialWindow is the credit every peer grants, per logical connection and
+// per link, before its HELLO arrives (HTTP/2's initial window plays the same
+// part): a sender may send that much at once, without waiting a round trip
+// for the peer's HELLO, and a message up to that size is never refused for
+// its size before the HELLO. Config windows and MaxMessageSize may not be
+// set below it.
+const InitialWindow = 64 << 10
 
 // hello is what each side announces about what it will accept.
 type hello struct {
@@ -131,24 +142,4 @@ func appendU32(dst []byte, v uint32) []byte {
 	dst = append(dst, 0, 0, 0, 0)
 	storeU32(dst[len(dst)-4:], v)
 	return dst
-}
-
-func frameName(typ byte) string {
-	switch typ {
-	case frameHello:
-		return "HELLO"
-	case frameWindow:
-		return "WINDOW"
-	case frameLinkWindow:
-		return "LINK_WINDOW"
-	case frameClose:
-		return "CLOSE"
-	case framePing:
-		return "PING"
-	case framePong:
-		return "PONG"
-	case frameGoAway:
-		return "GOAWAY"
-	}
-	return fmt.Sprintf("unknown(0x%02x)", typ)
 }

@@ -45,8 +45,8 @@ func TestFrameGoldenEncode(t *testing.T) {
 		{"data, empty ID and payload", appendDataHeader(nil, "", 0), goldenEmptyData},
 		{"WINDOW", appendIDControl(nil, frameWindow, "ab", 100), goldenWindow},
 		{"LINK_WINDOW", appendValueControl(nil, frameLinkWindow, 100), goldenLinkWin},
-		{"CLOSE", appendIDControl(nil, frameClose, "ab", closeNormal), goldenClose},
-		{"CLOSE refused", appendIDControl(nil, frameClose, "c", closeRefused), goldenRefuse},
+		{"CLOSE", appendIDControl(nil, frameClose, "ab", uint32(closeNormal)), goldenClose},
+		{"CLOSE refused", appendIDControl(nil, frameClose, "c", uint32(closeRefused)), goldenRefuse},
 		{"PING", appendValueControl(nil, framePing, 42), goldenPing},
 		{"PONG", appendValueControl(nil, framePong, 42), goldenPong},
 		{"GOAWAY", appendGoAway(nil, 0, "bye"), goldenGoAway},
@@ -141,8 +141,8 @@ func TestFrameGoldenParse(t *testing.T) {
 	// CLOSE from this side: a server Connection on the same socket closing.
 	other := WrapConnectionWithID(srv.conn, "c", 0)
 	other.Close()
-	p.expectFrame(appendIDControl(nil, frameClose, "c", closeNormal))
-	p.write(appendIDControl(nil, frameClose, "c", closeNormal))
+	p.expectFrame(appendIDControl(nil, frameClose, "c", uint32(closeNormal)))
+	p.write(appendIDControl(nil, frameClose, "c", uint32(closeNormal)))
 
 	// GOAWAY: the link is marked as going away.
 	p.write(goldenGoAway)
@@ -153,21 +153,21 @@ func TestFrameGoldenParse(t *testing.T) {
 }
 
 // TestControlTypeTableHasNoHoles: the read loop dispatches control frames
-// through controlBodySize, indexed by type. Every assigned type must have
+// through controlFrames, indexed by type. Every assigned type must have
 // an entry, and every other byte value, inside the table (a hole) or
 // beyond it, must be rejected as a protocol error rather than parsed with
 // a zero-length body.
 func TestControlTypeTableHasNoHoles(t *testing.T) {
 	assigned := map[byte]bool{
 		frameHello: true, frameWindow: true, frameLinkWindow: true, frameClose: true,
-		framePing: true, framePong: true, frameGoAway: true,
+		framePing: true, framePong: true, frameGoAway: true, frameOpen: true,
 	}
-	if len(controlBodySize) != frameTypeLimit {
-		t.Fatalf("controlBodySize has %d entries, frameTypeLimit is %d", len(controlBodySize), frameTypeLimit)
+	if len(controlFrames) != frameTypeLimit {
+		t.Fatalf("controlFrames has %d entries, frameTypeLimit is %d", len(controlFrames), frameTypeLimit)
 	}
 	for typ := range assigned {
-		if int(typ) >= frameTypeLimit || controlBodySize[typ] == 0 {
-			t.Errorf("assigned type 0x%02x (%s) has no controlBodySize entry", typ, frameName(typ))
+		if int(typ) >= frameTypeLimit || controlFrames[typ].handle == nil || controlFrames[typ].fixed == 0 {
+			t.Errorf("assigned type 0x%02x (%s) has no controlFrames entry", typ, frameName(typ))
 		}
 	}
 	for v := range 256 {
@@ -175,8 +175,8 @@ func TestControlTypeTableHasNoHoles(t *testing.T) {
 		if assigned[typ] {
 			continue
 		}
-		if int(typ) < len(controlBodySize) && controlBodySize[typ] != 0 {
-			t.Errorf("unassigned type 0x%02x has a body size", typ)
+		if int(typ) < len(controlFrames) && (controlFrames[typ].handle != nil || controlFrames[typ].name != "") {
+			t.Errorf("unassigned type 0x%02x has an entry", typ)
 		}
 		// A bare link reading [0xFF][typ] plus a plausible body.
 		l := &link{cfg: DefaultConfig()}

@@ -174,7 +174,7 @@ func fuzzSeeds() [][]byte {
 		cat(h, appendDataHeader(nil, "a", 1<<32-1)),
 		cat(h, h),
 		cat(h, appendIDControl(nil, frameWindow, "a", 100), appendValueControl(nil, frameLinkWindow, 5)),
-		cat(h, appendIDControl(nil, frameClose, "a", closeNormal), dataFrame("a", "again")),
+		cat(h, appendIDControl(nil, frameClose, "a", uint32(closeNormal)), dataFrame("a", "again")),
 		cat(h, appendValueControl(nil, framePing, 1), appendValueControl(nil, framePong, 2)),
 		cat(h, appendGoAway(nil, 0, "bye"), appendGoAway(nil, 1, "again")),
 		cat(h, []byte{0xFF, 0x09}),

@@ -273,11 +273,11 @@ func receiveBlocked(c *Connection) bool {
 	case b.ca != nil:
 		b.ca.mu.Lock()
 		defer b.ca.mu.Unlock()
-		return b.ca.waiting
+		return len(b.ca.waiters) > 0
 	default:
 		b.st.mu.Lock()
 		defer b.st.mu.Unlock()
-		return b.st.waiting
+		return len(b.st.waiters) > 0
 	}
 }
 

@@ -68,7 +68,7 @@ func TestHostilePeers(t *testing.T) {
 		attack: func(a *attacker, i int) bool {
 			id := fmt.Sprintf("churn-%d", i)
 			a.data(id, []byte("x"))
-			a.raw(appendIDControl(nil, frameClose, id, closeNormal))
+			a.raw(appendIDControl(nil, frameClose, id, uint32(closeNormal)))
 			return true
 		},
 		rounds: 200_000, want: ErrProtocol, because: "flood", maxHeap: 32 << 20,
@@ -294,7 +294,7 @@ func TestHostileIDScoping(t *testing.T) {
 	malTag := mal.conn.LocalAddr().String() + "|"
 	mal.write(helloBytes(nil),
 		dataFrame("account-42", "mallory-inject"),
-		appendIDControl(nil, frameClose, "account-42", closeNormal),
+		appendIDControl(nil, frameClose, "account-42", uint32(closeNormal)),
 		appendIDControl(nil, frameWindow, "account-42", 1<<20),
 		dataFrame("account-42", "mallory-again"))
 	// Alice keeps her connection: her traffic flows, nothing of Mallory's

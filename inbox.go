@@ -2,7 +2,10 @@
 
 package tcpconn
 
-import "sync"
+import (
+	"slices"
+	"sync"
+)
 
 // fifo is a queue that reuses its slice; it drops a burst's worth of slots
 // once drained so an idle connection does not keep them.
@@ -32,16 +35,30 @@ func (q *fifo[T]) pop() (T, bool) {
 	return v, true
 }
 
-// inbox is what a receiver waits on: a stream's queue or a link's
-// catch-all. It holds the lock, the error that ends it, and at most one
-// parked receiver's wake-up (a second concurrent receiver of one
-// Connection finds the first parked and parks on the same channel).
+// inbox is what receivers wait on: a stream's queue or a link's catch-all.
+// It holds the lock, the error that ends it, and the receivers parked on
+// it, oldest first. Each message wakes one parked receiver; an error wakes
+// all. A receiver that gives up after it was woken passes its wake-up on
+// (unpark), so no message is left waiting while a receiver sleeps.
 type inbox struct {
 	link    *link
 	mu      sync.Mutex
-	notify  chan struct{} // created on first wait
-	waiting bool
-	err     error // why no more messages will come; queued ones stay readable
+	waiters []*waiter // guarded by mu
+	err     error     // why no more messages will come; queued ones stay readable
+}
+
+// waiter is one parked receiver; ch (capacity 1) carries its wake-up.
+type waiter struct{ ch chan struct{} }
+
+// waiterFree recycles waiters so that parking does not allocate
+// (bufpool.go's freeList survives garbage collections).
+var waiterFree = make(freeList[*waiter], 256)
+
+func getWaiter() *waiter {
+	if w, ok := waiterFree.tryGet(); ok {
+		return w
+	}
+	return &waiter{ch: make(chan struct{}, 1)}
 }
 
 // source is an inbox with its queue discipline.
@@ -53,39 +70,65 @@ type source interface {
 
 func (b *inbox) box() *inbox { return b }
 
+// parkLocked lines a new waiter up.
+func (b *inbox) parkLocked() *waiter {
+	w := getWaiter()
+	b.waiters = append(b.waiters, w)
+	b.link.parked.Add(1)
+	return w
+}
+
+// wakeLocked wakes the oldest parked receiver, if any.
 func (b *inbox) wakeLocked() bool {
-	if !b.waiting {
+	if len(b.waiters) == 0 {
 		return false
 	}
-	b.waiting = false
+	w := b.waiters[0]
+	n := copy(b.waiters, b.waiters[1:])
+	b.waiters[n] = nil
+	b.waiters = b.waiters[:n]
 	b.link.parked.Add(-1)
-	b.notify <- struct{}{} // capacity 1, one waiter: never blocks
+	w.ch <- struct{}{} // capacity 1, sent once per parking: never blocks
 	return true
 }
 
-// fail records why no more messages will arrive and wakes the receiver.
+// fail records why no more messages will arrive and wakes every receiver
+// and every sender waiting for credit (they check their stream's error).
 func (b *inbox) fail(err error) {
 	b.mu.Lock()
 	if b.err == nil {
 		b.err = err
 	}
-	b.wakeLocked()
+	for b.wakeLocked() {
+	}
 	b.mu.Unlock()
 	b.link.interruptDirect()
+	b.link.wakeCreditWaiters()
 }
 
-// unpark withdraws a waiting receiver that was not woken.
-func (b *inbox) unpark() {
+// unpark withdraws w after its receiver stopped waiting. If w was woken
+// meanwhile, that wake-up goes to the next parked receiver when there is
+// something to take, so it is not lost.
+func (b *inbox) unpark(w *waiter, src source) {
 	b.mu.Lock()
-	if b.waiting {
-		b.waiting = false
+	if i := slices.Index(b.waiters, w); i >= 0 {
+		b.waiters = slices.Delete(b.waiters, i, i+1)
 		b.link.parked.Add(-1)
-	}
-	select {
-	case <-b.notify: // a wake-up that raced with us
-	default:
+	} else {
+		<-w.ch // sent under mu by wakeLocked, so it is there
+		if src.hasMessageLocked() || b.err != nil {
+			b.wakeLocked()
+		}
 	}
 	b.mu.Unlock()
+	waiterFree.put(w)
+}
+
+// error is why no more messages will come, or nil.
+func (b *inbox) error() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
 }
 
 // isReady reports whether receive would return at once.
@@ -125,27 +168,23 @@ func receive(src source, cancel <-chan struct{}) (*stream, message, error) {
 				continue
 			}
 		}
-		if b.notify == nil {
-			b.notify = make(chan struct{}, 1)
-		}
-		b.waiting = true
-		l.parked.Add(1)
-		ch := b.notify
+		w := b.parkLocked()
 		b.mu.Unlock()
 		if cancel == nil {
 			// Whoever held the token may have released it before seeing
 			// us parked: try again to read for ourselves.
 			if l.readDirect(src) {
-				b.unpark()
+				b.unpark(w, src)
 				continue
 			}
 		} else {
 			l.ensureReader()
 		}
 		select {
-		case <-ch:
+		case <-w.ch:
+			waiterFree.put(w) // wakeLocked took it out of line
 		case <-cancel:
-			b.unpark()
+			b.unpark(w, src)
 			return nil, message{}, errCanceled
 		}
 	}
@@ -153,18 +192,28 @@ func receive(src source, cancel <-chan struct{}) (*stream, message, error) {
 
 // catchAll is the empty-ID connection of a link: it receives messages of
 // every record no one has claimed, oldest ready record first.
+//
+// Lock order: catchAll.mu, then a stream's mu. A stream's inReady flag is
+// guarded by the stream's mu.
 type catchAll struct {
 	inbox
 	ready fifo[*stream] // records holding messages, oldest first; guarded by mu
 }
 
+// push lines s up (it holds messages); a retired catch-all takes nothing,
+// so its successor finds s when it is installed.
 func (ca *catchAll) push(s *stream) bool {
 	ca.mu.Lock()
 	defer ca.mu.Unlock()
+	if ca.err != nil {
+		return false
+	}
+	s.mu.Lock()
 	if !s.inReady {
 		s.inReady = true
 		ca.ready.push(s)
 	}
+	s.mu.Unlock()
 	return ca.wakeLocked()
 }
 
@@ -178,24 +227,43 @@ func (ca *catchAll) popLocked() (*stream, message, bool) {
 		if !ok {
 			return nil, message{}, false
 		}
-		s.inReady = false
 		s.mu.Lock()
+		s.inReady = false
 		var m message
 		ok = s.owner == nil
 		if ok {
 			m, ok = s.popMessageLocked()
 		}
-		more := s.hasMessageLocked()
-		s.mu.Unlock()
-		if !ok {
-			continue
-		}
-		if more {
+		if ok && s.hasMessageLocked() {
 			s.inReady = true
 			ca.ready.push(s)
 		}
-		return s, m, true
+		s.mu.Unlock()
+		if ok {
+			return s, m, true
+		}
 	}
+}
+
+// retire ends ca (Close, idle timeout, link loss): its receivers get err,
+// and the records in its ready line are let go with their messages, for
+// the next catch-all of the link.
+func (ca *catchAll) retire(err error) {
+	ca.mu.Lock()
+	if ca.err == nil {
+		ca.err = err // push takes nothing from now on
+	}
+	for {
+		s, ok := ca.ready.pop()
+		if !ok {
+			break
+		}
+		s.mu.Lock()
+		s.inReady = false
+		s.mu.Unlock()
+	}
+	ca.mu.Unlock()
+	ca.fail(err)
 }
 
 // installCatchAll makes ca the link's catch-all and hands it every

@@ -22,6 +22,30 @@ import (
 // holds it and hands messages over. Writing: see writer.go. Two-level credit
 // flow control (per stream and per link) keeps a slow reader from stalling
 // the others and bounds what is buffered.
+//
+// Concurrency:
+//   - Goroutines: readLoop (background reader), writeLoop (writes behind
+//     senders), keepAliveLoop; all end when done is closed. User goroutines
+//     read (holding the token) and write (inline flush) too.
+//   - The read token rmu: held by the background reader or by one receiver
+//     reading for itself; br, pend, lastHit and the control-frame limiter
+//     belong to its holder. Only its holder parses frames, so the route
+//     table is written by the holder (peer-opened records) and by
+//     register/sendStream (local records), never by two parsers.
+//   - Lock order: Connection.mu, then catchAll.mu, then stream.mu (the
+//     inbox locks); wmu is never held while taking any of them, and no
+//     lock is held across a socket write except by the writer in flush,
+//     which holds none. Connection.mu is never held across a dial, a wait
+//     for the peer, or a socket write.
+//   - Who fails the link: any goroutine that sees a read or write error,
+//     a protocol violation (the token holder), keepalive, or close; fail runs
+//     once, closes done, closes the socket, and wakes every waiter (inboxes,
+//     credit waiters, queued writers).
+//   - What may block: the token holder in Read (interrupted with a read
+//     deadline by interruptDirect), the flusher in Write (bounded by
+//     TCP_USER_TIMEOUT and keepalive, and by closeWriteTimeout on close);
+//     waits for messages or credit always also wake on the link's failure,
+//     on their Connection's Close and on their caller's context.
 type link struct {
 	conn   net.Conn
 	tcp    *net.TCPConn // non-nil when writev is available
@@ -49,17 +73,18 @@ type link struct {
 	linkConsumed   atomic.Int64 // consumed since the last LINK_WINDOW
 
 	// Write side (writer.go); guarded by wmu.
-	wmu            sync.Mutex
-	wb, wspare     *writeBatch
-	writerBusy     bool
-	lastFlush      int64       // nanotime when the last flush ended
-	lazyPending    atomic.Bool // control frames wait in wb for the next write
-	lazyTimer      *time.Timer // backstop for them
-	wkick          chan struct{}
-	linkSendCredit int64
-	creditWake     chan struct{} // closed when credit arrives; nil if nobody waits
-	werr           error         // set once the link failed
-	wv             net.Buffers   // writer goroutine only; consumed by WriteTo
+	wmu           sync.Mutex
+	wb, wspare    *writeBatch
+	writerBusy    bool
+	lastFlush     int64       // nanotime when the last flush ended
+	lazyPending   atomic.Bool // control frames wait in wb for the next write
+	lazyTimer     *time.Timer // backstop for them
+	wkick         chan struct{}
+	linkSendSpent int64         // link credit used minus returned
+	creditWake    chan struct{} // closed when credit arrives or a stream ends; nil if nobody waits
+	closing       bool          // close was called: fail once the queue is written
+	werr          error         // set once the link failed
+	wv            net.Buffers   // writer goroutine only; consumed by WriteTo
 
 	catchAll  atomic.Pointer[catchAll]
 	accept    func(*stream) bool
@@ -189,22 +214,26 @@ func (l *link) linkError() error {
 	return l.err
 }
 
-// close ends l gracefully: a GOAWAY behind everything already queued (the
-// CLOSE frames of its last users), written before the socket closes.
+// close ends l gracefully without waiting: a GOAWAY goes behind everything
+// already queued (the CLOSE frames of its last users), and the flush that
+// writes it half-closes the socket and fails the link (finishClose). A
+// stalled peer is cut off after closeWriteTimeout.
 func (l *link) close() {
 	l.wmu.Lock()
-	if l.werr != nil {
+	if l.werr != nil || l.closing {
 		l.wmu.Unlock()
 		return
 	}
+	l.closing = true
 	var fb [maxControlFrame]byte
-	r := getWriteReq()
-	l.wb.appendRef(appendGoAway(fb[:0], 0, "closing"), nil, r)
+	l.wb.appendCopy(appendGoAway(fb[:0], 0, "closing"), nil)
 	l.kickWriterLocked()
 	l.wmu.Unlock()
-	l.conn.SetWriteDeadline(time.Now().Add(closeWriteTimeout)) // a stalled peer must not hold us
-	<-r.done
-	putWriteReq(r)
+	l.conn.SetWriteDeadline(time.Now().Add(closeWriteTimeout))
+}
+
+// finishClose runs once the GOAWAY of close is written.
+func (l *link) finishClose() {
 	// FIN before the close: closing with unread bytes (say, the peer's
 	// CLOSE replies) sends a bare RST, and the peer would read "connection
 	// reset" instead of a clean EOF after our GOAWAY.

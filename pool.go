@@ -102,6 +102,10 @@ func (e *poolEntry) acquire(ctx context.Context) (*link, error) {
 		e.mu.Lock()
 		close(e.dialing)
 		e.dialing = nil
+		if err != nil && ctx.Err() != nil {
+			e.mu.Unlock() // canceled by our caller (Close): not the server's fault
+			return nil, err
+		}
 		if err != nil {
 			e.failures++
 			e.lastErr = err
@@ -152,7 +156,8 @@ func (e *poolEntry) release(l *link) {
 	}
 }
 
-// dialLink dials, wraps TLS if configured and waits for the peer's hello.
+// dialLink dials and wraps TLS if configured. It does not wait for the
+// peer's HELLO: senders may use InitialWindow at once (0-RTT).
 func dialLink(ctx context.Context, e *poolEntry) (*link, error) {
 	cfg := e.cfg
 	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
@@ -176,23 +181,13 @@ func dialLink(ctx context.Context, e *poolEntry) (*link, error) {
 				tc.ServerName = host
 			}
 		}
-		tlsConn := tls.Client(conn, tc)
-		if err := tlsConn.HandshakeContext(ctx); err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("%w: TLS handshake with %s: %w", ErrHandshake, e.key.address, err)
-		}
-		conn = tlsConn
+		// The TLS handshake runs on the link's first read and write, in
+		// its own goroutines: a Send must not wait for a server that has
+		// not accepted the socket yet. Its failure fails the link with
+		// ErrHandshake.
+		conn = tls.Client(conn, tc)
 	}
-	l := newLink(conn, cfg, true, linkHooks{})
-	select {
-	case <-l.helloDone:
-		return l, nil
-	case <-l.done:
-		return nil, l.err
-	case <-ctx.Done():
-		l.fail(fmt.Errorf("%w: %w", ErrHandshake, ctx.Err()))
-		return nil, l.linkError()
-	}
+	return newLink(conn, cfg, true, linkHooks{}), nil
 }
 
 // forgetIfUnused drops the entry from its pool once nothing uses it, so a

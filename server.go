@@ -67,7 +67,7 @@ func Wrap(conn net.Conn, opts ...Option) (*Connection, error) {
 	c.cfg, c.idle = rc, idleOrDefault(o.idle, rc)
 
 	e := acquireWrapped(conn, rc)
-	b, err := bindLink(e.link, c)
+	b, err := c.attach(e.link)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err != nil {

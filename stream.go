@@ -9,7 +9,24 @@ import (
 	"unsafe"
 )
 
-// Stream state bits.
+// A record is one incarnation of an ID on one link. Its life:
+//
+//	open      in the route table; owned by a Connection, or unclaimed (the
+//	          peer opened it: a catch-all or Listener.Accept may take it,
+//	          else it expires after the idle timeout)
+//	closing   we sent CLOSE (streamLocalClosed) and wait for the peer's
+//	          reply; data frames and WINDOWs for the ID belong to this
+//	          incarnation and are dropped. A new incarnation may already
+//	          have replaced it in the route table (register): it shares the
+//	          count of CLOSE replies still owed (acks), and takes the ID's
+//	          frames only once they have all arrived.
+//	retired   out of the route table: the peer's reply to our CLOSE came
+//	          (closing -> retired), or the peer closed it and we replied
+//	          (open -> retired, streamPeerClosed); queued messages stay
+//	          readable, then the owner sees why.
+//
+// Crossing CLOSEs answer each other. The functions below are the only ones
+// that move a record between these states.
 const (
 	streamLocalClosed = 1 << iota // we sent CLOSE for this incarnation
 	streamPeerClosed              // the peer closed this incarnation
@@ -21,16 +38,16 @@ type stream struct {
 	inbox
 	id      string
 	queue   fifo[message] // guarded by mu
-	owner   *Connection   // nil while unclaimed
-	inReady bool          // guarded by the catch-all's mu
+	owner   *Connection   // nil while unclaimed; guarded by mu
+	inReady bool          // in the catch-all's ready line; guarded by mu
 
-	state        atomic.Uint32
-	retired      atomic.Bool  // no longer the route table's record for id
-	closeAcks    atomic.Int32 // CLOSE replies still owed to us by the peer
-	recvCredit   atomic.Int64
-	unacked      atomic.Int64 // consumed since the last WINDOW
-	sendCredit   int64        // guarded by link.wmu
-	sendCreditOK bool         // guarded by link.wmu: sendCredit initialised from the peer's hello
+	state      atomic.Uint32
+	retired    atomic.Bool   // no longer the route table's record for id
+	acks       *atomic.Int32 // CLOSE replies the peer still owes for this ID (shared by its incarnations)
+	peerOpened atomic.Bool   // the peer sent OPEN for this incarnation
+	recvCredit atomic.Int64  // the peer may send while positive
+	unacked    atomic.Int64  // consumed since the last WINDOW
+	sendSpent  int64         // credit used minus credit returned; guarded by link.wmu
 }
 
 // message is one received payload; pooled is non-nil when data aliases a
@@ -51,59 +68,76 @@ func bytesToString(b []byte) string {
 	return unsafe.String(&b[0], len(b))
 }
 
-func (l *link) newStream(id string) *stream {
-	s := &stream{id: id, inbox: inbox{link: l}}
+// newStream returns a record for id; acks is its predecessor's counter of
+// owed CLOSE replies, or nil for a fresh ID.
+func (l *link) newStream(id string, owner *Connection, acks *atomic.Int32) *stream {
+	if acks == nil {
+		acks = new(atomic.Int32)
+	}
+	s := &stream{id: id, inbox: inbox{link: l}, owner: owner, acks: acks}
 	s.recvCredit.Store(int64(l.cfg.StreamWindow))
 	return s
 }
 
+// closing reports whether CLOSE replies are still owed for s's ID: frames
+// for the ID belong to an incarnation we closed.
+func (s *stream) closing() bool { return s.acks.Load() > 0 }
+
+// reserveStream counts one more record unless that would exceed limit;
+// reserving first makes concurrent registrations respect the limit.
+func (l *link) reserveStream(limit int) bool {
+	if l.nstreams.Add(1) > int64(limit) {
+		l.nstreams.Add(-1)
+		return false
+	}
+	return true
+}
+
 // register claims id for owner on this link, taking over a record the peer
-// opened first (the registration race keeps what already arrived).
-func (l *link) register(id string, owner *Connection) (*stream, error) {
+// opened first (the registration race keeps what already arrived). fresh
+// reports a new incarnation, which the caller announces with OPEN.
+func (l *link) register(id string, owner *Connection) (s *stream, fresh bool, err error) {
 	for {
 		if l.failed() {
-			return nil, l.err
+			return nil, false, l.err
 		}
 		v, ok := l.routes.Load(id)
 		if !ok {
-			if l.nstreams.Load() >= int64(l.localStreamLimit()) {
-				return nil, fmt.Errorf("%w: %d logical connections on this link", ErrTooManyStreams, l.nstreams.Load())
+			if !l.reserveStream(l.localStreamLimit()) {
+				return nil, false, fmt.Errorf("%w: %d logical connections on this link", ErrTooManyStreams, l.nstreams.Load())
 			}
-			s := l.newStream(id)
-			s.owner = owner
+			s := l.newStream(id, owner, nil)
 			if _, loaded := l.routes.LoadOrStore(id, s); loaded {
+				l.nstreams.Add(-1)
 				continue
 			}
-			l.nstreams.Add(1)
 			if l.failed() { // fail may have swept routes before the store
 				s.fail(l.err)
 			}
-			return s, nil
+			return s, true, nil
 		}
 		s := v.(*stream)
-		if s.state.Load()&streamLocalClosed != 0 || s.closeAcks.Load() > 0 {
-			// A previous incarnation is still closing; start a new one that
-			// inherits the CLOSE replies it must absorb.
-			ns := l.newStream(id)
-			ns.owner = owner
-			ns.closeAcks.Store(s.closeAcks.Load())
+		if s.state.Load()&streamLocalClosed != 0 || s.closing() {
+			// A previous incarnation is still closing: a new one takes its
+			// place (and its count in nstreams) and waits out its replies.
+			ns := l.newStream(id, owner, s.acks)
 			if l.routes.CompareAndSwap(id, s, ns) {
 				s.retired.Store(true)
-				return ns, nil
+				return ns, true, nil
 			}
 			continue
 		}
 		s.mu.Lock()
 		if s.owner != nil {
 			s.mu.Unlock()
-			return nil, fmt.Errorf("%w: %q", ErrIDInUse, id)
+			return nil, false, fmt.Errorf("%w: %q", ErrIDInUse, id)
 		}
 		s.owner = owner
 		s.mu.Unlock()
 		l.unclaimedMu.Lock()
 		delete(l.unclaimed, s)
 		l.unclaimedMu.Unlock()
-		return s, nil
+		return s, false, nil
 	}
 }
 
@@ -119,18 +153,19 @@ func (l *link) localStreamLimit() int {
 // sendStream returns the record to send on for id, creating an unclaimed
 // one (used by catch-all replies to IDs this side never registered).
 func (l *link) sendStream(id string) (*stream, error) {
-	if v, ok := l.routes.Load(id); ok {
-		return v.(*stream), nil
+	for {
+		if v, ok := l.routes.Load(id); ok {
+			return v.(*stream), nil
+		}
+		if !l.reserveStream(l.localStreamLimit()) {
+			return nil, fmt.Errorf("%w: %d logical connections on this link", ErrTooManyStreams, l.nstreams.Load())
+		}
+		s := l.newStream(id, nil, nil)
+		if _, loaded := l.routes.LoadOrStore(id, s); !loaded {
+			return s, nil
+		}
+		l.nstreams.Add(-1)
 	}
-	if l.nstreams.Load() >= int64(l.localStreamLimit()) {
-		return nil, ErrTooManyStreams
-	}
-	s := l.newStream(id)
-	v, loaded := l.routes.LoadOrStore(id, s)
-	if !loaded {
-		l.nstreams.Add(1)
-	}
-	return v.(*stream), nil
 }
 
 // remove drops s from the route table if it is still the current record.
@@ -144,9 +179,9 @@ func (l *link) remove(s *stream) {
 	l.unclaimedMu.Unlock()
 }
 
-// closeStream is the local side ending s: CLOSE goes to the peer, whose reply
-// retires the record.
-func (l *link) closeStream(s *stream, code uint32) {
+// closeStream is the local side ending s (open -> closing): CLOSE goes to
+// the peer, whose reply retires the record.
+func (l *link) closeStream(s *stream, code closeCode) {
 	for {
 		st := s.state.Load()
 		if st&streamLocalClosed != 0 {
@@ -160,12 +195,39 @@ func (l *link) closeStream(s *stream, code uint32) {
 		l.remove(s) // the peer closed first and we already replied
 		return
 	}
-	s.closeAcks.Add(1)
-	l.enqueueControl(appendIDControl(nil, frameClose, s.id, code))
+	s.acks.Add(1)
+	l.enqueueControl(appendIDControl(nil, frameClose, s.id, uint32(code)))
 }
 
-// route finds the record for a frame's ID, creating one for an ID the peer
-// opens. It returns nil (and refuses the ID) when the local limits say no.
+// onPeerClose handles the peer's CLOSE for id: the reply to one of ours
+// (closing -> retired once no more are owed), or the peer ending the
+// current incarnation (open -> retired, answered with CLOSE).
+func (l *link) onPeerClose(s *stream, code closeCode) error {
+	if s.closing() {
+		if s.acks.Add(-1) == 0 && s.state.Load()&streamLocalClosed != 0 {
+			l.remove(s)
+		}
+		return nil
+	}
+	err := ErrPeerClosed
+	if code == closeRefused {
+		err = ErrRefused
+	}
+	s.fail(err) // before the state bit: a sender that sees the bit finds the error
+	s.state.Or(streamPeerClosed)
+	l.enqueueControl(appendIDControl(nil, frameClose, s.id, uint32(closeNormal)))
+	l.remove(s)
+	s.mu.Lock()
+	unclaimed := s.owner == nil
+	s.mu.Unlock()
+	if unclaimed {
+		return l.allowControl() // open-then-reset churn is charged
+	}
+	return nil
+}
+
+// route finds the record for a data frame's ID, opening one for an ID the
+// peer has not used before.
 func (l *link) route(idb []byte) (*stream, error) {
 	if s := l.lastHit; s != nil && !s.retired.Load() && s.id == string(idb) {
 		return s, nil
@@ -175,42 +237,45 @@ func (l *link) route(idb []byte) (*stream, error) {
 		l.lastHit = s
 		return s, nil
 	}
-	id := string(idb)
-	if n := l.nstreams.Load(); n >= int64(l.cfg.MaxStreams) {
-		if n >= int64(l.cfg.MaxStreams)+int64(l.cfg.MaxStreams)/4 {
-			return nil, protocolErrorf("peer opened more than %d logical connections", n)
-		}
-		return l.refuse(id), nil
+	s, err := l.peerOpen(string(idb))
+	if s != nil {
+		l.lastHit = s
 	}
-	s := l.newStream(id)
+	return s, err
+}
+
+// peerOpen creates the record of an ID the peer opens (OPEN or its first
+// data frame): offered to the Listener, left for the catch-all, or kept
+// unclaimed until a Wrap claims it or it expires. Beyond MaxStreams it is
+// refused; a peer that keeps opening IDs regardless is cut off.
+func (l *link) peerOpen(id string) (*stream, error) {
+	n := l.nstreams.Add(1)
+	if n > int64(l.cfg.MaxStreams) {
+		if n > int64(l.cfg.MaxStreams)+int64(l.cfg.MaxStreams)/4 {
+			l.nstreams.Add(-1)
+			return nil, protocolErrorf("peer opened more than %d logical connections", n-1)
+		}
+	}
+	s := l.newStream(id, nil, nil)
 	if v, loaded := l.routes.LoadOrStore(id, s); loaded {
+		l.nstreams.Add(-1) // a local registration got there first
 		return v.(*stream), nil
 	}
-	l.nstreams.Add(1)
-	if l.accept != nil {
+	switch {
+	case n > int64(l.cfg.MaxStreams):
+		// Refused: frames are dropped until the peer acknowledges.
+		l.closeStream(s, closeRefused)
+	case l.accept != nil:
 		if !l.accept(s) {
 			l.closeStream(s, closeRefused)
-			return s, nil
 		}
-	} else if l.catchAll.Load() == nil {
+	case l.catchAll.Load() == nil:
 		// Nobody serves unclaimed IDs yet: expire it if never claimed.
 		l.unclaimedMu.Lock()
 		l.unclaimed[s] = time.Now().UnixNano()
 		l.unclaimedMu.Unlock()
 	}
-	l.lastHit = s
 	return s, nil
-}
-
-// refuse answers a new ID beyond MaxStreams with CLOSE(refused); its frames
-// are discarded until the peer acknowledges.
-func (l *link) refuse(id string) *stream {
-	s := l.newStream(id)
-	if _, loaded := l.routes.LoadOrStore(id, s); !loaded {
-		l.nstreams.Add(1)
-	}
-	l.closeStream(s, closeRefused)
-	return s
 }
 
 // expireUnclaimed retires peer-opened records nobody claimed within the idle
@@ -294,6 +359,20 @@ func (s *stream) drain() {
 	}
 	s.mu.Unlock()
 	if total > 0 {
-		s.link.consumedLink(total, controlInline)
+		s.link.consumedLink(total, controlAsync) // never a write on the caller's goroutine: it may hold Connection.mu
 	}
+}
+
+func (s *stream) ownerIs(c *Connection) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.owner == c
+}
+
+// sendError is why nothing more can be sent on s (it is closing or closed).
+func (s *stream) sendError() error {
+	if err := s.error(); err != nil {
+		return err
+	}
+	return ErrClosed
 }

@@ -122,11 +122,13 @@ type Config struct {
 	// (default DefaultIdleTimeout; negative: never).
 	IdleTimeout time.Duration
 	// MaxMessageSize is the largest message sent or accepted (default 16 MiB,
-	// at most 1<<32-1).
+	// at least InitialWindow, at most 1<<32-1).
 	MaxMessageSize int
-	// StreamWindow is the flow-control credit of one logical connection.
+	// StreamWindow is the flow-control credit of one logical connection
+	// (at least InitialWindow).
 	StreamWindow int
-	// LinkWindow is the credit of one physical link, all IDs together.
+	// LinkWindow is the credit of one physical link, all IDs together (at
+	// least StreamWindow).
 	LinkWindow int
 	// MaxStreams bounds logical connections per physical link.
 	MaxStreams int
@@ -202,12 +204,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: %s = %v: %s", ErrInvalidConfig, field, v, why)
 	}
 	switch {
-	case r.MaxMessageSize < 0 || uint64(r.MaxMessageSize) > 1<<32-1:
-		return bad("MaxMessageSize", r.MaxMessageSize, "must be in 1..4294967295")
-	case r.StreamWindow < 0 || r.StreamWindow > 1<<31-1:
-		return bad("StreamWindow", r.StreamWindow, "must be in 1..2147483647")
-	case r.LinkWindow < 0 || r.LinkWindow > 1<<31-1:
-		return bad("LinkWindow", r.LinkWindow, "must be in 1..2147483647")
+	case r.MaxMessageSize < InitialWindow || uint64(r.MaxMessageSize) > 1<<32-1:
+		return bad("MaxMessageSize", r.MaxMessageSize, "must be in 65536..4294967295 (InitialWindow: a peer may send that much before it knows the limit)")
+	case r.StreamWindow < InitialWindow || r.StreamWindow > 1<<31-1:
+		return bad("StreamWindow", r.StreamWindow, "must be in 65536..2147483647 (at least InitialWindow)")
+	case r.LinkWindow < InitialWindow || r.LinkWindow > 1<<31-1:
+		return bad("LinkWindow", r.LinkWindow, "must be in 65536..2147483647 (at least InitialWindow)")
 	case r.LinkWindow < r.StreamWindow:
 		return bad("LinkWindow", r.LinkWindow, "must be at least StreamWindow")
 	case r.MaxStreams < 0 || r.MaxStreams > 1<<30:
@@ -282,36 +284,40 @@ type Connection struct {
 	entry    *poolEntry // client side while held; nil on the server
 	wrapped  *wrapEntry // Wrap*: the socket registry entry we hold
 
+	// Client side: life ends (and closed closes) on Close, which aborts a
+	// dial in progress and wakes every call waiting for one.
+	life   context.Context
+	stop   context.CancelFunc
+	closed chan struct{}
+
 	bind  atomic.Pointer[binding]
 	reply atomic.Pointer[stream] // catch-all: where Send goes
 
-	mu         sync.Mutex // serializes connect, idle release and Close
-	closeErr   error      // non-nil once this Connection is finished for good
-	held       bool       // holds a pool or registry reference
-	lost       bool       // client: its socket was lost; the next bind is a reconnect
+	// mu serializes binding, idle release and Close; it is never held
+	// across a dial, a wait for the peer or a socket write (binding.go).
+	mu         sync.Mutex
+	closeErr   error        // non-nil once this Connection is finished for good
+	held       bool         // holds a pool or registry reference
+	lost       bool         // client: its socket was lost; the next bind is a reconnect
+	attempt    *dialAttempt // client: the connect attempt in progress
 	lastActive atomic.Int64
 	idleTimer  *time.Timer
 }
 
-// binding is a Connection's attachment to one link: its record there, or
-// the link's catch-all.
-type binding struct {
-	link *link
-	st   *stream
-	ca   *catchAll
-}
-
 // NewConnection returns a client catch-all connection to address (the seed
 // API; the empty ID). idleTimeout 0 means DefaultIdleTimeout; a negative
-// one disables the idle timeout. It never returns nil and does not dial:
-// errors surface on Send and Receive.
+// one disables the idle timeout. It never blocks and never returns nil: the
+// dial starts at once in the background, and its errors surface on Send and
+// Receive.
 func NewConnection(address string, idleTimeout time.Duration) *Connection {
 	return NewConnectionWithID(address, "", idleTimeout)
 }
 
 // NewConnectionWithID returns a client connection with the given ID to
 // address, sharing the pooled socket of every other client connection to
-// address. It never returns nil and does not dial.
+// address. Like NewConnection it never blocks: it dials (or joins the pooled
+// socket) in the background and announces the ID to the server at once, so a
+// server may speak first.
 func NewConnectionWithID(address string, id string, idleTimeout time.Duration) *Connection {
 	c, _ := newClientConnection(address, id, idleTimeout, nil)
 	return c
@@ -349,9 +355,10 @@ func Open(address string, opts ...Option) *Connection {
 	return c
 }
 
-// Dial returns a client connection that is already connected, so that a
-// dial, TLS or handshake error is reported at once. After that it behaves
-// like NewConnectionWithID's (pooled, reconnecting).
+// Dial returns a client connection whose socket is connected and has heard
+// the server's HELLO, so that a dial, TLS or handshake error is reported at
+// once. After that it behaves like NewConnectionWithID's (pooled,
+// reconnecting). It is the only constructor that waits for the peer.
 func Dial(ctx context.Context, address string, opts ...Option) (*Connection, error) {
 	var o dialOptions
 	for _, opt := range opts {
@@ -361,13 +368,25 @@ func Dial(ctx context.Context, address string, opts ...Option) (*Connection, err
 	if err != nil {
 		return nil, err
 	}
-	if _, err := c.connect(ctx); err != nil {
+	b, err := c.connect(ctx)
+	if err == nil {
+		select {
+		case <-b.link.helloDone:
+		case <-b.link.done:
+			err = b.link.err
+		case <-ctx.Done():
+			err = fmt.Errorf("%w: no HELLO from %s: %w", ErrHandshake, address, ctx.Err())
+		}
+	}
+	if err != nil {
 		c.Close()
 		return nil, err
 	}
 	return c, nil
 }
 
+// newClientConnection makes a client Connection and starts its first
+// connect attempt.
 func newClientConnection(address, id string, idle time.Duration, cfg *Config) (*Connection, error) {
 	rc, err := cfg.resolve()
 	c := &Connection{id: id, catchAll: id == "", cfg: rc}
@@ -380,6 +399,11 @@ func newClientConnection(address, id string, idle time.Duration, cfg *Config) (*
 	}
 	c.idle = idleOrDefault(idle, rc)
 	c.client, c.addr, c.userCfg = true, address, cfg
+	c.life, c.stop = context.WithCancel(context.Background())
+	c.closed = make(chan struct{})
+	c.mu.Lock()
+	c.startAttemptLocked()
+	c.mu.Unlock()
 	return c, nil
 }
 
@@ -449,7 +473,7 @@ func (c *Connection) sendTo(ctx context.Context, to *string, data []byte) error 
 	if err != nil {
 		return err
 	}
-	err = b.link.send(ctx.Done(), st, data)
+	err = b.link.send(ctx.Done(), st, b.source().box(), data)
 	if err != nil {
 		return c.afterError(ctx, b, err)
 	}
@@ -507,11 +531,7 @@ func (c *Connection) receive(ctx context.Context) (string, message, error) {
 	if err != nil {
 		return "", message{}, err
 	}
-	var src source = b.st
-	if b.ca != nil {
-		src = b.ca
-	}
-	from, m, err := receive(src, ctx.Done())
+	from, m, err := receive(b.source(), ctx.Done())
 	if err != nil {
 		return "", message{}, c.afterError(ctx, b, err)
 	}
@@ -522,202 +542,21 @@ func (c *Connection) receive(ctx context.Context) (string, message, error) {
 	return from.id, m, nil
 }
 
-// afterError maps an internal error and, on a client, drops a binding whose
-// socket or record is finished so the next call reconnects.
-func (c *Connection) afterError(ctx context.Context, b *binding, err error) error {
-	if err == errCanceled {
-		return ctx.Err()
-	}
-	if c.client && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrMessageTooLarge) && !errors.Is(err, ErrTooManyStreams) {
-		c.mu.Lock()
-		if c.bind.Load() == b {
-			c.lost = c.lost || b.link.failed()
-			c.unbindLocked(b, ErrClosed)
-		}
-		c.mu.Unlock()
-	}
-	return err
-}
-
-// current returns the binding to use, connecting a client if needed. A
-// receiver keeps a failed binding while it still holds queued messages.
-func (c *Connection) current(ctx context.Context, forSend bool) (*binding, error) {
-	if b := c.bind.Load(); b != nil && (!b.link.failed() || !forSend) {
-		return b, nil
-	}
-	return c.connect(ctx)
-}
-
-func (c *Connection) connect(ctx context.Context) (*binding, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closeErr != nil {
-		return nil, c.closeErr
-	}
-	if b := c.bind.Load(); b != nil {
-		if !b.link.failed() {
-			return b, nil
-		}
-		if !c.client {
-			return nil, b.link.linkError()
-		}
-		c.lost = true
-		c.unbindLocked(b, ErrClosed)
-	}
-	if !c.client {
-		return nil, ErrClosed
-	}
-	if ctx.Done() == nil {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.cfg.DialTimeout+c.cfg.ReconnectBackoffMax)
-		defer cancel()
-	}
-	if !c.held {
-		// Held until Close or idle timeout, across failed dials, so the
-		// entry keeps its backoff state.
-		c.entry, c.held = defaultPool.hold(c.addr, c.userCfg, c.cfg), true
-	}
-	l, err := c.entry.acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	b, err := bindLink(l, c)
-	if err != nil {
-		return nil, err
-	}
-	if c.lost {
-		c.lost = false
-		globalCounters.reconnects.Add(1)
-	}
-	c.bindLocked(b)
-	return b, nil
-}
-
-// bindLink attaches c to l: its ID's record, or l's catch-all.
-func bindLink(l *link, c *Connection) (*binding, error) {
-	if c.catchAll {
-		ca := &catchAll{inbox: inbox{link: l}}
-		if !l.installCatchAll(ca) {
-			return nil, fmt.Errorf("%w: the catch-all (empty ID)", ErrIDInUse)
-		}
-		return &binding{link: l, ca: ca}, nil
-	}
-	st, err := l.register(c.id, c)
-	if err != nil {
-		return nil, err
-	}
-	return &binding{link: l, st: st}, nil
-}
-
-func (c *Connection) bindLocked(b *binding) {
-	c.bind.Store(b)
-	globalCounters.connections.Add(1)
-	c.touch()
-	if c.idle > 0 {
-		if c.idleTimer == nil {
-			c.idleTimer = time.AfterFunc(c.idle, c.checkIdle)
-		} else {
-			c.idleTimer.Reset(c.idle)
-		}
-	}
-}
-
-// unbindLocked detaches c from its link: the peer is told (CLOSE), queued
-// messages are released, and blocked calls wake with the stream's error.
-//
-// Blocked calls are woken only after the binding is gone, so a call made
-// after one of them returned finds no binding and sees why (through
-// connect) rather than racing the teardown.
-func (c *Connection) unbindLocked(b *binding, why error) {
-	c.bind.Store(nil)
-	c.reply.Store(nil)
-	globalCounters.connections.Add(-1)
-	l := b.link
-	if l.failed() {
-		// The link died first (a concurrent call saw it and unbinds): that
-		// is what a blocked Receive must report, not a local close.
-		why = l.err
-	}
-	if b.ca != nil {
-		l.catchAll.CompareAndSwap(b.ca, nil)
-		ca := b.ca
-		ca.fail(why)
-	} else {
-		l.closeStream(b.st, closeNormal)
-		b.st.fail(why)
-		b.st.drain()
-	}
-	c.releaseClientLocked(l)
-}
-
-// releaseClientLocked drops a client's hold on its pool entry.
-func (c *Connection) releaseClientLocked(l *link) {
-	if c.client && c.held {
-		c.held = false
-		c.entry.release(l)
-		c.entry = nil
-	}
-}
-
-func (c *Connection) touch() { c.lastActive.Store(int64(time.Since(epoch))) }
-
-var epoch = time.Now()
-
-// checkIdle runs on the idle timer; it re-arms itself for the remaining time
-// so the hot path only stores a timestamp.
-func (c *Connection) checkIdle() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	b := c.bind.Load()
-	if b == nil || c.closeErr != nil {
-		return
-	}
-	rest := c.idle - (time.Since(epoch) - time.Duration(c.lastActive.Load()))
-	if rest > 0 || b.pending() {
-		c.idleTimer.Reset(max(rest, c.idle/8))
-		return
-	}
-	why := ErrIdleTimeout
-	if b.link.failed() {
-		why = b.link.err // the socket died first: that stays the reason
-	}
-	c.unbindLocked(b, why)
-	c.finishServerLocked(why)
-}
-
-// pending reports whether messages wait to be received.
-func (b *binding) pending() bool {
-	if b.ca != nil {
-		b.ca.mu.Lock()
-		defer b.ca.mu.Unlock()
-		return b.ca.hasMessageLocked()
-	}
-	b.st.mu.Lock()
-	defer b.st.mu.Unlock()
-	return b.st.hasMessageLocked()
-}
-
-// finishServerLocked ends a server Connection for good (servers never
-// reconnect) and drops its hold on the wrapped socket.
-func (c *Connection) finishServerLocked(err error) {
-	if c.client {
-		return
-	}
-	c.closeErr = err
-	if c.wrapped != nil && c.held {
-		c.held = false
-		releaseWrapped(c.wrapped)
-	}
-}
-
 // Close ends the logical connection: the peer is told, blocked calls return
-// ErrClosed, and the pooled socket closes when its last user is gone. Close
-// is idempotent and always returns nil after the first call.
+// ErrClosed, and the pooled socket closes (in the background) when its last
+// user is gone. Close never blocks on the network: it is prompt in every
+// state, a dial or a wait for the peer's HELLO included. It is idempotent
+// and always returns nil.
 func (c *Connection) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closeErr != nil && c.client {
 		return nil
+	}
+	if c.client {
+		c.closeErr = ErrClosed
+		c.stop()
+		close(c.closed)
 	}
 	if b := c.bind.Load(); b != nil {
 		c.unbindLocked(b, ErrClosed)
@@ -726,8 +565,9 @@ func (c *Connection) Close() error {
 		c.idleTimer.Stop()
 	}
 	if c.client {
-		c.releaseClientLocked(nil) // held across a failed dial
-		c.closeErr = ErrClosed
+		if c.attempt == nil {
+			c.releaseClientLocked(nil) // held across a failed dial
+		} // else the attempt releases it when it ends
 		return nil
 	}
 	c.finishServerLocked(ErrClosed)

@@ -64,11 +64,18 @@ func putWriteReq(r *writeReq) {
 }
 
 func (b *writeBatch) appendCopy(hdr, data []byte) {
-	if b.tail != nil && len(b.tail.B)+len(hdr)+len(data) > gatherChunk {
+	n := len(hdr) + len(data)
+	if b.tail != nil && len(b.tail.B)+n > gatherChunk {
 		b.tail = nil // keep pooled buffers of one size class
 	}
 	if b.tail == nil {
-		b.tail = getGather()
+		if n > gatherChunk {
+			// Only before the peer's HELLO, when every payload up to
+			// InitialWindow is copied: a buffer of its own, not pooled.
+			b.tail = &byteBuffer{B: make([]byte, 0, n)}
+		} else {
+			b.tail = getGather()
+		}
 		b.owned = append(b.owned, b.tail)
 		b.segs = append(b.segs, nil)
 	}
@@ -105,42 +112,55 @@ func (b *writeBatch) finish(err error) {
 	*b = writeBatch{segs: b.segs[:0], owned: b.owned[:0], waiters: b.waiters[:0]}
 }
 
-// send queues one data frame for s once credit allows. done aborts the
-// wait for credit (errCanceled). data may be reused when send returns.
-func (l *link) send(done <-chan struct{}, s *stream, data []byte) error {
+// send queues one data frame for s once credit allows. owner is the inbox
+// of the Connection sending (s's own, or its catch-all): when it fails
+// (Close, idle timeout, link loss) a wait for credit ends with its error.
+// done aborts the wait (errCanceled). data may be reused when send returns.
+//
+// Before the peer's HELLO, send uses the protocol's InitialWindow as both
+// credits and as the message limit (a larger message waits for the HELLO,
+// it is not refused), copies every payload, and leaves the writing to the
+// writer goroutine: a TLS handshake, or a synchronous net.Pipe, must not
+// block a sender on a peer that has not started reading yet.
+func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) error {
 	var hb [maxDataHeader]byte
 	hdr := appendDataHeader(hb[:0], s.id, len(data))
 	cost := int64(len(data)) + messageOverhead
 	l.wmu.Lock()
+	var hello bool
 	for {
 		if l.werr != nil {
 			l.wmu.Unlock()
 			return l.linkError()
 		}
-		if st := s.state.Load(); st != 0 {
+		if l.closing {
 			l.wmu.Unlock()
-			if st&streamPeerClosed != 0 {
-				return ErrPeerClosed
-			}
 			return ErrClosed
 		}
-		if l.peer.version != 0 {
-			if uint64(len(data)) > uint64(l.peer.maxMessage) {
+		if s.state.Load() != 0 {
+			l.wmu.Unlock()
+			return s.sendError()
+		}
+		hello = l.peer.version != 0
+		window, linkWindow, maxMessage := int64(InitialWindow), int64(InitialWindow), uint64(InitialWindow)
+		if hello {
+			window, linkWindow, maxMessage = int64(l.peer.streamWindow), int64(l.peer.linkWindow), uint64(l.peer.maxMessage)
+			if uint64(len(data)) > maxMessage {
 				l.wmu.Unlock()
-				return fmt.Errorf("%w: %d bytes, the peer accepts at most %d", ErrMessageTooLarge, len(data), l.peer.maxMessage)
+				return fmt.Errorf("%w: %d bytes, the peer accepts at most %d", ErrMessageTooLarge, len(data), maxMessage)
 			}
-			if !s.sendCreditOK {
-				s.sendCredit, s.sendCreditOK = int64(l.peer.streamWindow), true
-			}
-			if s.sendCredit > 0 && l.linkSendCredit > 0 {
-				break
-			}
+		}
+		if uint64(len(data)) <= maxMessage && s.sendSpent < window && l.linkSendSpent < linkWindow {
+			break
 		}
 		if l.creditWake == nil {
 			l.creditWake = make(chan struct{})
 		}
 		wake := l.creditWake
 		l.wmu.Unlock()
+		if err := owner.error(); err != nil {
+			return err
+		}
 		l.parked.Add(1) // credit comes from frames someone must read
 		l.ensureReader()
 		select {
@@ -152,18 +172,18 @@ func (l *link) send(done <-chan struct{}, s *stream, data []byte) error {
 		l.parked.Add(-1)
 		l.wmu.Lock()
 	}
-	s.sendCredit -= cost
-	l.linkSendCredit -= cost
+	s.sendSpent += cost
+	l.linkSendSpent += cost
 	l.wb.msgs++
 	l.wb.payload += uint64(len(data))
-	if len(data) <= copyLimit && l.wb.size < queueLimit {
+	if !hello || len(data) <= copyLimit && l.wb.size < queueLimit {
 		l.wb.appendCopy(hdr, data)
 		if l.writerBusy {
 			l.wmu.Unlock() // the writer in progress takes it along
 			return nil
 		}
 		l.writerBusy = true
-		if now := nanotime(); now-l.lastFlush < int64(streamingGap) {
+		if now := nanotime(); !hello || now-l.lastFlush < int64(streamingGap) {
 			// Sends are coming back to back: write behind, so the next
 			// messages coalesce while this batch is in the kernel.
 			l.wmu.Unlock()
@@ -202,40 +222,35 @@ func (l *link) send(done <-chan struct{}, s *stream, data []byte) error {
 var errCanceled = errors.New("tcpconn: canceled")
 
 // How a control frame leaves: through the writer goroutine (the read loop
-// must never block on the socket), inline on a user goroutine, or lazily:
+// must never block on the socket, nor a caller holding Connection.mu), or lazily:
 // window updates ride along with the next write, and a receiver about to
 // wait for the socket writes them first (flushLazy), so they cost no
 // syscall of their own in request/response traffic.
+type controlMode uint8
+
 const (
-	controlAsync = iota
-	controlInline
+	controlAsync controlMode = iota
 	controlLazy
 )
 
 // enqueueControl queues a control frame for the writer goroutine.
 func (l *link) enqueueControl(frame []byte) { l.queueControl(frame, controlAsync) }
 
-func (l *link) queueControl(frame []byte, how int) {
+func (l *link) queueControl(frame []byte, how controlMode) {
 	l.wmu.Lock()
-	if l.werr != nil {
+	if l.werr != nil || l.closing { // nothing goes after close's GOAWAY
 		l.wmu.Unlock()
 		return
 	}
 	l.wb.appendCopy(frame, nil)
-	switch {
-	case how == controlLazy && !l.writerBusy:
+	if how == controlLazy && !l.writerBusy {
 		if !l.lazyPending.Swap(true) {
 			// The backstop: if no write or wait comes along, the writer
 			// goroutine sends it shortly (the peer may be waiting for it).
 			l.lazyTimer.Reset(lazyDelay)
 		}
-	case how == controlAsync || l.writerBusy:
+	} else {
 		l.kickWriterLocked()
-	default:
-		l.writerBusy = true
-		l.wmu.Unlock()
-		l.flush()
-		return
 	}
 	l.wmu.Unlock()
 }
@@ -289,10 +304,14 @@ func (l *link) flush() {
 	for {
 		l.wmu.Lock()
 		if l.wb.empty() || l.werr != nil {
+			closed := l.closing && l.werr == nil // close's GOAWAY is out
 			l.writerBusy = false
 			l.lazyPending.Store(false)
 			l.lastFlush = nanotime()
 			l.wmu.Unlock()
+			if closed {
+				l.finishClose()
+			}
 			return
 		}
 		b := l.wb
@@ -362,14 +381,26 @@ func (l *link) writeOut(b *writeBatch) error {
 	return err
 }
 
-// failWrites is fail's part for the write side: queued senders get err.
-func (l *link) failWrites(err error) {
-	l.wmu.Lock()
-	l.werr = err
+// wakeCreditLocked wakes every sender waiting for credit; each checks
+// again why it waits.
+func (l *link) wakeCreditLocked() {
 	if l.creditWake != nil {
 		close(l.creditWake)
 		l.creditWake = nil
 	}
+}
+
+func (l *link) wakeCreditWaiters() {
+	l.wmu.Lock()
+	l.wakeCreditLocked()
+	l.wmu.Unlock()
+}
+
+// failWrites is fail's part for the write side: queued senders get err.
+func (l *link) failWrites(err error) {
+	l.wmu.Lock()
+	l.werr = err
+	l.wakeCreditLocked()
 	b := l.wb
 	l.wb = &writeBatch{}
 	l.wmu.Unlock()
