@@ -217,6 +217,11 @@ func (ln *Listener) acceptLoop() {
 		}
 		l := newLink(conn, ln.cfg, false, linkHooks{accept: ln.offer, onClose: ln.forget})
 		ln.links[l] = struct{}{}
+		if ln.draining.Load() {
+			// Accepted while Shutdown ran: its GOAWAY loop (under ln.mu)
+			// may have passed already.
+			l.enqueueControl(appendGoAway(nil, 0, "shutdown"))
+		}
 		ln.mu.Unlock()
 	}
 }
