@@ -741,6 +741,8 @@ func TestHostilePeerClosesOnlyItsLink(t *testing.T) {
 		// is refused by name, not misparsed as version 1.
 		{"hello of protocol version 2", false, helloVersion(2), ErrHandshake, "protocol version 2"},
 		{"hello of protocol version 0", false, helloVersion(0), ErrHandshake, "protocol version 0"},
+		// A peer must grant at least InitialWindow: we may have sent that much.
+		{"hello with a window below InitialWindow", false, appendHello(nil, hello{version: 1, streamWindow: 100, linkWindow: InitialWindow, maxMessage: InitialWindow, maxStreams: 1}), ErrHandshake, "must be at least 65536"},
 		{"garbage", true, garbage, ErrProtocol, "exceeds the limit"},
 		{"absurd length", true, []byte{1, 'x', 0xFF, 0xFF, 0xFF, 0xFF}, ErrProtocol, "exceeds the limit"},
 		{"truncated data frame", true, dataFrame("trunc", "payload")[:10], ErrProtocol, "ended inside"},

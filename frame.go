@@ -110,8 +110,9 @@ func parseHelloBody(b []byte) (hello, error) {
 	if h.version != protocolVersion {
 		return h, fmt.Errorf("%w: peer speaks protocol version %d, this side %d", ErrHandshake, h.version, protocolVersion)
 	}
-	if h.streamWindow == 0 || h.linkWindow == 0 || h.maxStreams == 0 {
-		return h, fmt.Errorf("%w: unusable %v", ErrHandshake, h)
+	if h.streamWindow < InitialWindow || h.linkWindow < InitialWindow || h.maxMessage < InitialWindow || h.maxStreams == 0 {
+		// Below InitialWindow: we may already have sent more than it grants.
+		return h, fmt.Errorf("%w: unusable %v (windows and max message must be at least %d)", ErrHandshake, h, InitialWindow)
 	}
 	return h, nil
 }

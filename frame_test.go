@@ -18,9 +18,9 @@ var (
 	// 1 MiB, link window 64 MiB, max message 16 MiB, max streams 65536.
 	goldenDefaultHello = []byte{0xFF, 0x01, 'T', 'C', 'P', 'C', 0x01,
 		0x00, 0x10, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00}
-	// HELLO with a 100-byte stream and link window and 8 streams.
+	// HELLO with the smallest windows (InitialWindow, 64 KiB) and 8 streams.
 	goldenSmallHello = []byte{0xFF, 0x01, 'T', 'C', 'P', 'C', 0x01,
-		0x00, 0x00, 0x00, 0x64, 0x00, 0x00, 0x00, 0x64, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08}
+		0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08}
 	goldenData      = []byte{0x02, 'a', 'b', 0x00, 0x00, 0x00, 0x03, 'x', 'y', 'z'}
 	goldenEmptyData = []byte{0x00, 0x00, 0x00, 0x00, 0x00} // catch-all ID, empty payload
 	goldenWindow    = []byte{0xFF, 0x02, 0x02, 'a', 'b', 0x00, 0x00, 0x00, 0x64}
@@ -30,6 +30,7 @@ var (
 	goldenPing      = []byte{0xFF, 0x05, 0x00, 0x00, 0x00, 0x2A}
 	goldenPong      = []byte{0xFF, 0x06, 0x00, 0x00, 0x00, 0x2A}
 	goldenGoAway    = []byte{0xFF, 0x07, 0x00, 0x00, 0x00, 0x00, 0x03, 'b', 'y', 'e'}
+	goldenOpen      = []byte{0xFF, 0x08, 0x02, 'a', 'b', 0x00, 0x00, 0x00, 0x00}
 )
 
 // TestFrameGoldenEncode: every encoder produces exactly the golden bytes.
@@ -40,7 +41,7 @@ func TestFrameGoldenEncode(t *testing.T) {
 		want []byte
 	}{
 		{"HELLO defaults", appendHello(nil, DefaultConfig().hello()), goldenDefaultHello},
-		{"HELLO small", appendHello(nil, hello{version: 1, streamWindow: 100, linkWindow: 100, maxMessage: 16 << 20, maxStreams: 8}), goldenSmallHello},
+		{"HELLO small", appendHello(nil, hello{version: 1, streamWindow: InitialWindow, linkWindow: InitialWindow, maxMessage: 16 << 20, maxStreams: 8}), goldenSmallHello},
 		{"data", append(appendDataHeader(nil, "ab", 3), "xyz"...), goldenData},
 		{"data, empty ID and payload", appendDataHeader(nil, "", 0), goldenEmptyData},
 		{"WINDOW", appendIDControl(nil, frameWindow, "ab", 100), goldenWindow},
@@ -50,6 +51,7 @@ func TestFrameGoldenEncode(t *testing.T) {
 		{"PING", appendValueControl(nil, framePing, 42), goldenPing},
 		{"PONG", appendValueControl(nil, framePong, 42), goldenPong},
 		{"GOAWAY", appendGoAway(nil, 0, "bye"), goldenGoAway},
+		{"OPEN", appendIDControl(nil, frameOpen, "ab", 0), goldenOpen},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if !bytes.Equal(tc.got, tc.want) {
@@ -66,7 +68,7 @@ func TestFrameGoldenEncode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (hello{version: 1, streamWindow: 100, linkWindow: 100, maxMessage: 16 << 20, maxStreams: 8}); h != want {
+	if want := (hello{version: 1, streamWindow: InitialWindow, linkWindow: InitialWindow, maxMessage: 16 << 20, maxStreams: 8}); h != want {
 		t.Errorf("parsed %v, want %v", h, want)
 	}
 }
@@ -98,8 +100,8 @@ func TestFrameGoldenParse(t *testing.T) {
 	p.expectFrame(goldenDefaultHello)
 	p.write(goldenSmallHello)
 
-	// Data in: routed to the catch-all with its ID.
-	p.write(goldenData)
+	// OPEN, then data in: routed to the catch-all with its ID.
+	p.write(goldenOpen, goldenData)
 	from, data, err := srv.c.ReceiveFrom(ctx)
 	if err != nil || from != "ab" || string(data) != "xyz" {
 		t.Fatalf("ReceiveFrom = %q, %q, %v; want \"ab\", \"xyz\"", from, data, err)
@@ -118,13 +120,14 @@ func TestFrameGoldenParse(t *testing.T) {
 	p.write(goldenPing)
 	p.expectFrame(goldenPong)
 
-	// WINDOW and LINK_WINDOW: our HELLO granted 100 bytes per stream and per
-	// link. "xyz" cost 35, 100 more bytes overdraw both; the next send waits
-	// until both credits are back.
-	if err := srv.c.SendTo(ctx, "ab", make([]byte, 100)); err != nil {
+	// WINDOW and LINK_WINDOW: our HELLO granted InitialWindow per stream
+	// and per link. "xyz" cost 35; a message that brings both to exactly
+	// zero is sent, and the next one waits until both credits are back.
+	rest := make([]byte, InitialWindow-35-messageOverhead)
+	if err := srv.c.SendTo(ctx, "ab", rest); err != nil {
 		t.Fatal(err)
 	}
-	p.expectFrame(append(appendDataHeader(nil, "ab", 100), make([]byte, 100)...))
+	p.expectFrame(append(appendDataHeader(nil, "ab", len(rest)), rest...))
 	sent := make(chan error, 1)
 	go func() { sent <- srv.c.SendTo(ctx, "ab", []byte("xyz")) }()
 	p.write(goldenWindow)  // stream credit back above zero; link still overdrawn
