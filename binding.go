@@ -59,6 +59,13 @@ func (c *Connection) attach(l *link) (*binding, error) {
 			return nil, fmt.Errorf("%w: the catch-all (empty ID)", ErrIDInUse)
 		}
 		if c.client {
+			// The catch-all's own ID: a record to send on and to CLOSE in
+			// detach, announced so that a Listener accepts it.
+			if _, err := l.sendStream(""); err != nil {
+				l.catchAll.CompareAndSwap(ca, nil)
+				ca.retire(err)
+				return nil, err
+			}
 			l.enqueueControl(appendIDControl(nil, frameOpen, "", 0))
 		}
 		return &binding{link: l, ca: ca}, nil
