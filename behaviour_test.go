@@ -1071,3 +1071,41 @@ func TestReceiveAppendDoesNotAllocate(t *testing.T) {
 		t.Errorf("ReceiveAppend allocates %v times per call, want 0", allocs)
 	}
 }
+
+// TestTimeoutsAreNetErrors: every timeout the library reports satisfies
+// net.Error with Timeout() == true (as net.Conn's own do), while still
+// matching its sentinel with errors.Is.
+func TestTimeoutsAreNetErrors(t *testing.T) {
+	isTimeout := func(err error) bool {
+		var ne net.Error
+		return errors.As(err, &ne) && ne.Timeout()
+	}
+	for _, err := range []error{ErrIdleTimeout, ErrKeepAliveTimeout, fmt.Errorf("%w: nothing heard for 3s", ErrKeepAliveTimeout)} {
+		if !isTimeout(err) {
+			t.Errorf("%v is not a net.Error timeout", err)
+		}
+	}
+	for _, err := range []error{ErrClosed, ErrLinkLost, ErrProtocol, ErrPeerClosed} {
+		if isTimeout(err) {
+			t.Errorf("%v claims to be a timeout", err)
+		}
+	}
+
+	// A server that accepts and never says HELLO: Dial fails with
+	// ErrHandshake, and the error is a timeout.
+	ln := listenTCP(t)
+	serveConns(t, ln, func(conn net.Conn) { io.Copy(io.Discard, conn) })
+	_, err := Dial(testContext(t), ln.Addr().String(), WithConfig(&Config{HandshakeTimeout: 100 * time.Millisecond}))
+	if !errors.Is(err, ErrHandshake) || !isTimeout(err) {
+		t.Fatalf("Dial to a silent server = %v; want ErrHandshake and a net.Error timeout", err)
+	}
+
+	// An idle timeout seen by a blocked Receive.
+	ln2 := listenTCP(t)
+	serveEcho(t, ln2)
+	c := closeAtCleanup(t, NewConnectionWithID(ln2.Addr().String(), "idle", 100*time.Millisecond))
+	_, err = c.Receive()
+	if !errors.Is(err, ErrIdleTimeout) || !isTimeout(err) {
+		t.Fatalf("Receive on an idle connection = %v; want ErrIdleTimeout as a net.Error timeout", err)
+	}
+}

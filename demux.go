@@ -61,7 +61,9 @@ func (l *link) readHello() error {
 	}
 	if err != nil {
 		if isTimeout(err) {
-			return fmt.Errorf("%w: no hello from peer within %v", ErrHandshake, l.cfg.HandshakeTimeout)
+			// The read's own error stays in the chain: a net.Error with
+			// Timeout() true, as yamux and smux users asked for.
+			return fmt.Errorf("%w: no hello from peer within %v: %w", ErrHandshake, l.cfg.HandshakeTimeout, err)
 		}
 		return fmt.Errorf("%w: %w", ErrHandshake, truncated(err, "the hello"))
 	}

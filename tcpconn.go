@@ -80,8 +80,9 @@ var (
 	// ErrClosed: the Connection or Listener was closed locally.
 	ErrClosed = errors.New("tcpconn: connection closed")
 	// ErrIdleTimeout: the logical connection was unused for its idle
-	// timeout. A client Connection reconnects on its next call.
-	ErrIdleTimeout = errors.New("tcpconn: idle timeout")
+	// timeout. A client Connection reconnects on its next call. It is a
+	// net.Error whose Timeout reports true.
+	ErrIdleTimeout error = &timeoutError{"tcpconn: idle timeout"}
 	// ErrMessageTooLarge: a message exceeds the maximum message size (this
 	// side's for Send, and the peer's). The connection stays usable.
 	ErrMessageTooLarge = errors.New("tcpconn: message too large")
@@ -96,7 +97,8 @@ var (
 	ErrLinkLost = errors.New("tcpconn: physical connection lost")
 	// ErrKeepAliveTimeout: nothing was heard from the peer within the
 	// keepalive timeout; the physical link was closed.
-	ErrKeepAliveTimeout = errors.New("tcpconn: keepalive timeout")
+	// It is a net.Error whose Timeout reports true.
+	ErrKeepAliveTimeout error = &timeoutError{"tcpconn: keepalive timeout"}
 	// ErrPeerClosed: the peer closed this logical connection. It matches
 	// io.EOF too, so receive loops can stop on either.
 	ErrPeerClosed = fmt.Errorf("tcpconn: logical connection closed by peer (%w)", io.EOF)
@@ -113,6 +115,18 @@ var (
 	// ErrInvalidConfig: a Config field is out of range; the error names it.
 	ErrInvalidConfig = errors.New("tcpconn: invalid config")
 )
+
+// timeoutError is a sentinel that is also a net.Error with Timeout() true,
+// so code written for net.Conn (net/http, retry loops) sees a timeout.
+type timeoutError struct{ msg string }
+
+func (e *timeoutError) Error() string { return e.msg }
+
+// Timeout reports true: the error is a timeout.
+func (e *timeoutError) Timeout() bool { return true }
+
+// Temporary reports true, as net's own timeouts do.
+func (e *timeoutError) Temporary() bool { return true }
 
 // Config holds settings for physical links and defaults for the logical
 // connections on them. The zero value of a field means its default; a nil
@@ -423,6 +437,41 @@ func idleOrDefault(d time.Duration, cfg *Config) time.Duration {
 
 // ID returns the logical connection's ID ("" for a catch-all).
 func (c *Connection) ID() string { return c.id }
+
+// LocalAddr returns the local address of the socket c is bound to, or nil
+// while it has none (a client between sockets, or closed).
+func (c *Connection) LocalAddr() net.Addr {
+	if b := c.bind.Load(); b != nil {
+		return b.link.conn.LocalAddr()
+	}
+	return nil
+}
+
+// RemoteAddr returns the peer's address on the socket c is bound to, or nil
+// while it has none. On a server it tells which client this is.
+func (c *Connection) RemoteAddr() net.Addr {
+	if b := c.bind.Load(); b != nil {
+		return b.link.conn.RemoteAddr()
+	}
+	return nil
+}
+
+// TLSConnectionState returns the TLS state of c's socket (the peer's
+// certificates under mutual TLS, the negotiated version): ok is false if the
+// socket is not TLS, c is not bound to one, or the TLS handshake is not
+// complete yet.
+func (c *Connection) TLSConnectionState() (state tls.ConnectionState, ok bool) {
+	b := c.bind.Load()
+	if b == nil {
+		return state, false
+	}
+	tc, isTLS := b.link.conn.(*tls.Conn)
+	if !isTLS {
+		return state, false
+	}
+	state = tc.ConnectionState()
+	return state, state.HandshakeComplete
+}
 
 // Send sends data as one message. It returns once the message is committed
 // to the socket's ordered write queue: up to 32 KiB it is copied there,

@@ -173,3 +173,53 @@ func TestTLSWrongCertificate(t *testing.T) {
 		t.Logf("figures: TLS wrong client certificate: client Dial refused with %q; server side %q", err, serr)
 	})
 }
+
+// TestTLSPeerIdentity: under mutual TLS a server Connection tells who its
+// client is (the certificate's subject, its address), and a client sees the
+// server's certificate; a plain TCP Connection reports no TLS state.
+func TestTLSPeerIdentity(t *testing.T) {
+	ca := newTestCA(t, "tcpconn test CA")
+	srvTLS := &tls.Config{
+		Certificates: []tls.Certificate{ca.leaf(t, "server")},
+		ClientCAs:    ca.pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+	}
+	srv, err := NewListener(tls.NewListener(listenTCP(t), srvTLS), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	cfg := &Config{TLSConfig: &tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{ca.leaf(t, "client-7")}}}
+	c := mustDial(t, srv.Addr().String(), WithID("who"), WithConfig(cfg))
+	s, err := srv.AcceptContext(testContext(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeAtCleanup(t, s)
+	mustSend(t, c, []byte("hi")) // the server's TLS handshake completes on its read
+	mustReceive(t, s)
+	st, ok := s.TLSConnectionState()
+	if !ok || len(st.PeerCertificates) == 0 || st.PeerCertificates[0].Subject.CommonName != "client-7" {
+		t.Fatalf("server TLSConnectionState = ok %v, %d peer certificates; want client-7", ok, len(st.PeerCertificates))
+	}
+	if s.RemoteAddr() == nil || s.RemoteAddr().String() != c.LocalAddr().String() {
+		t.Fatalf("server RemoteAddr %v, client LocalAddr %v: want equal", s.RemoteAddr(), c.LocalAddr())
+	}
+	if st, ok := c.TLSConnectionState(); !ok || st.PeerCertificates[0].Subject.CommonName != "server" {
+		t.Fatalf("client TLSConnectionState = ok %v; want the server's certificate", ok)
+	}
+
+	ln := listenTCP(t)
+	serveEcho(t, ln)
+	plain := mustDial(t, ln.Addr().String())
+	if _, ok := plain.TLSConnectionState(); ok {
+		t.Fatal("plain TCP Connection reports a TLS state")
+	}
+	if plain.RemoteAddr().String() != ln.Addr().String() {
+		t.Fatalf("RemoteAddr %v, want %v", plain.RemoteAddr(), ln.Addr())
+	}
+	plain.Close()
+	if plain.RemoteAddr() != nil {
+		t.Fatal("a closed Connection still reports an address")
+	}
+}
