@@ -34,7 +34,7 @@ func dialAttacker(t testing.TB, address string, noRead bool) *attacker {
 	if noRead {
 		d.Control = func(_, _ string, rc syscall.RawConn) error {
 			return rc.Control(func(fd uintptr) {
-				syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<10)
+				setRcvBuf(fd, 4<<10)
 			})
 		}
 	}
