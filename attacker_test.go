@@ -5,8 +5,6 @@ package tcpconn
 import (
 	"bufio"
 	"context"
-	"errors"
-	"io"
 	"net"
 	"runtime"
 	"sync"
@@ -36,7 +34,7 @@ func dialAttacker(t testing.TB, address string, noRead bool) *attacker {
 	if noRead {
 		d.Control = func(_, _ string, rc syscall.RawConn) error {
 			return rc.Control(func(fd uintptr) {
-				syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<10)
+				setRcvBuf(fd, 4<<10)
 			})
 		}
 	}
@@ -206,9 +204,4 @@ func (b *bystander) end(t testing.TB) int64 {
 		t.Error("the bystander made no round trip during the attack")
 	}
 	return b.n.Load()
-}
-
-// isClosedErr: the server closed the socket under the attacker.
-func isClosedErr(err error) bool {
-	return err == nil || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
 }

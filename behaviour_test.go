@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -840,12 +841,12 @@ func TestMessageTooLarge(t *testing.T) {
 // ---- beyond the numbered behaviours ----
 
 func TestConfigValidateNamesField(t *testing.T) {
-	for _, tc := range []struct {
+	type validateCase struct {
 		field string
 		cfg   Config
-	}{
+	}
+	cases := []validateCase{
 		{"MaxMessageSize", Config{MaxMessageSize: -1}},
-		{"MaxMessageSize", Config{MaxMessageSize: 1 << 33}},
 		{"StreamWindow", Config{StreamWindow: -1}},
 		{"StreamWindow", Config{StreamWindow: InitialWindow - 1}},
 		{"MaxMessageSize", Config{MaxMessageSize: 1 << 10}},
@@ -860,7 +861,15 @@ func TestConfigValidateNamesField(t *testing.T) {
 		{"ReconnectBackoffMax", Config{ReconnectBackoffMin: time.Second, ReconnectBackoffMax: time.Millisecond}},
 		{"SocketReadBuffer", Config{SocketReadBuffer: -1}},
 		{"SocketWriteBuffer", Config{SocketWriteBuffer: -1}},
-	} {
+	}
+	if strconv.IntSize == 64 {
+		// 8 GiB, beyond the u32 length field. A 32-bit int cannot exceed
+		// the limit, so the case exists on 64-bit only; the value is built
+		// at run time so that 32-bit builds compile.
+		eightGiB := uint64(1) << 33
+		cases = append(cases, validateCase{"MaxMessageSize", Config{MaxMessageSize: int(eightGiB)}})
+	}
+	for _, tc := range cases {
 		t.Run(tc.field, func(t *testing.T) {
 			err := tc.cfg.Validate()
 			wantErr(t, err, ErrInvalidConfig)

@@ -171,7 +171,7 @@ func fuzzSeeds() [][]byte {
 		[]byte("GET / HTTP/1.1\r\n\r\n"),
 		cat(h, dataFrame("a", "hello"), dataFrame("", ""), dataFrame("b", strings.Repeat("\x01", 300))),
 		cat(h, appendDataHeader(nil, "a", 1<<26), []byte("short")),
-		cat(h, appendDataHeader(nil, "a", 1<<32-1)),
+		cat(h, appendU32([]byte{1, 'a'}, 1<<32-1)), // data header for "a" claiming 4 GiB - 1 (appendDataHeader takes an int)
 		cat(h, h),
 		cat(h, appendIDControl(nil, frameWindow, "a", 100), appendValueControl(nil, frameLinkWindow, 5)),
 		cat(h, appendIDControl(nil, frameClose, "a", uint32(closeNormal)), dataFrame("a", "again")),

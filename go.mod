@@ -1,10 +1,10 @@
 module github.com/pulsyflux/tcp-conn
 
-go 1.24
+go 1.25.0
 
 require (
 	github.com/valyala/bytebufferpool v1.0.0
-	golang.org/x/sys v0.30.0
+	golang.org/x/sys v0.47.0
 )
 
 require go.uber.org/goleak v1.3.0

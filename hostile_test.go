@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"runtime"
@@ -96,12 +97,12 @@ func TestHostilePeers(t *testing.T) {
 		},
 		rounds: 1, want: ErrProtocol, because: "exceeds the limit", maxHeap: 4 << 20,
 	}, {
-		name: "max-length-header", // claims 4 GiB - 1, sends 10 bytes
+		name: "max-length-header", // claims maxClaim (4 GiB - 1), sends 10 bytes
 		config: func(c *Config) {
-			c.MaxMessageSize = 1<<32 - 1
+			c.MaxMessageSize = maxClaim
 		},
 		attack: func(a *attacker, i int) bool {
-			a.raw(appendDataHeader(nil, "huge", 1<<32-1))
+			a.raw(appendDataHeader(nil, "huge", maxClaim))
 			a.raw(make([]byte, 10))
 			return false
 		},
@@ -367,19 +368,31 @@ func TestHostileIDScoping(t *testing.T) {
 	t.Logf("figures: ID scoping: 3 sockets used ID %q; 0 cross-socket messages, alice did 52 round trips untouched by 2 injected messages, a CLOSE and a WINDOW naming her ID; mallory received %d bytes, %d data frames, all echoes of her own messages (%q), none of alice's or bob's", "account-42", len(got), len(echoes), echoes)
 }
 
+// maxClaim is the largest length a header can claim within a Config's
+// MaxMessageSize: 4 GiB - 1 (the u32 length field), or 2 GiB - 1 where int
+// is 32 bits wide.
+const maxClaim = min(1<<32-1, math.MaxInt)
+
+func maxClaimText() string {
+	if maxClaim == 1<<32-1 {
+		return "4 GiB - 1"
+	}
+	return "2 GiB - 1 (32-bit int)"
+}
+
 // TestHostileHeaderDoesNotAllocate: the read path allocates for what
 // arrived, not for what a header claims (checked on the allocation counter,
 // not only the live heap).
 func TestHostileHeaderDoesNotAllocate(t *testing.T) {
 	srvConn, cliConn := net.Pipe()
-	cfg := &Config{MaxMessageSize: 1<<32 - 1, KeepAliveInterval: -1}
+	cfg := &Config{MaxMessageSize: maxClaim, KeepAliveInterval: -1}
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	c := mustWrap(t, srvConn, WithID("victim"), WithConfig(cfg))
 	go func() {
 		cliConn.Write(helloBytes(nil))
-		cliConn.Write(appendDataHeader(nil, "victim", 1<<32-1))
+		cliConn.Write(appendDataHeader(nil, "victim", maxClaim))
 		cliConn.Write(make([]byte, 100))
 		cliConn.Close()
 	}()
@@ -395,8 +408,8 @@ func TestHostileHeaderDoesNotAllocate(t *testing.T) {
 	wantErr(t, err, ErrLinkLost)
 	runtime.ReadMemStats(&after)
 	got := after.TotalAlloc - before.TotalAlloc
-	t.Logf("figures: a header claiming 4 GiB - 1 followed by 100 bytes and EOF: %d KiB allocated in total, error %q", got>>10, err)
+	t.Logf("figures: a header claiming %s followed by 100 bytes and EOF: %d KiB allocated in total, error %q", maxClaimText(), got>>10, err)
 	if got > 3<<20 {
-		t.Errorf("allocated %d bytes for a 4 GiB claim", got)
+		t.Errorf("allocated %d bytes for a %s claim", got, maxClaimText())
 	}
 }

@@ -1,6 +1,6 @@
 module github.com/pulsyflux/tcp-conn/bench
 
-go 1.24
+go 1.25.0
 
 require (
 	github.com/hashicorp/yamux v0.1.2
@@ -10,7 +10,7 @@ require (
 
 require (
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
-	golang.org/x/sys v0.30.0 // indirect
+	golang.org/x/sys v0.47.0 // indirect
 )
 
 replace github.com/pulsyflux/tcp-conn => ../
