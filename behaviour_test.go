@@ -795,7 +795,7 @@ func TestDialRefusesOtherProtocolVersion(t *testing.T) {
 	p := newRawPeer(t, acceptOne(t, ln))
 	// The client says hello without waiting for ours; read it first, since
 	// a link that fails at once may never write it.
-	p.expectFrame(helloBytes(nil))
+	p.expectHello(helloBytes(nil))
 	p.write(helloVersion(2))
 	select {
 	case err := <-dialed:

@@ -148,7 +148,7 @@ func (c *Connection) startAttemptLocked() *dialAttempt {
 	if !c.held {
 		// Held until Close or idle timeout, across failed dials, so the
 		// entry keeps its backoff state.
-		c.entry, c.held = defaultPool.hold(c.addr, c.userCfg, c.cfg), true
+		c.entry, c.held = c.owner.hold(c.addr, c.poolCfg, c.cfg), true
 	}
 	go c.runAttempt(a, c.entry)
 	return a
@@ -172,7 +172,8 @@ func (c *Connection) runAttempt(a *dialAttempt, e *poolEntry) {
 	case err == nil:
 		if c.lost {
 			c.lost = false
-			globalCounters.reconnects.Add(1)
+			processScope.reconnects.Add(1)
+			c.owner.scope.reconnects.Add(1)
 		}
 		c.bindLocked(b)
 	}
@@ -209,7 +210,7 @@ func (c *Connection) afterError(ctx context.Context, b *binding, err error) erro
 
 func (c *Connection) bindLocked(b *binding) {
 	c.bind.Store(b)
-	globalCounters.connections.Add(1)
+	b.link.bound.Add(1)
 	c.touch()
 	if c.idle > 0 {
 		if c.idleTimer == nil {
@@ -230,7 +231,7 @@ func (c *Connection) bindLocked(b *binding) {
 func (c *Connection) unbindLocked(b *binding, why error) {
 	c.bind.Store(nil)
 	c.reply.Store(nil)
-	globalCounters.connections.Add(-1)
+	b.link.bound.Add(-1)
 	if b.link.failed() {
 		// The link died first (a concurrent call saw it and unbinds): that
 		// is what a blocked Receive must report, not a local close.

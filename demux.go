@@ -5,6 +5,7 @@ package tcpconn
 import (
 	"errors"
 	"fmt"
+	"github.com/google/uuid"
 	"io"
 	"time"
 )
@@ -74,6 +75,9 @@ func (l *link) readHello() error {
 	l.br.Discard(len(b))
 	l.framesIn.Add(1)
 	l.conn.SetReadDeadline(time.Time{})
+	if !l.client {
+		l.setID(uuid.UUID(h.linkID)) // the dialling side names the link
+	}
 	l.wmu.Lock()
 	l.peer = h // the windows and message limit senders use from now on
 	l.wakeCreditLocked()
@@ -255,13 +259,18 @@ func (l *link) onPing(body []byte) error {
 	return nil
 }
 
-func (l *link) onPong([]byte) error { return l.allowControl() }
+func (l *link) onPong(body []byte) error {
+	if sent := l.pingSent.Load(); sent != 0 && loadU32(body) == l.pingSeq.Load() && l.pingSent.CompareAndSwap(sent, 0) {
+		l.rtt.Store(nanotime() - sent)
+	}
+	return l.allowControl()
+}
 
 func (l *link) onGoAway(body []byte) error {
 	if l.goingAway.Swap(true) {
 		return l.allowControl()
 	}
-	l.log.Debug("tcpconn: peer is going away", "code", loadU32(body), "reason", string(body[sizeOfLength+sizeOfIDLen:]))
+	l.logger().Debug("tcpconn: peer is going away", "code", loadU32(body), "reason", string(body[sizeOfLength+sizeOfIDLen:]))
 	return nil
 }
 

@@ -36,7 +36,7 @@ var helloMagic = [4]byte{'T', 'C', 'P', 'C'}
 
 // Control frame types.
 const (
-	frameHello      = 0x01 // magic[4] version u8 streamWindow u32 linkWindow u32 maxMessage u32 maxStreams u32
+	frameHello      = 0x01 // magic[4] version u8 streamWindow u32 linkWindow u32 maxMessage u32 maxStreams u32 linkID[16]
 	frameWindow     = 0x02 // idLen u8 id increment u32
 	frameLinkWindow = 0x03 // increment u32
 	frameClose      = 0x04 // idLen u8 id code u32
@@ -47,7 +47,10 @@ const (
 	frameTypeLimit  = 0x09 // first unassigned type
 )
 
-const sizeOfHelloBody = len(helloMagic) + 1 + 4*sizeOfLength
+const (
+	sizeOfLinkID    = 16 // a UUID
+	sizeOfHelloBody = len(helloMagic) + 1 + 4*sizeOfLength + sizeOfLinkID
+)
 
 // closeCode is carried by frameClose.
 type closeCode uint32
@@ -72,11 +75,15 @@ type hello struct {
 	linkWindow   uint32
 	maxMessage   uint32
 	maxStreams   uint32
+	// linkID is the sender's identity for the link: the dialling side's
+	// is the link's, which the accepting side adopts, so that both ends'
+	// logs and stats name the socket alike.
+	linkID [sizeOfLinkID]byte
 }
 
 func (h hello) String() string {
-	return fmt.Sprintf("hello{v%d streamWindow=%d linkWindow=%d maxMessage=%d maxStreams=%d}",
-		h.version, h.streamWindow, h.linkWindow, h.maxMessage, h.maxStreams)
+	return fmt.Sprintf("hello{v%d streamWindow=%d linkWindow=%d maxMessage=%d maxStreams=%d link=%x}",
+		h.version, h.streamWindow, h.linkWindow, h.maxMessage, h.maxStreams, h.linkID)
 }
 
 // appendDataHeader appends a data frame header for id and a payload of n bytes.
@@ -93,7 +100,8 @@ func appendHello(dst []byte, h hello) []byte {
 	dst = appendU32(dst, h.streamWindow)
 	dst = appendU32(dst, h.linkWindow)
 	dst = appendU32(dst, h.maxMessage)
-	return appendU32(dst, h.maxStreams)
+	dst = appendU32(dst, h.maxStreams)
+	return append(dst, h.linkID[:]...)
 }
 
 func parseHelloBody(b []byte) (hello, error) {
@@ -106,6 +114,7 @@ func parseHelloBody(b []byte) (hello, error) {
 		linkWindow:   loadU32(b[9:]),
 		maxMessage:   loadU32(b[13:]),
 		maxStreams:   loadU32(b[17:]),
+		linkID:       [sizeOfLinkID]byte(b[21:]),
 	}
 	if h.version != protocolVersion {
 		return h, fmt.Errorf("%w: peer speaks protocol version %d, this side %d", ErrHandshake, h.version, protocolVersion)

@@ -15,12 +15,16 @@ import (
 // second implementation can check itself against these vectors.
 var (
 	// HELLO with the default limits: magic "TCPC", version 1, stream window
-	// 1 MiB, link window 64 MiB, max message 16 MiB, max streams 65536.
+	// 1 MiB, link window 64 MiB, max message 16 MiB, max streams 65536, and
+	// a zero link ID (16 bytes; the dialling side sends a random UUID).
 	goldenDefaultHello = []byte{0xFF, 0x01, 'T', 'C', 'P', 'C', 0x01,
-		0x00, 0x10, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00}
-	// HELLO with the smallest windows (InitialWindow, 64 KiB) and 8 streams.
+		0x00, 0x10, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	// HELLO with the smallest windows (InitialWindow, 64 KiB), 8 streams and
+	// link ID 00 01 02 ... 0f.
 	goldenSmallHello = []byte{0xFF, 0x01, 'T', 'C', 'P', 'C', 0x01,
-		0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08}
+		0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08,
+		0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
 	goldenData      = []byte{0x02, 'a', 'b', 0x00, 0x00, 0x00, 0x03, 'x', 'y', 'z'}
 	goldenEmptyData = []byte{0x00, 0x00, 0x00, 0x00, 0x00} // catch-all ID, empty payload
 	goldenWindow    = []byte{0xFF, 0x02, 0x02, 'a', 'b', 0x00, 0x00, 0x00, 0x64}
@@ -33,6 +37,9 @@ var (
 	goldenOpen      = []byte{0xFF, 0x08, 0x02, 'a', 'b', 0x00, 0x00, 0x00, 0x00}
 )
 
+var smallHello = hello{version: 1, streamWindow: InitialWindow, linkWindow: InitialWindow, maxMessage: 16 << 20, maxStreams: 8,
+	linkID: [16]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}}
+
 // TestFrameGoldenEncode: every encoder produces exactly the golden bytes.
 func TestFrameGoldenEncode(t *testing.T) {
 	for _, tc := range []struct {
@@ -41,7 +48,7 @@ func TestFrameGoldenEncode(t *testing.T) {
 		want []byte
 	}{
 		{"HELLO defaults", appendHello(nil, DefaultConfig().hello()), goldenDefaultHello},
-		{"HELLO small", appendHello(nil, hello{version: 1, streamWindow: InitialWindow, linkWindow: InitialWindow, maxMessage: 16 << 20, maxStreams: 8}), goldenSmallHello},
+		{"HELLO small", appendHello(nil, smallHello), goldenSmallHello},
 		{"data", append(appendDataHeader(nil, "ab", 3), "xyz"...), goldenData},
 		{"data, empty ID and payload", appendDataHeader(nil, "", 0), goldenEmptyData},
 		{"WINDOW", appendIDControl(nil, frameWindow, "ab", 100), goldenWindow},
@@ -68,7 +75,7 @@ func TestFrameGoldenEncode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (hello{version: 1, streamWindow: InitialWindow, linkWindow: InitialWindow, maxMessage: 16 << 20, maxStreams: 8}); h != want {
+	if want := (smallHello); h != want {
 		t.Errorf("parsed %v, want %v", h, want)
 	}
 }
@@ -97,7 +104,7 @@ func TestFrameGoldenParse(t *testing.T) {
 	ctx := testContext(t)
 
 	// HELLO both ways.
-	p.expectFrame(goldenDefaultHello)
+	p.expectHello(goldenDefaultHello)
 	p.write(goldenSmallHello)
 
 	// OPEN, then data in: routed to the catch-all with its ID.
@@ -204,7 +211,7 @@ func TestUnknownControlTypeOnLink(t *testing.T) {
 		errs <- err
 	})
 	p := dialRaw(t, ln.Addr().String())
-	p.expectFrame(goldenDefaultHello)
+	p.expectHello(goldenDefaultHello)
 	p.write(goldenDefaultHello, []byte{0xFF, 0x00, 0, 0, 0, 0})
 	p.expectClosed()
 	wantErr(t, <-errs, ErrProtocol)

@@ -363,6 +363,18 @@ func (p *rawPeer) expectFrame(want []byte) {
 	}
 }
 
+// expectHello reads the library's HELLO: want's bytes but for the link ID
+// (a random UUID on the dialling side), which it returns.
+func (p *rawPeer) expectHello(want []byte) [sizeOfLinkID]byte {
+	p.t.Helper()
+	got := p.readFrame()
+	n := len(want) - sizeOfLinkID
+	if len(got) != len(want) || !bytes.Equal(got[:n], want[:n]) {
+		p.t.Fatalf("raw peer got frame\n% x\nwant a HELLO like\n% x", got, want)
+	}
+	return [sizeOfLinkID]byte(got[n:])
+}
+
 // expectClosed reads and discards until the other side closes the socket;
 // a read deadline means it never did.
 func (p *rawPeer) expectClosed() {
@@ -408,7 +420,7 @@ func readRawFrame(br *bufio.Reader) ([]byte, error) {
 	}
 	switch typ[0] {
 	case 0x01: // HELLO
-		_, err = take(4 + 1 + 4*4)
+		_, err = take(4 + 1 + 4*4 + 16)
 	case 0x02, 0x04, 0x08: // WINDOW, CLOSE, OPEN: [idLen][id][u32]
 		var l []byte
 		if l, err = take(1); err == nil {

@@ -41,6 +41,8 @@ func (l *link) keepAliveLoop() {
 				if silent >= l.cfg.KeepAliveInterval && now.Sub(lastPing) >= l.cfg.KeepAliveInterval-tick/2 {
 					lastPing = now
 					pings++
+					l.pingSeq.Store(pings)
+					l.pingSent.Store(nanotime())
 					l.enqueueControl(appendValueControl(nil, framePing, pings))
 				}
 			}

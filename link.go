@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/google/uuid"
 	"log/slog"
 	"net"
 	"sync"
@@ -51,7 +52,10 @@ type link struct {
 	tcp    *net.TCPConn // non-nil when writev is available
 	cfg    *Config
 	client bool
-	log    *slog.Logger
+	log    atomic.Pointer[slog.Logger] // logger(); carries the link's ID
+	id     atomic.Pointer[uuid.UUID]   // set by setID: ours, or the dialler's once its HELLO is in
+	scope  *scope                      // the owner's counters (stats.go)
+	bound  atomic.Int64                // Connections bound to this link (Stats.Connections)
 
 	// Read side; br and pend belong to the holder of rmu.
 	rmu            sync.Mutex
@@ -95,14 +99,13 @@ type link struct {
 	unclaimed   map[*stream]int64 // peer-opened, not yet claimed -> nanotime created
 
 	counters linkCounters
+	rtt      atomic.Int64  // nanoseconds, from the last keepalive PING/PONG
+	pingSent atomic.Int64  // nanotime of the PING in flight, 0 if none
+	pingSeq  atomic.Uint32 // its value
 
 	done     chan struct{}
 	failOnce sync.Once
 	err      error // valid after done is closed
-}
-
-type linkCounters struct {
-	messagesIn, messagesOut, bytesIn, bytesOut atomic.Uint64
 }
 
 // linkHooks connect a link to its owner (the client pool, the Wrap registry
@@ -110,12 +113,17 @@ type linkCounters struct {
 type linkHooks struct {
 	accept  func(*stream) bool // offers a peer-opened record; nil: catch-all or unclaimed
 	onClose func(*link)
+	scope   *scope // whose Stats count the link (besides the process's)
 }
 
 func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
+	if hooks.scope == nil {
+		hooks.scope = new(scope) // counted by the process only
+	}
 	l := &link{
 		accept:    hooks.accept,
 		onClose:   hooks.onClose,
+		scope:     hooks.scope,
 		conn:      conn,
 		cfg:       cfg,
 		client:    client,
@@ -132,11 +140,8 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 	l.lazyTimer = time.AfterFunc(time.Hour, l.lazyTimerFired)
 	l.lazyTimer.Stop()
 	l.ctrlTokens = float64(cfg.MaxControlFramesPerSecond)
-	side := "server"
-	if client {
-		side = "client"
-	}
-	l.log = cfg.logger().With("side", side, "remote", conn.RemoteAddr().String())
+	id := uuid.New()
+	l.setID(id) // a server adopts the client's when its HELLO arrives
 	raw := conn
 	if tc, ok := conn.(*tls.Conn); ok {
 		raw = tc.NetConn()
@@ -146,12 +151,15 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 	}
 	if tc, ok := raw.(*net.TCPConn); ok {
 		if err := tuneTCP(tc, cfg); err != nil {
-			l.log.Warn("tcpconn: socket tuning failed", "err", err)
+			l.logger().Warn("tcpconn: socket tuning failed", "err", err)
 		}
 	}
 	l.recvLinkCredit.Store(int64(cfg.LinkWindow))
-	registerLink(l)
-	l.enqueueControl(appendHello(nil, cfg.hello()))
+	processScope.add(l)
+	l.scope.add(l)
+	h := cfg.hello()
+	h.linkID = id
+	l.enqueueControl(appendHello(nil, h))
 	l.rmu.Lock() // the background reader starts with the token: HELLO first
 	go l.readLoop()
 	go l.writeLoop()
@@ -171,7 +179,8 @@ func (l *link) fail(err error) {
 			err = fmt.Errorf("%w: %w", ErrHandshake, err)
 		}
 		if errors.Is(err, ErrProtocol) {
-			globalCounters.protocolErrors.Add(1)
+			processScope.protocolErrors.Add(1)
+			l.scope.protocolErrors.Add(1)
 		}
 		l.err = err
 		l.failWrites(err)
@@ -185,10 +194,9 @@ func (l *link) fail(err error) {
 		if ca := l.catchAll.Load(); ca != nil {
 			ca.fail(err)
 		}
-		if !errors.Is(err, ErrClosed) {
-			l.log.Debug("tcpconn: link closed", "err", err)
-		}
-		unregisterLink(l)
+		l.logger().Debug("tcpconn: link closed", "err", err)
+		processScope.remove(l)
+		l.scope.remove(l)
 		if l.onClose != nil {
 			l.onClose(l)
 		}

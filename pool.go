@@ -12,13 +12,165 @@ import (
 	"time"
 )
 
-// The client pool: one entry per (address, *Config), holding at most one
-// live link shared by every client Connection to it, reference counted by
-// the Connections currently bound. Dials are de-duplicated and spaced by an
-// exponential backoff with jitter after failures.
+// Client owns the client side of tcpconn for one part of a program: a
+// pool with at most one socket per address, shared by every Connection it
+// makes to that address; the Config those sockets use; their Stats; and
+// every Connection made through it, which Close ends. Like http.Client,
+// there is a DefaultClient, used by NewConnection, NewConnectionWithID,
+// Open and Dial, so the seed API is unchanged; make your own Client to scope
+// sockets, settings and figures (tests, tenants, a component's shutdown).
 //
-// It is process-wide state, like http.DefaultTransport: NewConnection*
-// cannot take a pool argument without breaking the seed's API.
+// A Client is safe for concurrent use.
+type Client struct {
+	cfg *Config // resolved
+	// perConfig keys sockets by the *Config given WithConfig as well as by
+	// address: DefaultClient's rule, since the package-level functions take
+	// a Config per call. A Client made by NewClient has one Config.
+	perConfig bool
+	pool      clientPool
+	scope     scope
+
+	mu     sync.Mutex
+	conns  map[*Connection]struct{}
+	closed bool
+}
+
+// DefaultClient is the Client of the package-level constructors. Its
+// sockets are keyed by address and by the *Config pointer given WithConfig
+// (nil: defaults). Closing it ends every Connection made through the
+// package-level constructors, and makes later ones fail with ErrClosed.
+var DefaultClient = newClient(defaultResolved, true)
+
+// NewClient returns a Client whose sockets use cfg (nil: defaults).
+func NewClient(cfg *Config) (*Client, error) {
+	rc, err := cfg.resolve()
+	if err != nil {
+		return nil, err
+	}
+	return newClient(rc, false), nil
+}
+
+func newClient(cfg *Config, perConfig bool) *Client {
+	cl := &Client{cfg: cfg, perConfig: perConfig, conns: make(map[*Connection]struct{})}
+	cl.pool.entries = make(map[poolKey]*poolEntry)
+	return cl
+}
+
+// Open returns a client Connection at once, like NewConnectionWithID but
+// with options (WithID, WithIdleTimeout; WithConfig only on DefaultClient).
+// It never blocks and never returns nil: the dial starts in the background
+// and its errors surface on Send and Receive.
+func (cl *Client) Open(address string, opts ...Option) *Connection {
+	c, _ := cl.open(address, opts)
+	return c
+}
+
+// Dial returns a Connection whose socket is connected and has heard the
+// server's HELLO, so that a dial, TLS or handshake error is reported at
+// once. After that it behaves like Open's (pooled, reconnecting). It is the
+// only constructor that waits for the peer.
+func (cl *Client) Dial(ctx context.Context, address string, opts ...Option) (*Connection, error) {
+	c, err := cl.open(address, opts)
+	if err != nil {
+		return nil, err
+	}
+	b, err := c.connect(ctx)
+	if err == nil {
+		select {
+		case <-b.link.helloDone:
+		case <-b.link.done:
+			err = b.link.err
+		case <-ctx.Done():
+			err = fmt.Errorf("%w: no HELLO from %s: %w", ErrHandshake, address, ctx.Err())
+		}
+	}
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// open makes a client Connection and starts its first connect attempt.
+func (cl *Client) open(address string, opts []Option) (*Connection, error) {
+	var o dialOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	c := &Connection{id: o.id, catchAll: o.id == "", cfg: defaultResolved}
+	rc, key, err := cl.config(o.cfg)
+	if err == nil {
+		err = checkID(o.id)
+	}
+	if err != nil {
+		c.closeErr = err
+		return c, err
+	}
+	c.cfg, c.idle = rc, idleOrDefault(o.idle, rc)
+	c.client, c.owner, c.addr, c.poolCfg = true, cl, address, key
+	c.life, c.stop = context.WithCancel(context.Background())
+	c.closed = make(chan struct{})
+	cl.mu.Lock()
+	if cl.closed {
+		cl.mu.Unlock()
+		c.closeErr = ErrClosed
+		return c, ErrClosed
+	}
+	cl.conns[c] = struct{}{}
+	cl.mu.Unlock()
+	c.mu.Lock()
+	c.startAttemptLocked()
+	c.mu.Unlock()
+	return c, nil
+}
+
+// config resolves the Config of a new Connection and its pool key.
+func (cl *Client) config(given *Config) (resolved, key *Config, err error) {
+	if !cl.perConfig {
+		if given != nil {
+			return nil, nil, fmt.Errorf("%w: WithConfig on a Client made by NewClient: its Connections use the Client's Config", ErrInvalidConfig)
+		}
+		return cl.cfg, nil, nil
+	}
+	resolved, err = given.resolve()
+	return resolved, given, err
+}
+
+func (cl *Client) forget(c *Connection) {
+	cl.mu.Lock()
+	delete(cl.conns, c)
+	cl.mu.Unlock()
+}
+
+// Stats returns the Client's counters: its open links and the logical
+// connections bound to them, and the traffic of every link it has had.
+func (cl *Client) Stats() Stats { return cl.scope.stats() }
+
+// Links describes the Client's open links.
+func (cl *Client) Links() []LinkStats { return cl.scope.linkStats() }
+
+// Close ends every Connection made through cl (as Connection.Close does:
+// promptly, the peer told) and makes later ones fail with ErrClosed. The
+// sockets close in the background once their last Connection is gone.
+func (cl *Client) Close() error {
+	cl.mu.Lock()
+	cl.closed = true
+	conns := make([]*Connection, 0, len(cl.conns))
+	for c := range cl.conns {
+		conns = append(conns, c)
+	}
+	cl.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	return nil
+}
+
+// The pool of a Client: one entry per address (and *Config on
+// DefaultClient), holding at most one live link shared by every client
+// Connection to it, reference counted by the Connections currently bound.
+// Dials are de-duplicated and spaced by an exponential backoff with jitter
+// after failures.
 type clientPool struct {
 	mu      sync.Mutex
 	entries map[poolKey]*poolEntry
@@ -26,13 +178,14 @@ type clientPool struct {
 
 type poolKey struct {
 	address string
-	cfg     *Config // the caller's pointer; nil for defaults
+	cfg     *Config // DefaultClient: the caller's pointer (nil for defaults)
 }
 
 type poolEntry struct {
-	key  poolKey
-	cfg  *Config // resolved
-	pool *clientPool
+	key    poolKey
+	cfg    *Config // resolved
+	pool   *clientPool
+	client *Client
 
 	mu       sync.Mutex
 	link     *link
@@ -43,17 +196,16 @@ type poolEntry struct {
 	lastErr  error
 }
 
-var defaultPool = &clientPool{entries: make(map[poolKey]*poolEntry)}
-
 // hold returns the entry for (address, cfg) and counts the caller as one of
 // its users, atomically with respect to forgetIfUnused.
-func (p *clientPool) hold(address string, cfg, resolved *Config) *poolEntry {
+func (cl *Client) hold(address string, cfg, resolved *Config) *poolEntry {
+	p := &cl.pool
 	k := poolKey{address, cfg}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e := p.entries[k]
 	if e == nil {
-		e = &poolEntry{key: k, cfg: resolved, pool: p}
+		e = &poolEntry{key: k, cfg: resolved, pool: p, client: cl}
 		p.entries[k] = e
 	}
 	e.mu.Lock()
@@ -187,7 +339,7 @@ func dialLink(ctx context.Context, e *poolEntry) (*link, error) {
 		// ErrHandshake.
 		conn = tls.Client(conn, tc)
 	}
-	return newLink(conn, cfg, true, linkHooks{}), nil
+	return newLink(conn, cfg, true, linkHooks{scope: &e.client.scope}), nil
 }
 
 // forgetIfUnused drops the entry from its pool once nothing uses it, so a

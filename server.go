@@ -86,7 +86,7 @@ func acquireWrapped(conn net.Conn, cfg *Config) *wrapEntry {
 	e := wrapRegistry.m[conn]
 	if e == nil {
 		e = &wrapEntry{conn: conn}
-		e.link = newLink(conn, cfg, false, linkHooks{onClose: func(*link) { forgetWrapped(e) }})
+		e.link = newLink(conn, cfg, false, linkHooks{onClose: func(*link) { forgetWrapped(e) }, scope: &wrapScope})
 		wrapRegistry.m[conn] = e
 	}
 	e.refs++
@@ -133,6 +133,8 @@ type Listener struct {
 	closeOnce sync.Once
 	loopDone  chan struct{}
 	err       error // why the accept loop stopped, if not Close
+
+	scope scope // Stats of its sockets
 }
 
 // Listen listens on network/address (as net.Listen) and serves tcpconn on
@@ -171,6 +173,13 @@ func newListener(nl net.Listener, cfg *Config) *Listener {
 	go ln.acceptLoop()
 	return ln
 }
+
+// Stats returns the Listener's counters: its open sockets, the logical
+// connections bound to them, and the traffic of every socket it accepted.
+func (ln *Listener) Stats() Stats { return ln.scope.stats() }
+
+// Links describes the Listener's open sockets.
+func (ln *Listener) Links() []LinkStats { return ln.scope.linkStats() }
 
 // Addr returns the listening address.
 func (ln *Listener) Addr() net.Addr { return ln.ln.Addr() }
@@ -215,7 +224,7 @@ func (ln *Listener) acceptLoop() {
 			conn.Close()
 			return
 		}
-		l := newLink(conn, ln.cfg, false, linkHooks{accept: ln.offer, onClose: ln.forget})
+		l := newLink(conn, ln.cfg, false, linkHooks{accept: ln.offer, onClose: ln.forget, scope: &ln.scope})
 		ln.links[l] = struct{}{}
 		if ln.draining.Load() {
 			// Accepted while Shutdown ran: its GOAWAY loop (under ln.mu)

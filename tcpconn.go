@@ -294,7 +294,8 @@ type Connection struct {
 	cfg      *Config
 	client   bool       // made by NewConnection* or Dial: reconnects
 	addr     string     // client side: what to dial
-	userCfg  *Config    // client side: the caller's pointer (the pool key)
+	owner    *Client    // client side: the Client that made it
+	poolCfg  *Config    // client side: the Config part of its pool key
 	entry    *poolEntry // client side while held; nil on the server
 	wrapped  *wrapEntry // Wrap*: the socket registry entry we hold
 
@@ -333,11 +334,10 @@ func NewConnection(address string, idleTimeout time.Duration) *Connection {
 // socket) in the background and announces the ID to the server at once, so a
 // server may speak first.
 func NewConnectionWithID(address string, id string, idleTimeout time.Duration) *Connection {
-	c, _ := newClientConnection(address, id, idleTimeout, nil)
-	return c
+	return DefaultClient.Open(address, WithID(id), WithIdleTimeout(idleTimeout))
 }
 
-// Option configures Dial.
+// Option configures Open, Dial and Wrap.
 type Option func(*dialOptions)
 
 type dialOptions struct {
@@ -352,73 +352,24 @@ func WithID(id string) Option { return func(o *dialOptions) { o.id = id } }
 // WithIdleTimeout overrides Config.IdleTimeout for this connection.
 func WithIdleTimeout(d time.Duration) Option { return func(o *dialOptions) { o.idle = d } }
 
-// WithConfig sets the link configuration. Client connections share a socket
-// when they have the same address and the same *Config pointer.
+// WithConfig sets the link configuration (for Wrap, and for the
+// package-level Open and Dial: DefaultClient's connections share a socket
+// when they have the same address and the same *Config pointer). A Client
+// made by NewClient has its own Config and refuses this option.
 func WithConfig(cfg *Config) Option { return func(o *dialOptions) { o.cfg = cfg } }
 
-// Open returns a client connection at once, like NewConnectionWithID but
-// with options (WithID, WithConfig for TLS or a custom Dialer,
-// WithIdleTimeout). It never blocks and never returns nil: the dial starts
-// in the background and its errors surface on Send and Receive.
+// Open is DefaultClient.Open: a client connection returned at once, like
+// NewConnectionWithID but with options (WithConfig for TLS or a custom
+// Dialer). It never blocks and never returns nil.
 func Open(address string, opts ...Option) *Connection {
-	var o dialOptions
-	for _, opt := range opts {
-		opt(&o)
-	}
-	c, _ := newClientConnection(address, o.id, o.idle, o.cfg)
-	return c
+	return DefaultClient.Open(address, opts...)
 }
 
-// Dial returns a client connection whose socket is connected and has heard
-// the server's HELLO, so that a dial, TLS or handshake error is reported at
-// once. After that it behaves like NewConnectionWithID's (pooled,
-// reconnecting). It is the only constructor that waits for the peer.
+// Dial is DefaultClient.Dial: a client connection whose socket is connected
+// and has heard the server's HELLO, so that a dial, TLS or handshake error
+// is reported at once.
 func Dial(ctx context.Context, address string, opts ...Option) (*Connection, error) {
-	var o dialOptions
-	for _, opt := range opts {
-		opt(&o)
-	}
-	c, err := newClientConnection(address, o.id, o.idle, o.cfg)
-	if err != nil {
-		return nil, err
-	}
-	b, err := c.connect(ctx)
-	if err == nil {
-		select {
-		case <-b.link.helloDone:
-		case <-b.link.done:
-			err = b.link.err
-		case <-ctx.Done():
-			err = fmt.Errorf("%w: no HELLO from %s: %w", ErrHandshake, address, ctx.Err())
-		}
-	}
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
-	return c, nil
-}
-
-// newClientConnection makes a client Connection and starts its first
-// connect attempt.
-func newClientConnection(address, id string, idle time.Duration, cfg *Config) (*Connection, error) {
-	rc, err := cfg.resolve()
-	c := &Connection{id: id, catchAll: id == "", cfg: rc}
-	if err == nil {
-		err = checkID(id)
-	}
-	if err != nil {
-		c.cfg, c.closeErr = defaultResolved, err
-		return c, err
-	}
-	c.idle = idleOrDefault(idle, rc)
-	c.client, c.addr, c.userCfg = true, address, cfg
-	c.life, c.stop = context.WithCancel(context.Background())
-	c.closed = make(chan struct{})
-	c.mu.Lock()
-	c.startAttemptLocked()
-	c.mu.Unlock()
-	return c, nil
+	return DefaultClient.Dial(ctx, address, opts...)
 }
 
 func checkID(id string) error {
@@ -606,6 +557,7 @@ func (c *Connection) Close() error {
 		c.closeErr = ErrClosed
 		c.stop()
 		close(c.closed)
+		c.owner.forget(c)
 	}
 	if b := c.bind.Load(); b != nil {
 		c.unbindLocked(b, ErrClosed)
@@ -621,60 +573,4 @@ func (c *Connection) Close() error {
 	}
 	c.finishServerLocked(ErrClosed)
 	return nil
-}
-
-// Stats is a snapshot of process-wide counters.
-type Stats struct {
-	Links          int64  // physical links open
-	Connections    int64  // logical connections bound to a link
-	MessagesIn     uint64 // data frames received
-	MessagesOut    uint64 // data frames written
-	BytesIn        uint64 // payload bytes received
-	BytesOut       uint64 // payload bytes written
-	Reconnects     uint64 // client Connections re-attached after their socket was lost
-	ProtocolErrors uint64 // links closed for a protocol violation
-}
-
-// ReadStats returns the current process-wide counters.
-func ReadStats() Stats {
-	s := Stats{
-		Connections:    globalCounters.connections.Load(),
-		MessagesIn:     globalCounters.retired.messagesIn.Load(),
-		MessagesOut:    globalCounters.retired.messagesOut.Load(),
-		BytesIn:        globalCounters.retired.bytesIn.Load(),
-		BytesOut:       globalCounters.retired.bytesOut.Load(),
-		Reconnects:     globalCounters.reconnects.Load(),
-		ProtocolErrors: globalCounters.protocolErrors.Load(),
-	}
-	liveLinks.Range(func(k, _ any) bool {
-		l := k.(*link)
-		s.Links++
-		s.MessagesIn += l.counters.messagesIn.Load()
-		s.MessagesOut += l.counters.messagesOut.Load()
-		s.BytesIn += l.counters.bytesIn.Load()
-		s.BytesOut += l.counters.bytesOut.Load()
-		return true
-	})
-	return s
-}
-
-var globalCounters struct {
-	connections    atomic.Int64
-	reconnects     atomic.Uint64
-	protocolErrors atomic.Uint64
-	retired        linkCounters // counters of links already closed
-}
-
-var liveLinks sync.Map // *link -> struct{}
-
-func registerLink(l *link) { liveLinks.Store(l, struct{}{}) }
-
-func unregisterLink(l *link) {
-	if _, ok := liveLinks.LoadAndDelete(l); ok {
-		r := &globalCounters.retired
-		r.messagesIn.Add(l.counters.messagesIn.Load())
-		r.messagesOut.Add(l.counters.messagesOut.Load())
-		r.bytesIn.Add(l.counters.bytesIn.Load())
-		r.bytesOut.Add(l.counters.bytesOut.Load())
-	}
 }
