@@ -1118,3 +1118,38 @@ func TestTimeoutsAreNetErrors(t *testing.T) {
 		t.Fatalf("Receive on an idle connection = %v; want ErrIdleTimeout as a net.Error timeout", err)
 	}
 }
+
+// TestProtocolErrorNamesFrameAndID: a protocol violation is a
+// *ProtocolError naming the frame and the logical connection, and matches
+// ErrProtocol.
+func TestProtocolErrorNamesFrameAndID(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		frame     []byte
+		wantFrame string
+		wantID    string
+	}{
+		{"message over the limit", appendDataHeader(nil, "big", 1<<30), "data", "big"},
+		{"link window overflow", appendValueControl(nil, frameLinkWindow, 1<<31), "LINK_WINDOW", ""},
+		{"ID too long in CLOSE", []byte{0xFF, frameClose, 0xFF}, "CLOSE", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln := listenTCP(t)
+			errs := make(chan error, 1)
+			serveConns(t, ln, func(conn net.Conn) {
+				c := WrapConnection(conn, 0)
+				defer c.Close()
+				_, err := c.ReceiveContext(context.Background())
+				errs <- err
+			})
+			p := dialRaw(t, ln.Addr().String())
+			p.expectHello(helloBytes(nil))
+			p.write(helloBytes(nil), tc.frame)
+			err := <-errs
+			var pe *ProtocolError
+			if !errors.Is(err, ErrProtocol) || !errors.As(err, &pe) || pe.Frame != tc.wantFrame || pe.ID != tc.wantID {
+				t.Fatalf("error %v (%+v); want a ProtocolError for frame %q, ID %q", err, pe, tc.wantFrame, tc.wantID)
+			}
+		})
+	}
+}

@@ -18,15 +18,30 @@ func readFailure(err error) error {
 	return fmt.Errorf("%w: %w", ErrLinkLost, err)
 }
 
-func protocolErrorf(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{ErrProtocol}, args...)...)
+// ProtocolError is the peer breaking the wire protocol or a limit: which
+// frame, which logical connection (if the frame named one), and why. The
+// link it arrived on is closed. It matches ErrProtocol with errors.Is, and
+// errors.As gives the fields, so metrics can classify causes.
+type ProtocolError struct {
+	Frame  string // "data", or a control frame's name ("WINDOW", ...)
+	ID     string // the logical connection's ID, if the frame named one
+	Reason string
+}
+
+func (e *ProtocolError) Error() string { return ErrProtocol.Error() + ": " + e.Reason }
+
+// Unwrap returns ErrProtocol.
+func (e *ProtocolError) Unwrap() error { return ErrProtocol }
+
+func protocolErrorf(frame, id, format string, args ...any) error {
+	return &ProtocolError{Frame: frame, ID: id, Reason: fmt.Sprintf(format, args...)}
 }
 
 // truncated turns a mid-frame EOF into a clear error: a peer that closes
 // inside a frame broke the framing, so it is a protocol violation.
 func truncated(err error, what string) error {
 	if errors.Is(err, io.EOF) {
-		return fmt.Errorf("%w: connection ended inside %s: %w", ErrProtocol, what, io.ErrUnexpectedEOF)
+		return fmt.Errorf("%w: %w", protocolErrorf(what, "", "connection ended inside %s", what), io.ErrUnexpectedEOF)
 	}
 	return err
 }
@@ -93,7 +108,7 @@ func (l *link) readData(idLen int) (bool, error) {
 	}
 	n := loadU32(hdr[sizeOfIDLen+idLen:])
 	if uint64(n) > uint64(l.cfg.MaxMessageSize) {
-		return false, protocolErrorf("message of %d bytes exceeds the limit of %d", n, l.cfg.MaxMessageSize)
+		return false, protocolErrorf("data", string(hdr[sizeOfIDLen:sizeOfIDLen+idLen]), "message of %d bytes exceeds the limit of %d", n, l.cfg.MaxMessageSize)
 	}
 	s, err := l.route(hdr[sizeOfIDLen : sizeOfIDLen+idLen])
 	if err != nil {
@@ -101,12 +116,12 @@ func (l *link) readData(idLen int) (bool, error) {
 	}
 	cost := int64(n) + messageOverhead
 	if l.recvLinkCredit.Add(-cost)+cost <= 0 {
-		return false, protocolErrorf("peer exceeded the link window of %d bytes", l.cfg.LinkWindow)
+		return false, protocolErrorf("data", s.id, "peer exceeded the link window of %d bytes", l.cfg.LinkWindow)
 	}
 	if s.closing() {
 		s = nil // a frame of an incarnation we already closed: read and drop it
 	} else if s.recvCredit.Add(-cost)+cost <= 0 {
-		return false, protocolErrorf("peer exceeded the window of %d bytes on %q", l.cfg.StreamWindow, s.id)
+		return false, protocolErrorf("data", s.id, "peer exceeded the window of %d bytes on %q", l.cfg.StreamWindow, s.id)
 	}
 	l.br.Discard(len(hdr))
 	// Payloads go to a pooled buffer; when none is large enough, a large
@@ -164,7 +179,7 @@ func (l *link) allowControl() error {
 	l.ctrlTokens = min(limit, l.ctrlTokens+now.Sub(l.ctrlLast).Seconds()*limit)
 	l.ctrlLast = now
 	if l.ctrlTokens < 1 {
-		return protocolErrorf("control frame flood (more than %d per second)", l.cfg.MaxControlFramesPerSecond)
+		return protocolErrorf("control", "", "control frame flood (more than %d per second)", l.cfg.MaxControlFramesPerSecond)
 	}
 	l.ctrlTokens--
 	return nil
@@ -218,7 +233,7 @@ func (l *link) readControl() error {
 	}
 	typ := b[1]
 	if int(typ) >= len(controlFrames) || controlFrames[typ].handle == nil {
-		return protocolErrorf("unknown control frame type 0x%02x", typ)
+		return protocolErrorf(fmt.Sprintf("0x%02x", typ), "", "unknown control frame type 0x%02x", typ)
 	}
 	f := &controlFrames[typ]
 	size := head + f.fixed
@@ -229,7 +244,7 @@ func (l *link) readControl() error {
 		n := int(b[size-1])
 		if f.tail == tailID {
 			if n > maxIDLen {
-				return protocolErrorf("%s with ID length %d", f.name, n)
+				return protocolErrorf(f.name, "", "%s with ID length %d", f.name, n)
 			}
 			n += sizeOfLength
 		}
@@ -248,7 +263,7 @@ func splitIDBody(body []byte) ([]byte, uint32) {
 	return body[sizeOfIDLen : len(body)-sizeOfLength], loadU32(body[len(body)-sizeOfLength:])
 }
 
-func (l *link) onSecondHello([]byte) error { return protocolErrorf("second HELLO") }
+func (l *link) onSecondHello([]byte) error { return protocolErrorf("HELLO", "", "second HELLO") }
 
 func (l *link) onPing(body []byte) error {
 	if err := l.allowControl(); err != nil {
@@ -331,12 +346,12 @@ func (l *link) addSendCredit(s *stream, inc uint32) error {
 	if s == nil {
 		l.linkSendSpent -= int64(inc)
 		if l.linkSendSpent < 0 {
-			return protocolErrorf("LINK_WINDOW overflows the announced %d bytes", l.peer.linkWindow)
+			return protocolErrorf("LINK_WINDOW", "", "LINK_WINDOW overflows the announced %d bytes", l.peer.linkWindow)
 		}
 	} else {
 		s.sendSpent -= int64(inc)
 		if s.sendSpent < 0 {
-			return protocolErrorf("WINDOW on %q overflows the announced %d bytes", s.id, l.peer.streamWindow)
+			return protocolErrorf("WINDOW", s.id, "WINDOW on %q overflows the announced %d bytes", s.id, l.peer.streamWindow)
 		}
 	}
 	l.wakeCreditLocked()

@@ -253,7 +253,7 @@ func (l *link) peerOpen(id string) (*stream, error) {
 	if n > int64(l.cfg.MaxStreams) {
 		if n > int64(l.cfg.MaxStreams)+int64(l.cfg.MaxStreams)/4 {
 			l.nstreams.Add(-1)
-			return nil, protocolErrorf("peer opened more than %d logical connections", n-1)
+			return nil, protocolErrorf("OPEN or data", id, "peer opened more than %d logical connections", n-1)
 		}
 	}
 	s := l.newStream(id, nil, nil)
