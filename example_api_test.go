@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	tcpconn "github.com/pulsyflux/tcp-conn"
@@ -101,4 +102,110 @@ func ExampleConnection_ReceiveAppend() {
 	// sample 0
 	// sample 1
 	// sample 2
+}
+
+// A Client scopes sockets, settings and figures to one part of a program:
+// its Connections to one address share one socket, its Stats count only its
+// traffic, and Close ends everything it made.
+func ExampleClient() {
+	ln, err := tcpconn.Listen("tcp", "127.0.0.1:0", nil)
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				for {
+					data, err := c.Receive()
+					if err != nil || c.Send(data) != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+
+	client, err := tcpconn.NewClient(&tcpconn.Config{IdleTimeout: time.Minute})
+	if err != nil {
+		panic(err)
+	}
+	defer client.Close()
+	for _, id := range []string{"a", "b", "c"} {
+		c := client.Open(ln.Addr().String(), tcpconn.WithID(id))
+		c.Send([]byte("ping"))
+		if _, err := c.Receive(); err != nil {
+			panic(err)
+		}
+	}
+	st := client.Stats()
+	fmt.Printf("client: %d socket, %d connections, %d messages out\n", st.Links, st.Connections, st.MessagesOut)
+	fmt.Printf("server: %d socket, %d connections\n", ln.Stats().Links, ln.Stats().Connections)
+	// Output:
+	// client: 1 socket, 3 connections, 3 messages out
+	// server: 1 socket, 3 connections
+}
+
+// A server that speaks first: the client only receives. NewConnectionWithID
+// dials at once and announces its ID, so Accept returns it before the
+// client sends anything.
+func ExampleOpen_serverSpeaksFirst() {
+	ln, err := tcpconn.Listen("tcp", "127.0.0.1:0", nil)
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Send([]byte("welcome, " + c.ID()))
+		c.Receive() // until the client goes
+	}()
+
+	c := tcpconn.Open(ln.Addr().String(), tcpconn.WithID("listener-only"))
+	defer c.Close()
+	msg, err := c.Receive()
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(string(msg))
+	// Output: welcome, listener-only
+}
+
+// One goroutine, the seed's way: the client sends before the server has
+// even accepted the socket. Send does not wait for the server (up to
+// InitialWindow bytes go out before its HELLO), so nothing deadlocks.
+func Example_sendBeforeAccept() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+
+	client := tcpconn.NewConnectionWithID(ln.Addr().String(), "early", 0)
+	defer client.Close()
+	if err := client.Send([]byte("sent before Accept")); err != nil {
+		panic(err)
+	}
+
+	conn, err := ln.Accept()
+	if err != nil {
+		panic(err)
+	}
+	server := tcpconn.WrapConnectionWithID(conn, "early", 0)
+	defer server.Close()
+	msg, err := server.Receive()
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(string(msg))
+	// Output: sent before Accept
 }
