@@ -1,48 +1,42 @@
 // SPDX-License-Identifier: MIT
 
 // Command demo runs a tcpconn server and multiplexed clients in one process
-// over 127.0.0.1 and prints what flows where.
+// over 127.0.0.1 and prints what flows where, then the figures of each side
+// and of the process, which add up.
 package main
 
 import (
-	"context"
 	"fmt"
 	"log"
-	"net"
 	"time"
 
 	tcpconn "github.com/pulsyflux/tcp-conn"
 )
 
 func main() {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	srv, err := tcpconn.Listen("tcp", "127.0.0.1:0", nil)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer ln.Close()
-	addr := ln.Addr().String()
-	accepts := make(chan struct{}, 16)
+	defer srv.Close()
+	addr := srv.Addr().String()
 
-	// The seed's server: a plain echo loop on each accepted socket's
-	// catch-all. Its replies reach the logical connection they answer.
+	// The server: one goroutine per logical connection, whatever its ID.
 	go func() {
 		for {
-			conn, err := ln.Accept()
+			c, err := srv.Accept()
 			if err != nil {
 				return
 			}
-			accepts <- struct{}{}
-			fmt.Printf("server: accepted socket from %s\n", conn.RemoteAddr())
-			c := tcpconn.WrapConnection(conn, time.Minute)
+			fmt.Printf("server: new logical connection %q from %s\n", c.ID(), c.RemoteAddr())
 			go func() {
 				defer c.Close()
 				for {
-					id, data, err := c.ReceiveFrom(context.Background())
+					data, err := c.Receive()
 					if err != nil {
-						fmt.Printf("server: socket done: %v\n", err)
 						return
 					}
-					fmt.Printf("server: %-14q -> %q, echoing\n", id, data)
+					fmt.Printf("server: %-15q -> %q, echoing\n", c.ID(), data)
 					if err := c.Send(append([]byte("echo: "), data...)); err != nil {
 						return
 					}
@@ -51,9 +45,12 @@ func main() {
 		}
 	}()
 
-	// Two logical connections; the pool gives them one TCP socket.
+	// Two logical connections with the seed's constructors; the pool
+	// (DefaultClient) gives them one TCP socket.
 	user := tcpconn.NewConnectionWithID(addr, "user-session", time.Minute)
 	admin := tcpconn.NewConnectionWithID(addr, "admin-session", time.Minute)
+	defer user.Close()
+	defer admin.Close()
 	for i := 1; i <= 2; i++ {
 		for _, c := range []*tcpconn.Connection{user, admin} {
 			msg := fmt.Sprintf("%s message %d", c.ID(), i)
@@ -64,12 +61,21 @@ func main() {
 			if err != nil {
 				log.Fatal(err)
 			}
-			fmt.Printf("client %-14q <- %q\n", c.ID(), reply)
+			fmt.Printf("client %-15q <- %q\n", c.ID(), reply)
 		}
 	}
-	fmt.Printf("sockets accepted for 2 logical connections: %d\n", len(accepts))
-	s := tcpconn.ReadStats()
-	fmt.Printf("stats: links=%d logical=%d messages in/out=%d/%d\n", s.Links, s.Connections, s.MessagesIn, s.MessagesOut)
-	user.Close()
-	admin.Close()
+
+	show := func(who string, s tcpconn.Stats) {
+		fmt.Printf("%-8s sockets=%d logical connections=%d messages in/out=%d/%d\n", who, s.Links, s.Connections, s.MessagesIn, s.MessagesOut)
+	}
+	fmt.Println("\nfigures (both ends live in this process, so the process counts the socket twice):")
+	show("client:", tcpconn.DefaultClient.Stats())
+	show("server:", srv.Stats())
+	show("process:", tcpconn.ReadStats())
+	for _, l := range tcpconn.DefaultClient.Links() {
+		fmt.Printf("client socket %s %s -> %s\n", l.ID, l.LocalAddr, l.RemoteAddr)
+	}
+	for _, l := range srv.Links() {
+		fmt.Printf("server socket %s %s <- %s (same ID on both ends)\n", l.ID, l.LocalAddr, l.RemoteAddr)
+	}
 }
