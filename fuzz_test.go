@@ -177,6 +177,8 @@ func fuzzSeeds() [][]byte {
 		cat(h, appendIDControl(nil, frameClose, "a", uint32(closeNormal)), dataFrame("a", "again")),
 		cat(h, appendValueControl(nil, framePing, 1), appendValueControl(nil, framePong, 2)),
 		cat(h, appendGoAway(nil, 0, "bye"), appendGoAway(nil, 1, "again")),
+		cat(h, appendIDControl(nil, frameOpen, "a", 0), appendIDControl(nil, frameOpen, "n", 0), appendIDControl(nil, frameOpen, "n", 0), dataFrame("n", "x")),
+		cat(h, appendIDControl(nil, frameOpen, "a", 0), appendIDControl(nil, frameClose, "a", uint32(closeNormal)), appendIDControl(nil, frameOpen, "a", 0)),
 		cat(h, []byte{0xFF, 0x09}),
 		cat(h, []byte{0xFF, frameWindow, 0xFF}),
 		cat(h, bytes.Repeat(dataFrame("x", ""), 3000)),
