@@ -1134,17 +1134,8 @@ func TestProtocolErrorNamesFrameAndID(t *testing.T) {
 		{"ID too long in CLOSE", []byte{0xFF, frameClose, 0xFF}, "CLOSE", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ln := listenTCP(t)
-			errs := make(chan error, 1)
-			serveConns(t, ln, func(conn net.Conn) {
-				c := WrapConnection(conn, 0)
-				defer c.Close()
-				_, err := c.ReceiveContext(context.Background())
-				errs <- err
-			})
-			p := dialRaw(t, ln.Addr().String())
-			p.expectHello(helloBytes(nil))
-			p.write(helloBytes(nil), tc.frame)
+			p, errs := rawPeerOfCatchAll(t)
+			p.write(tc.frame)
 			err := <-errs
 			var pe *ProtocolError
 			if !errors.Is(err, ErrProtocol) || !errors.As(err, &pe) || pe.Frame != tc.wantFrame || pe.ID != tc.wantID {

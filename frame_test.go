@@ -5,7 +5,6 @@ package tcpconn
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"net"
 	"testing"
@@ -202,17 +201,8 @@ func TestControlTypeTableHasNoHoles(t *testing.T) {
 // An unknown control type also ends a real link with ErrProtocol (the
 // table above is what makes that so).
 func TestUnknownControlTypeOnLink(t *testing.T) {
-	ln := listenTCP(t)
-	errs := make(chan error, 1)
-	serveConns(t, ln, func(conn net.Conn) {
-		c := WrapConnection(conn, 0)
-		defer c.Close()
-		_, err := c.ReceiveContext(context.Background())
-		errs <- err
-	})
-	p := dialRaw(t, ln.Addr().String())
-	p.expectHello(goldenDefaultHello)
-	p.write(goldenDefaultHello, []byte{0xFF, 0x00, 0, 0, 0, 0})
+	p, errs := rawPeerOfCatchAll(t)
+	p.write([]byte{0xFF, 0x00, 0, 0, 0, 0})
 	p.expectClosed()
 	wantErr(t, <-errs, ErrProtocol)
 }

@@ -363,6 +363,25 @@ func (p *rawPeer) expectFrame(want []byte) {
 	}
 }
 
+// rawPeerOfCatchAll serves one socket with a catch-all that reports the
+// error its Receive ends with, and returns a raw peer for it that has
+// exchanged HELLOs.
+func rawPeerOfCatchAll(t testing.TB) (*rawPeer, <-chan error) {
+	t.Helper()
+	ln := listenTCP(t)
+	errs := make(chan error, 1)
+	serveConns(t, ln, func(conn net.Conn) {
+		c := WrapConnection(conn, 0)
+		defer c.Close()
+		_, err := c.ReceiveContext(context.Background())
+		errs <- err
+	})
+	p := dialRaw(t, ln.Addr().String())
+	p.expectHello(helloBytes(nil))
+	p.write(helloBytes(nil))
+	return p, errs
+}
+
 // expectHello reads the library's HELLO: want's bytes but for the link ID
 // (a random UUID on the dialling side), which it returns.
 func (p *rawPeer) expectHello(want []byte) [sizeOfLinkID]byte {

@@ -6,8 +6,10 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"time"
 )
@@ -155,10 +157,7 @@ func (cl *Client) Links() []LinkStats { return cl.scope.linkStats() }
 func (cl *Client) Close() error {
 	cl.mu.Lock()
 	cl.closed = true
-	conns := make([]*Connection, 0, len(cl.conns))
-	for c := range cl.conns {
-		conns = append(conns, c)
-	}
+	conns := slices.Collect(maps.Keys(cl.conns))
 	cl.mu.Unlock()
 	for _, c := range conns {
 		c.Close()

@@ -6,7 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -289,10 +291,7 @@ func (ln *Listener) Close() error {
 	ln.closeOnce.Do(func() {
 		ln.mu.Lock()
 		ln.closed = true
-		links := make([]*link, 0, len(ln.links))
-		for l := range ln.links {
-			links = append(links, l)
-		}
+		links := slices.Collect(maps.Keys(ln.links))
 		ln.mu.Unlock()
 		close(ln.done)
 		err = ln.ln.Close()
