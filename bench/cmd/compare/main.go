@@ -1,17 +1,25 @@
 // Command compare runs every workload over every transport with
-// testing.Benchmark and prints one table, with the ratio to raw and, beside
-// the tcpconn rows, the seed's published numbers. It also writes an SVG.
+// testing.Benchmark, several passes per cell, and prints one table of
+// medians with the ratio to raw, a legend, and, beside the tcpconn rows, the
+// seed's published numbers. The table, the raw benchmark lines and an SVG
+// chart go into a fresh folder, results/run-YYYYMMDD-HHMMSS by default.
 //
-//	cd bench && go run ./cmd/compare [-benchtime 1s] [-count 1] [-only re] [-short] [-svg results/chart.svg]
+//	cd bench && go run ./cmd/compare [-count 5] [-benchtime 300ms] [-only re] [-short | -all] [-out dir] [-svg file]
 package main
 
 import (
+	"bufio"
+	"bytes"
+	"errors"
 	"flag"
 	"fmt"
-	"math"
+	"io"
 	"os"
+	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,101 +36,224 @@ var seed = map[string]float64{
 	"Mux16x1KB":   34.2e3, // the seed's "Multiple connections"
 }
 
-const seedLabel = "seed (i5-12400F, Windows, other machine)"
+// slow are the workloads left out unless -all: each pass of each transport
+// opens 100,000 logical connections first (several seconds a cell here).
+var slow = map[string]bool{"Memory100k": true}
 
-// result is the median of -count runs of one workload over one transport.
+// result is the median of the passes of one workload over one transport.
 type result struct {
 	ns, mbs, allocs float64
+	spread          float64 // (slowest - fastest pass) / median, of ns/op
+	passes          int
 	extra           map[string]float64
 	failed          string
+	runs            []testing.BenchmarkResult
 }
 
 func main() {
 	testing.Init()
-	benchtime := flag.Duration("benchtime", time.Second, "target run time of each benchmark")
-	count := flag.Int("count", 1, "runs of each benchmark (the table shows the median)")
+	benchtime := flag.Duration("benchtime", 300*time.Millisecond, "target run time of each pass of each cell")
+	count := flag.Int("count", 5, "passes of each cell; the table shows the median")
 	only := flag.String("only", "", "run only workloads or transports matching this regexp (matched against \"Workload/transport\")")
 	short := flag.Bool("short", false, "skip the memory workloads")
-	svg := flag.String("svg", "results/chart.svg", "write the chart here (empty: no chart)")
+	all := flag.Bool("all", false, "also run Memory100k (100,000 logical connections, several seconds per pass; -only Memory100k runs it too)")
+	out := flag.String("out", "", "write table.txt, bench.txt and chart.svg into this new or empty folder (default results/run-YYYYMMDD-HHMMSS)")
+	svg := flag.String("svg", "", "also write the chart to this file")
 	flag.Parse()
 	re, err := regexp.Compile(*only)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "compare: -only:", err)
-		os.Exit(2)
+		fatal(2, "-only:", err)
+	}
+	if *count < 1 {
+		fatal(2, "-count must be at least 1")
 	}
 	if err := flag.Set("test.benchtime", benchtime.String()); err != nil {
-		fmt.Fprintln(os.Stderr, "compare:", err)
-		os.Exit(2)
+		fatal(2, err)
+	}
+
+	start := time.Now()
+	dir := *out
+	if dir == "" {
+		dir = filepath.Join("results", "run-"+start.Format("20060102-150405"))
+	}
+	if err := freshDir(dir); err != nil {
+		fatal(1, err)
 	}
 
 	transports := bench.Transports()
-	results := map[string]map[string]result{} // workload -> transport -> result
-	start := time.Now()
+	var workloads []bench.Workload
+	cells := map[string][]bench.Transport{}
+	ncells := 0
 	for _, w := range bench.Workloads {
-		if *short && w.Kind == bench.Memory {
+		if (*short && w.Kind == bench.Memory) || (slow[w.Name] && !*all && (*only == "" || !re.MatchString(w.Name))) {
 			continue
 		}
 		for _, tr := range transports {
-			if !re.MatchString(w.Name + "/" + tr.Name) {
-				continue
+			if re.MatchString(w.Name + "/" + tr.Name) {
+				cells[w.Name] = append(cells[w.Name], tr)
 			}
-			fmt.Fprintf(os.Stderr, "%-12s %-14s ", w.Name, tr.Name)
-			r := measure(w, tr, *count)
-			if r.failed != "" {
-				fmt.Fprintln(os.Stderr, r.failed)
-			} else {
-				fmt.Fprintf(os.Stderr, "%s\n", fmtNs(r.ns))
-			}
-			if results[w.Name] == nil {
-				results[w.Name] = map[string]result{}
-			}
-			results[w.Name][tr.Name] = r
+		}
+		if len(cells[w.Name]) > 0 {
+			workloads = append(workloads, w)
+			ncells += len(cells[w.Name])
 		}
 	}
-	printTable(results, transports)
-	fmt.Printf("\n%d runs per cell (median), -benchtime %v, total %v\n", *count, *benchtime, time.Since(start).Round(time.Second))
-	if *svg != "" && len(results) > 0 {
-		if err := os.WriteFile(*svg, []byte(chart(results, transports)), 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "compare:", err)
-			os.Exit(1)
+	fmt.Fprintf(os.Stderr, "compare: %d cells (workload x transport), %s each, -benchtime %v; output in %s\n", ncells, plural(*count, "pass"), *benchtime, dir)
+
+	// Passes are interleaved: pass k of every transport of a workload runs
+	// before pass k+1 of any, so drift on a shared machine hits all of a
+	// row's cells alike.
+	results := map[string]map[string]*result{} // workload -> transport -> result
+	for wi, w := range workloads {
+		results[w.Name] = map[string]*result{}
+		for _, tr := range cells[w.Name] {
+			results[w.Name][tr.Name] = &result{}
+		}
+		for pass := 1; pass <= *count; pass++ {
+			fmt.Fprintf(os.Stderr, "[%s] %2d/%d %-11s pass %d/%d:", clock(time.Since(start)), wi+1, len(workloads), w.Name, pass, *count)
+			for _, tr := range cells[w.Name] {
+				r := results[w.Name][tr.Name]
+				if r.failed != "" {
+					continue
+				}
+				fmt.Fprintf(os.Stderr, " %s", tr.Name)
+				br, msg := runOnce(w, tr)
+				if msg != "" {
+					r.failed = msg
+					fmt.Fprint(os.Stderr, "(failed)")
+					continue
+				}
+				r.runs = append(r.runs, br)
+			}
+			fmt.Fprintln(os.Stderr)
+		}
+		for _, r := range results[w.Name] {
+			summarize(r)
+		}
+	}
+	elapsed := time.Since(start).Round(time.Second)
+
+	var table bytes.Buffer
+	printTable(&table, workloads, results, transports)
+	printLegend(&table, results, *count, *benchtime, slow, *all, *short, *only)
+	fmt.Fprintf(&table, "\ntotal %v; command: compare %s\n", elapsed, strings.Join(os.Args[1:], " "))
+	os.Stdout.Write(table.Bytes())
+
+	var lines bytes.Buffer
+	benchLines(&lines, workloads, results, transports, *count)
+	files := map[string][]byte{"table.txt": table.Bytes(), "bench.txt": lines.Bytes()}
+	if len(results) > 0 {
+		files["chart.svg"] = []byte(chart(results, transports, fmt.Sprintf("each point is %s, -benchtime %v, %s/%s, GOMAXPROCS %d, one process over 127.0.0.1", medianOf(*count), *benchtime, runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0))))
+	}
+	for _, name := range []string{"table.txt", "bench.txt", "chart.svg"} {
+		if b, ok := files[name]; ok {
+			if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+				fatal(1, err)
+			}
+		}
+	}
+	fmt.Printf("results: %s/ (table.txt, bench.txt for benchstat -col /transport, chart.svg)\n", dir)
+	if *svg != "" && files["chart.svg"] != nil {
+		if err := os.WriteFile(*svg, files["chart.svg"], 0o644); err != nil {
+			fatal(1, err)
 		}
 		fmt.Println("chart:", *svg)
 	}
 }
 
-func measure(w bench.Workload, tr bench.Transport, count int) result {
-	var rs []testing.BenchmarkResult
-	for range count {
-		bench.LastFailure() // forget an earlier run's message
-		var failed, skipped bool
-		r := testing.Benchmark(func(b *testing.B) {
-			defer func() { failed, skipped = b.Failed(), b.Skipped() }()
-			w.Run(b, tr)
-		})
-		if failed || skipped || r.N == 0 {
-			msg := bench.LastFailure()
-			if msg == "" {
-				msg = "benchmark failed"
-			}
-			if !skipped {
-				msg = "FAILED: " + msg
-			}
-			return result{failed: msg}
-		}
-		rs = append(rs, r)
+func fatal(code int, args ...any) {
+	fmt.Fprintln(os.Stderr, append([]any{"compare:"}, args...)...)
+	os.Exit(code)
+}
+
+// freshDir creates dir, or accepts it if it exists and is empty, so that a
+// run never writes over earlier results or tracked files.
+func freshDir(dir string) error {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return err
 	}
-	out := result{extra: map[string]float64{}}
-	out.ns = median(rs, func(r testing.BenchmarkResult) float64 { return float64(r.T.Nanoseconds()) / float64(r.N) })
-	out.allocs = median(rs, func(r testing.BenchmarkResult) float64 { return float64(r.AllocsPerOp()) })
+	err := os.Mkdir(dir, 0o755)
+	if !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	if len(ents) > 0 {
+		return fmt.Errorf("-out %s: folder is not empty; name a new one", dir)
+	}
+	return nil
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	if strings.HasSuffix(word, "s") {
+		return fmt.Sprintf("%d %ses", n, word)
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}
+
+func medianOf(passes int) string {
+	if passes == 1 {
+		return "a single pass, not a median"
+	}
+	return "the median of " + plural(passes, "pass")
+}
+
+func clock(d time.Duration) string {
+	d = d.Round(time.Second)
+	return fmt.Sprintf("%d:%02d", int(d.Minutes()), int(d.Seconds())%60)
+}
+
+// runOnce runs one pass of one cell; msg is non-empty if it failed or was
+// skipped.
+func runOnce(w bench.Workload, tr bench.Transport) (testing.BenchmarkResult, string) {
+	bench.LastFailure() // forget an earlier run's message
+	var failed, skipped bool
+	r := testing.Benchmark(func(b *testing.B) {
+		defer func() { failed, skipped = b.Failed(), b.Skipped() }()
+		w.Run(b, tr)
+	})
+	if failed || skipped || r.N == 0 {
+		msg := bench.LastFailure()
+		if msg == "" {
+			msg = "benchmark failed"
+		}
+		if !skipped {
+			msg = "FAILED: " + msg
+		}
+		return r, msg
+	}
+	return r, ""
+}
+
+func nsPerOp(r testing.BenchmarkResult) float64 { return float64(r.T.Nanoseconds()) / float64(r.N) }
+
+func summarize(r *result) {
+	rs := r.runs
+	r.passes = len(rs)
+	if r.failed != "" || len(rs) == 0 {
+		return
+	}
+	r.extra = map[string]float64{}
+	r.ns = median(rs, nsPerOp)
+	lo, hi := nsPerOp(rs[0]), nsPerOp(rs[0])
+	for _, x := range rs {
+		lo, hi = min(lo, nsPerOp(x)), max(hi, nsPerOp(x))
+	}
+	r.spread = (hi - lo) / r.ns
+	r.allocs = median(rs, func(r testing.BenchmarkResult) float64 { return float64(r.AllocsPerOp()) })
 	if rs[0].Bytes > 0 {
-		out.mbs = median(rs, func(r testing.BenchmarkResult) float64 {
+		r.mbs = median(rs, func(r testing.BenchmarkResult) float64 {
 			return float64(r.Bytes) * float64(r.N) / r.T.Seconds() / 1e6
 		})
 	}
 	for k := range rs[0].Extra {
-		out.extra[k] = median(rs, func(r testing.BenchmarkResult) float64 { return r.Extra[k] })
+		r.extra[k] = median(rs, func(r testing.BenchmarkResult) float64 { return r.Extra[k] })
 	}
-	return out
 }
 
 func median(rs []testing.BenchmarkResult, f func(testing.BenchmarkResult) float64) float64 {
@@ -137,40 +268,142 @@ func median(rs []testing.BenchmarkResult, f func(testing.BenchmarkResult) float6
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
-func printTable(results map[string]map[string]result, transports []bench.Transport) {
-	fmt.Printf("\n%-12s %-14s %12s %10s %10s %9s  %s\n", "workload", "transport", "time/op", "MB/s", "allocs/op", "vs raw", "notes")
-	for _, w := range bench.Workloads {
-		row := results[w.Name]
-		if row == nil {
-			continue
-		}
-		raw, haveRaw := row["raw"]
+func printTable(w io.Writer, workloads []bench.Workload, results map[string]map[string]*result, transports []bench.Transport) {
+	fmt.Fprintf(w, "\n%-12s %-14s %10s %7s %9s %9s %7s  %s\n", "workload", "transport", "time/op", "spread", "MB/s", "allocs/op", "vs raw", "notes")
+	for _, wl := range workloads {
+		row := results[wl.Name]
+		raw := row["raw"]
 		for _, tr := range transports {
 			r, ok := row[tr.Name]
 			if !ok {
 				continue
 			}
 			if r.failed != "" {
-				fmt.Printf("%-12s %-14s %s\n", w.Name, tr.Name, r.failed)
+				fmt.Fprintf(w, "%-12s %-14s %s\n", wl.Name, tr.Name, r.failed)
 				continue
 			}
 			mbs, ratio := "-", "-"
 			if r.mbs > 0 {
 				mbs = fmt.Sprintf("%.1f", r.mbs)
 			}
-			if haveRaw && raw.failed == "" && raw.ns > 0 {
+			if raw != nil && raw.failed == "" && raw.ns > 0 {
 				ratio = fmt.Sprintf("%.2fx", r.ns/raw.ns)
 			}
 			note := ""
 			if v, ok := r.extra["heapB/conn"]; ok {
-				note = fmt.Sprintf("%.0f heapB/conn, %.2f goroutines/conn (client+server, per logical conn)", v, r.extra["goroutines/conn"])
+				note = fmt.Sprintf("%.0f heapB/conn, %.2f goroutines/conn", v, r.extra["goroutines/conn"])
 			}
-			if s, ok := seed[w.Name]; ok && tr.Name == "tcpconn" {
-				note = fmt.Sprintf("%s: %s", seedLabel, fmtNs(s))
+			if s, ok := seed[wl.Name]; ok && tr.Name == "tcpconn" {
+				note = "seed " + fmtNs(s)
 			}
-			fmt.Printf("%-12s %-14s %12s %10s %10.0f %9s  %s\n", w.Name, tr.Name, fmtNs(r.ns), mbs, r.allocs, ratio, note)
+			spread := "-"
+			if r.passes > 1 {
+				spread = fmt.Sprintf("%.0f%%", 100*r.spread)
+			}
+			fmt.Fprintf(w, "%-12s %-14s %10s %7s %9s %9.0f %7s  %s\n", wl.Name, tr.Name, fmtNs(r.ns), spread, mbs, r.allocs, ratio, note)
 		}
 	}
+}
+
+// printLegend explains the table; the pass count it states is the one the
+// cells actually have.
+func printLegend(w io.Writer, results map[string]map[string]*result, count int, benchtime time.Duration, slow map[string]bool, all, short bool, only string) {
+	passes := map[int]int{}
+	for _, row := range results {
+		for _, r := range row {
+			if r.failed == "" {
+				passes[r.passes]++
+			}
+		}
+	}
+	var ps []string
+	for p, n := range passes {
+		ps = append(ps, fmt.Sprintf("%s: the median of %s", plural(n, "cell"), plural(p, "pass")))
+	}
+	sort.Strings(ps)
+	what := strings.Join(ps, "; ")
+	switch len(passes) {
+	case 0:
+		what = "No cell completed"
+	case 1:
+		for p := range passes {
+			what = "Every cell is " + medianOf(p)
+		}
+	}
+	fmt.Fprintf(w, `
+Legend. %s (-count %d); a pass is one testing.Benchmark run
+of about -benchtime %v, and passes alternate between transports. One process: client and
+server talk over 127.0.0.1 and share the machine's cores; compare within a row.
+  time/op    median time per op (ns, µs, ms), lower is better. An op is one round trip for
+             RTT*, Mux* (aggregate over 16/256 goroutines) and Memory*, one delivered message
+             for SendOnly1KB, RecvOnly1KB and Stream64KB.
+  spread     (slowest pass - fastest pass) / median time/op: how much the passes disagree.
+  MB/s       message payload per second, 1 MB = 10^6 bytes (one direction for round trips).
+  allocs/op  heap allocations per op, client and server together (same process).
+  vs raw     time/op divided by raw's time/op in the same workload: below 1.00x is faster.
+  notes      seed: the seed README's time for that workload, measured on an i5-12400F under
+             Windows, for orientation only. Memory*: live heap bytes and goroutines per idle
+             logical connection, client and server sides together.
+  raw             u32 length + payload on a plain TCP socket, one write per message; in the
+                  Mux* and Memory* rows a minimal hand-written mux on one socket (no flow control).
+  yamux, smux     hashicorp/yamux and xtaci/smux, one stream per logical connection.
+  tcpconn         this library through the seed API; Receive returns a new slice per message.
+  tcpconn-pooled  the same, receiving with ReceiveAppend into one reused buffer per connection.
+`, what, count, benchtime)
+	var skipped []string
+	if short {
+		skipped = append(skipped, "Memory* (-short)")
+	} else if !all && only == "" {
+		for name := range slow {
+			if _, ran := results[name]; !ran {
+				skipped = append(skipped, name+" (add -all)")
+			}
+		}
+	}
+	if len(skipped) > 0 {
+		sort.Strings(skipped)
+		fmt.Fprintf(w, "Not run: %s.\n", strings.Join(skipped, ", "))
+	}
+}
+
+// benchLines writes every pass in go test -bench form, named like the
+// benchmarks in bench_test.go, so that benchstat -col /transport reads it.
+func benchLines(w io.Writer, workloads []bench.Workload, results map[string]map[string]*result, transports []bench.Transport, count int) {
+	fmt.Fprintf(w, "goos: %s\ngoarch: %s\npkg: github.com/pulsyflux/tcp-conn/bench\n", runtime.GOOS, runtime.GOARCH)
+	if cpu := cpuName(); cpu != "" {
+		fmt.Fprintf(w, "cpu: %s\n", cpu)
+	}
+	suffix := ""
+	if p := runtime.GOMAXPROCS(0); p != 1 {
+		suffix = fmt.Sprintf("-%d", p)
+	}
+	for pass := range count {
+		for _, wl := range workloads {
+			for _, tr := range transports {
+				r, ok := results[wl.Name][tr.Name]
+				if !ok || pass >= len(r.runs) || r.failed != "" {
+					continue
+				}
+				br := r.runs[pass]
+				fmt.Fprintf(w, "Benchmark%s/transport=%s%s\t%s\t%s\n", wl.Name, tr.Name, suffix, br.String(), br.MemString())
+			}
+		}
+	}
+}
+
+func cpuName() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 func fmtNs(ns float64) string {
@@ -181,109 +414,4 @@ func fmtNs(ns float64) string {
 		return fmt.Sprintf("%.1f µs", ns/1e3)
 	}
 	return fmt.Sprintf("%.0f ns", ns)
-}
-
-// ---------------------------------------------------------------------------
-// SVG: two panels, hand-written.
-
-var colors = map[string]string{"raw": "#555555", "yamux": "#1f77b4", "smux": "#2ca02c", "tcpconn": "#d62728"}
-
-type point struct {
-	x, y float64
-}
-
-func chart(results map[string]map[string]result, transports []bench.Transport) string {
-	latency := []struct {
-		name string
-		size float64
-	}{{"RTT100B", 100}, {"RTT1KB", 1 << 10}, {"RTT200KB", 200 << 10}, {"RTT1MB", 1 << 20}}
-	conns := []struct {
-		name string
-		n    float64
-	}{{"RTT1KB", 1}, {"Mux16x1KB", 16}, {"Mux256x1KB", 256}}
-
-	lat := map[string][]point{}
-	thr := map[string][]point{}
-	for _, tr := range transports {
-		for _, l := range latency {
-			if r, ok := results[l.name][tr.Name]; ok && r.failed == "" {
-				lat[tr.Name] = append(lat[tr.Name], point{l.size, r.ns / 1e3})
-			}
-		}
-		for _, c := range conns {
-			if r, ok := results[c.name][tr.Name]; ok && r.failed == "" {
-				thr[tr.Name] = append(thr[tr.Name], point{c.n, 1e9 / r.ns})
-			}
-		}
-	}
-	s := `<svg xmlns="http://www.w3.org/2000/svg" width="960" height="420" font-family="sans-serif" font-size="12">` + "\n"
-	s += `<rect width="960" height="420" fill="white"/>` + "\n"
-	s += panel(20, "Round-trip latency vs message size (log-log)", "message size (bytes)", "µs per round trip", lat, transports)
-	s += panel(490, "Round trips per second vs logical connections (1 KiB)", "logical connections on one socket", "round trips / s", thr, transports)
-	return s + "</svg>\n"
-}
-
-// panel draws one log-log plot at horizontal offset x0.
-func panel(x0 float64, title, xlabel, ylabel string, series map[string][]point, transports []bench.Transport) string {
-	const w, h, top, left, bottom = 450.0, 300.0, 50.0, 60.0, 60.0
-	pw := w - left - 10
-	var xs, ys []float64
-	for _, pts := range series {
-		for _, p := range pts {
-			xs = append(xs, p.x)
-			ys = append(ys, p.y)
-		}
-	}
-	s := fmt.Sprintf(`<text x="%.0f" y="25" font-weight="bold">%s</text>`+"\n", x0, title)
-	if len(xs) == 0 {
-		return s
-	}
-	xlo, xhi := decades(xs)
-	ylo, yhi := decades(ys)
-	px := func(v float64) float64 { return x0 + left + (math.Log10(v)-xlo)/(xhi-xlo)*pw }
-	py := func(v float64) float64 { return top + h - (math.Log10(v)-ylo)/(yhi-ylo)*h }
-	s += fmt.Sprintf(`<rect x="%.0f" y="%.0f" width="%.0f" height="%.0f" fill="none" stroke="#999"/>`+"\n", x0+left, top, pw, h)
-	for d := xlo; d <= xhi; d++ {
-		x := px(math.Pow(10, d))
-		s += fmt.Sprintf(`<line x1="%.1f" y1="%.0f" x2="%.1f" y2="%.0f" stroke="#eee"/><text x="%.1f" y="%.0f" text-anchor="middle">1e%.0f</text>`+"\n", x, top, x, top+h, x, top+h+15, d)
-	}
-	for d := ylo; d <= yhi; d++ {
-		y := py(math.Pow(10, d))
-		s += fmt.Sprintf(`<line x1="%.0f" y1="%.1f" x2="%.0f" y2="%.1f" stroke="#eee"/><text x="%.0f" y="%.1f" text-anchor="end">1e%.0f</text>`+"\n", x0+left, y, x0+left+pw, y, x0+left-4, y+4, d)
-	}
-	s += fmt.Sprintf(`<text x="%.0f" y="%.0f" text-anchor="middle">%s</text>`+"\n", x0+left+pw/2, top+h+35, xlabel)
-	s += fmt.Sprintf(`<text x="%.0f" y="%.0f" text-anchor="middle" transform="rotate(-90 %.0f %.0f)">%s</text>`+"\n", x0+15, top+h/2, x0+15, top+h/2, ylabel)
-	for i, tr := range transports {
-		pts := series[tr.Name]
-		if len(pts) == 0 {
-			continue
-		}
-		c := colors[tr.Name]
-		path := ""
-		for j, p := range pts {
-			cmd := "L"
-			if j == 0 {
-				cmd = "M"
-			}
-			path += fmt.Sprintf("%s%.1f,%.1f ", cmd, px(p.x), py(p.y))
-			s += fmt.Sprintf(`<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`+"\n", px(p.x), py(p.y), c)
-		}
-		s += fmt.Sprintf(`<path d="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", path, c)
-		lx := x0 + left + float64(i)*90
-		s += fmt.Sprintf(`<rect x="%.0f" y="%.0f" width="12" height="12" fill="%s"/><text x="%.0f" y="%.0f">%s</text>`+"\n", lx, top+h+45, c, lx+16, top+h+56, tr.Name)
-	}
-	return s
-}
-
-// decades returns the log10 range, whole decades, that covers vs.
-func decades(vs []float64) (lo, hi float64) {
-	lo, hi = math.Inf(1), math.Inf(-1)
-	for _, v := range vs {
-		lo = math.Min(lo, math.Floor(math.Log10(v)))
-		hi = math.Max(hi, math.Ceil(math.Log10(v)))
-	}
-	if hi == lo {
-		hi++
-	}
-	return lo, hi
 }
