@@ -11,8 +11,12 @@ package tcpconn
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // wantInitialWindow is the credit every peer grants per logical connection
@@ -153,6 +157,338 @@ func TestSeedUsageServerSpeaksFirst(t *testing.T) {
 					t.Fatalf("client received %q, want %q", got, welcome)
 				}
 			})
+		}
+	})
+}
+
+// ---- 3: Close is prompt in every state; other wake-ups ----
+
+// blockingCalls block while a client has no link yet: a Send beyond the
+// initial window (up to it, Send returns at once) and a Receive.
+var blockingCalls = []struct {
+	name string
+	call func(c *Connection) error
+}{
+	{"Send beyond the initial window", func(c *Connection) error { return c.Send(make([]byte, wantInitialWindow+1)) }},
+	{"Receive", func(c *Connection) error { _, err := c.Receive(); return err }},
+}
+
+// blockedAfter: a call that has not returned after this long is taken to
+// be blocked (a detection heuristic, not a promise about time).
+const blockedAfter = 200 * time.Millisecond
+
+// stillBlocked fails the test if the pending call returned within d: the
+// test needs it blocked.
+func stillBlocked(t testing.TB, pending <-chan error, d time.Duration, what string) {
+	t.Helper()
+	select {
+	case err := <-pending:
+		t.Fatalf("%s returned (%v) but should be blocked", what, err)
+	case <-time.After(d):
+	}
+}
+
+// closeWakes closes c and checks the contract of Close: it returns
+// promptly, the blocked call returns ErrClosed promptly, and later calls
+// return ErrClosed.
+func closeWakes(t testing.TB, c *Connection, pending <-chan error, what string) {
+	t.Helper()
+	if err := within(t, prompt, "Close", c.Close); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	wantErr(t, await(t, pending, prompt, what+" blocked before Close"), ErrClosed)
+	wantErr(t, within(t, prompt, "Send after Close", func() error { return c.Send([]byte("x")) }), ErrClosed)
+	wantErr(t, within(t, prompt, "Receive after Close", func() error { _, err := c.Receive(); return err }), ErrClosed)
+}
+
+// TestContractCloseWhileDialling: Close is prompt while the client's dial
+// is still in progress (a Dialer that blocks until its context ends), and
+// wakes a call blocked behind the dial.
+func TestContractCloseWhileDialling(t *testing.T) {
+	for _, tc := range blockingCalls {
+		t.Run(tc.name, func(t *testing.T) {
+			dialing := make(chan struct{}, 1)
+			cfg := &Config{Dialer: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				select {
+				case dialing <- struct{}{}:
+				default:
+				}
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}}
+			c := openClient(t, "blackhole.invalid:1", cfg, "a")
+			pending := async(func() error { return tc.call(c) })
+			select {
+			case <-dialing:
+			case <-time.After(promptRemote):
+				t.Fatal("the client did not start dialling")
+			}
+			stillBlocked(t, pending, blockedAfter, tc.name)
+			closeWakes(t, c, pending, tc.name)
+		})
+	}
+}
+
+// TestContractCloseWhileWaitingForHello: Close is prompt while the client
+// waits for the server's HELLO (a TCP server that accepts and never reads
+// or writes), and wakes the call that waits for it. Dial is the only call
+// that waits for the HELLO: its context ending returns promptly.
+func TestContractCloseWhileWaitingForHello(t *testing.T) {
+	for _, tc := range blockingCalls {
+		t.Run(tc.name, func(t *testing.T) {
+			ln := listenTCP(t)
+			c := openClient(t, ln.Addr().String(), nil, "a")
+			pending := async(func() error { return tc.call(c) })
+			acceptOne(t, ln) // and never read or write it
+			stillBlocked(t, pending, blockedAfter, tc.name)
+			closeWakes(t, c, pending, tc.name)
+		})
+	}
+	t.Run("Dial context ends", func(t *testing.T) {
+		ln := listenTCP(t)
+		const wait = 300 * time.Millisecond
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		err := within(t, wait+prompt, "Dial whose context ends", func() error {
+			c, err := Dial(ctx, ln.Addr().String(), WithID("a"))
+			if c != nil {
+				c.Close()
+			}
+			return err
+		})
+		if err == nil || !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, ErrHandshake) {
+			t.Fatalf("Dial without a HELLO: %v, want the context's error or ErrHandshake", err)
+		}
+		acceptOne(t, ln)
+	})
+}
+
+// windowMessage fills a 64 KiB stream window in fullWindow messages: each
+// costs 16 KiB + 32 bytes of credit, and a message may overdraw the credit
+// while it is positive, so the fourth is sent and the fifth waits.
+const (
+	windowMessage = 16 << 10
+	fullWindow    = 4
+)
+
+// fillWindow connects client "a" to a server Connection "a" whose stream
+// window is 64 KiB and which never receives (a second server Connection,
+// "keep", holds the socket open when "a" closes), and sends 16 KiB
+// messages on the client until the window is full. The sender goroutine then blocks
+// in Send; its error arrives on sendErr. opts are added to the client's.
+func fillWindow(t *testing.T, tr testTransport, opts ...Option) (c, s *Connection, sendErr <-chan error) {
+	t.Helper()
+	ln, cfg := tr.listen(t, nil)
+	c = Open(ln.Addr().String(), append([]Option{WithID("a"), WithConfig(cfg)}, opts...)...)
+	closePromptlyAtCleanup(t, c)
+	var sent atomic.Int64
+	sendErr = async(func() error {
+		msg := make([]byte, windowMessage)
+		for range 1000 {
+			if err := c.Send(msg); err != nil {
+				return err
+			}
+			sent.Add(1)
+		}
+		return errors.New("1000 Sends of 16 KiB returned: the 64 KiB window never held one back")
+	})
+	conn := acceptOne(t, ln)
+	s, err := Wrap(conn, WithID("a"), WithConfig(&Config{StreamWindow: 64 << 10}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	closePromptlyAtCleanup(t, s)
+	wrapServer(t, conn, "keep")
+	eventually(t, "the server's queue to hold a full window", func() bool {
+		if queued(s) >= fullWindow && sent.Load() >= fullWindow {
+			return true
+		}
+		select {
+		case err := <-sendErr:
+			t.Fatalf("a Send returned %v before the window was full (%d sent)", err, sent.Load())
+		default:
+		}
+		return false
+	})
+	return c, s, sendErr
+}
+
+// TestContractBlockedSendWakes: a Send blocked on flow-control credit
+// (the server never receives) is woken by Close (ErrClosed), by the
+// client's idle timeout (ErrIdleTimeout) and by the peer closing the
+// logical connection (ErrPeerClosed).
+func TestContractBlockedSendWakes(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	cases := []struct {
+		name  string
+		opts  []Option
+		wake  func(t *testing.T, c, s *Connection)
+		want  error
+		bound time.Duration
+	}{
+		{"Close", nil, func(t *testing.T, c, _ *Connection) {
+			if err := within(t, prompt, "Close", c.Close); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+		}, ErrClosed, prompt},
+		{"idle timeout", []Option{WithIdleTimeout(idle)}, nil, ErrIdleTimeout, idle + 2*prompt},
+		{"peer Close", nil, func(t *testing.T, _, s *Connection) {
+			if err := within(t, prompt, "the server's Close", s.Close); err != nil {
+				t.Fatalf("server Close: %v", err)
+			}
+		}, ErrPeerClosed, promptRemote},
+	}
+	forEachTransport(t, func(t *testing.T, tr testTransport) {
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				c, s, sendErr := fillWindow(t, tr, tc.opts...)
+				if tc.wake != nil {
+					stillBlocked(t, sendErr, blockedAfter, "Send on a full window")
+					tc.wake(t, c, s)
+				}
+				wantErr(t, await(t, sendErr, tc.bound, "Send blocked on credit"), tc.want)
+			})
+		}
+	})
+}
+
+// TestContractCloseWakesReceive: Close wakes a blocked Receive at once, on
+// either side.
+func TestContractCloseWakesReceive(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr testTransport) {
+		for _, side := range []string{"client", "server"} {
+			t.Run(side, func(t *testing.T) {
+				ln, cfg := tr.listen(t, nil)
+				c := openClient(t, ln.Addr().String(), cfg, "a")
+				hello := async(func() error { return c.Send([]byte("hello")) })
+				s := wrapServer(t, acceptOne(t, ln), "a")
+				if err := await(t, hello, testTimeout, "the client's Send"); err != nil {
+					t.Fatal(err)
+				}
+				if got := recvWithin(t, s, testTimeout); string(got) != "hello" {
+					t.Fatalf("server received %q", got)
+				}
+				if side == "server" {
+					c = s
+				}
+				blocked := async(func() error { _, err := c.Receive(); return err })
+				stillBlocked(t, blocked, blockedAfter, "Receive")
+				closeWakes(t, c, blocked, "Receive")
+			})
+		}
+	})
+}
+
+// TestContractCloseRacesLinkClose: Close while the server closes the socket
+// at the same moment is still prompt; the blocked Receive returns promptly
+// with ErrClosed or ErrLinkLost (whichever won), later calls with ErrClosed.
+func TestContractCloseRacesLinkClose(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr testTransport) {
+		for i := range 10 {
+			ln, cfg := tr.listen(t, nil)
+			c := openClient(t, ln.Addr().String(), cfg, "a")
+			hello := async(func() error { return c.Send([]byte("hello")) })
+			conn := acceptOne(t, ln)
+			s := wrapServer(t, conn, "a")
+			if err := await(t, hello, testTimeout, "the client's Send"); err != nil {
+				t.Fatal(err)
+			}
+			if got := recvWithin(t, s, testTimeout); string(got) != "hello" {
+				t.Fatalf("server received %q", got)
+			}
+			blocked := async(func() error { _, err := c.Receive(); return err })
+			stillBlocked(t, blocked, blockedAfter, "Receive")
+			start := make(chan struct{})
+			linkClosed := async(func() error { <-start; return conn.Close() })
+			closed := async(func() error { <-start; return c.Close() })
+			close(start)
+			if err := await(t, closed, prompt, "Close racing the socket's close"); err != nil {
+				t.Fatalf("iteration %d: Close: %v", i, err)
+			}
+			if err := await(t, blocked, prompt, "Receive blocked when Close raced the socket's close"); !errors.Is(err, ErrClosed) && !errors.Is(err, ErrLinkLost) {
+				t.Fatalf("iteration %d: the blocked Receive returned %v, want ErrClosed or ErrLinkLost", i, err)
+			}
+			wantErr(t, within(t, prompt, "Send after Close", func() error { return c.Send([]byte("x")) }), ErrClosed)
+			await(t, linkClosed, prompt, "the server socket's Close")
+		}
+	})
+}
+
+// TestContractRefusedIDs: a Listener with an accept backlog of 1 that
+// nobody accepts from refuses the second and third logical connections a
+// client opens; the refused ones see ErrRefused on both Receive and Send
+// (refusal is asynchronous), and the one in the backlog works once accepted.
+func TestContractRefusedIDs(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr testTransport) {
+		ln, cfg := tr.listen(t, nil)
+		srv, err := NewListener(ln, &Config{AcceptBacklog: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Close() })
+		addr := ln.Addr().String()
+		ids := []string{"a", "b", "c"}
+		clients := make([]*Connection, len(ids))
+		got := make([][]byte, len(ids))
+		recv := make([]<-chan error, len(ids))
+		for i, id := range ids {
+			clients[i] = openClient(t, addr, cfg, id)
+			err := within(t, prompt, "Send on "+id, func() error { return clients[i].Send([]byte("hi " + id)) })
+			if err != nil && !errors.Is(err, ErrRefused) {
+				t.Fatalf("Send on %q: %v", id, err)
+			}
+			recv[i] = async(func() (err error) {
+				got[i], err = clients[i].Receive()
+				return err
+			})
+		}
+		refused := map[int]error{}
+		eventuallyWithin(t, promptRemote, "two of three IDs refused", func() bool {
+			for i, ch := range recv {
+				select {
+				case err := <-ch:
+					refused[i] = err
+				default:
+				}
+			}
+			return len(refused) >= 2
+		})
+		inBacklog := -1
+		for i, id := range ids {
+			err, ok := refused[i]
+			if !ok {
+				inBacklog = i
+				continue
+			}
+			if !errors.Is(err, ErrRefused) {
+				t.Fatalf("Receive on %q: %v, want ErrRefused", id, err)
+			}
+			eventuallyWithin(t, promptRemote, "Send on refused "+id+" to return ErrRefused", func() bool {
+				err := within(t, prompt, "Send on refused "+id, func() error { return clients[i].Send([]byte("again")) })
+				return errors.Is(err, ErrRefused)
+			})
+		}
+		if inBacklog < 0 {
+			t.Fatal("all three IDs were refused; the backlog holds one")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), promptRemote)
+		defer cancel()
+		s, err := srv.AcceptContext(ctx)
+		if err != nil {
+			t.Fatalf("Accept: %v", err)
+		}
+		closePromptlyAtCleanup(t, s)
+		if s.ID() != ids[inBacklog] {
+			t.Fatalf("Accept returned %q, want %q (the one not refused)", s.ID(), ids[inBacklog])
+		}
+		if msg := recvWithin(t, s, testTimeout); string(msg) != "hi "+s.ID() {
+			t.Fatalf("server received %q", msg)
+		}
+		if err := within(t, prompt, "the server's Send", func() error { return s.Send([]byte("welcome")) }); err != nil {
+			t.Fatal(err)
+		}
+		if err := await(t, recv[inBacklog], testTimeout, "Receive on the accepted ID"); err != nil || string(got[inBacklog]) != "welcome" {
+			t.Fatalf("Receive on %q: %q, %v", s.ID(), got[inBacklog], err)
 		}
 	})
 }
