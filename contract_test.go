@@ -11,9 +11,12 @@ package tcpconn
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -490,5 +493,224 @@ func TestContractRefusedIDs(t *testing.T) {
 		if err := await(t, recv[inBacklog], testTimeout, "Receive on the accepted ID"); err != nil || string(got[inBacklog]) != "welcome" {
 			t.Fatalf("Receive on %q: %q, %v", s.ID(), got[inBacklog], err)
 		}
+	})
+}
+
+// ---- 4: every method is safe for concurrent use ----
+
+// numbered is message seq of sender g: [g u16][seq u32] then a body
+// derived from both; every 97th is larger than the 32 KiB copy limit.
+func numbered(g, seq int) []byte {
+	n := 6 + (g*7+seq)%200
+	if seq%97 == 0 {
+		n = 40 << 10
+	}
+	b := pattern(n, byte(g*31+seq))
+	binary.BigEndian.PutUint16(b, uint16(g))
+	binary.BigEndian.PutUint32(b[2:], uint32(seq))
+	return b
+}
+
+func unnumber(b []byte) (g, seq int, err error) {
+	if len(b) < 6 {
+		return 0, 0, fmt.Errorf("a message of %d bytes", len(b))
+	}
+	g, seq = int(binary.BigEndian.Uint16(b)), int(binary.BigEndian.Uint32(b[2:]))
+	if !bytes.Equal(b, numbered(g, seq)) {
+		return g, seq, fmt.Errorf("message %d/%d corrupted", g, seq)
+	}
+	return g, seq, nil
+}
+
+// tally checks that numbered messages arrive exactly once.
+type tally struct {
+	want int
+	mu   sync.Mutex
+	seen map[string]int // "from/g/seq" -> times
+	dups []string
+	full chan struct{} // closed when want distinct messages arrived
+	bad  chan error    // the first failure
+}
+
+func newTally(want int) *tally {
+	return &tally{want: want, seen: map[string]int{}, full: make(chan struct{}), bad: make(chan error, 1)}
+}
+
+func (ta *tally) add(from string, data []byte) {
+	g, seq, err := unnumber(data)
+	if err != nil {
+		ta.fail(err)
+		return
+	}
+	k := fmt.Sprintf("%s/%d/%d", from, g, seq)
+	ta.mu.Lock()
+	defer ta.mu.Unlock()
+	ta.seen[k]++
+	if ta.seen[k] > 1 {
+		ta.dups = append(ta.dups, k)
+	} else if len(ta.seen) == ta.want {
+		close(ta.full)
+	}
+}
+
+func (ta *tally) fail(err error) {
+	select {
+	case ta.bad <- err:
+	default:
+	}
+}
+
+// wait returns once every message arrived, failing on loss (timeout), a
+// failure or a duplicate.
+func (ta *tally) wait(t testing.TB) {
+	t.Helper()
+	select {
+	case <-ta.full:
+	case err := <-ta.bad:
+		t.Fatal(err)
+	case <-time.After(testTimeout):
+		ta.mu.Lock()
+		n := len(ta.seen)
+		ta.mu.Unlock()
+		t.Fatalf("%d of %d messages arrived within %v", n, ta.want, testTimeout)
+	}
+	ta.mu.Lock()
+	defer ta.mu.Unlock()
+	if len(ta.dups) > 0 {
+		t.Fatalf("%d duplicates, first %s", len(ta.dups), ta.dups[0])
+	}
+}
+
+// receiveAll runs n goroutines receiving on c into ta with the plain call
+// (ReceiveFrom without a deadline is Receive, which may read the socket
+// itself), until an error. The returned stop closes c and waits (bounded)
+// for them: the user's way to end receive loops.
+func receiveAll(t testing.TB, c *Connection, n int, ta *tally) (stop func()) {
+	var wg sync.WaitGroup
+	var stopping atomic.Bool
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				from, data, err := c.ReceiveFrom(context.Background())
+				if err != nil {
+					if !stopping.Load() || !errors.Is(err, ErrClosed) {
+						ta.fail(fmt.Errorf("ReceiveFrom on %q: %w", c.ID(), err))
+					}
+					return
+				}
+				ta.add(from, data)
+			}
+		}()
+	}
+	return func() {
+		t.Helper()
+		stopping.Store(true)
+		within(t, prompt, "Close", c.Close)
+		within(t, prompt, fmt.Sprintf("%d receivers blocked in Receive, after Close,", n), func() error { wg.Wait(); return nil })
+	}
+}
+
+const concurrentReceivers = 4
+
+// TestContractConcurrentReceivers: four goroutines receiving on one
+// Connection get each of 2,000 messages exactly once between them.
+func TestContractConcurrentReceivers(t *testing.T) {
+	const messages = 2000
+	forEachTransport(t, func(t *testing.T, tr testTransport) {
+		ln, cfg := tr.listen(t, nil)
+		c := openClient(t, ln.Addr().String(), cfg, "a")
+		ctx, cancel := context.WithCancel(testContext(t))
+		defer cancel()
+		ta := newTally(messages)
+		stop := receiveAll(t, c, concurrentReceivers, ta)
+		s := wrapServer(t, acceptOne(t, ln), "a")
+		sent := async(func() error {
+			for seq := range messages {
+				if err := s.SendContext(ctx, numbered(0, seq)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		ta.wait(t)
+		if err := await(t, sent, testTimeout, "the server's Sends"); err != nil {
+			t.Fatal(err)
+		}
+		stop()
+	})
+}
+
+// TestContractConcurrentReceiveFrom: four goroutines on one server catch-all
+// with ReceiveFrom get every message of four client IDs exactly once, each
+// with the ID it was sent on.
+func TestContractConcurrentReceiveFrom(t *testing.T) {
+	const perID = 500
+	forEachTransport(t, func(t *testing.T, tr testTransport) {
+		ln, cfg := tr.listen(t, nil)
+		ctx, cancel := context.WithCancel(testContext(t))
+		defer cancel()
+		var sends []<-chan error
+		for g := range 4 {
+			c := openClient(t, ln.Addr().String(), cfg, fmt.Sprintf("x%d", g))
+			sends = append(sends, async(func() error {
+				for seq := range perID {
+					if err := c.SendContext(ctx, numbered(g, seq)); err != nil {
+						return err
+					}
+				}
+				return nil
+			}))
+		}
+		ca := wrapServer(t, acceptOne(t, ln), "")
+		ta := newTally(4 * perID)
+		stop := receiveAll(t, ca, concurrentReceivers, ta)
+		ta.wait(t)
+		for g, sent := range sends {
+			if err := await(t, sent, testTimeout, "the client's Sends"); err != nil {
+				t.Fatalf("sender x%d: %v", g, err)
+			}
+		}
+		stop()
+		for k := range ta.seen { // "from/g/seq": sender g sent on ID "x<g>"
+			if f := strings.Split(k, "/"); f[0] != "x"+f[1] {
+				t.Fatalf("message %s arrived with the wrong ID", k)
+			}
+		}
+	})
+}
+
+// TestContractConcurrentSendersAndReceivers: four goroutines send on one
+// Connection while four others receive the echoes on it; every message
+// comes back exactly once.
+func TestContractConcurrentSendersAndReceivers(t *testing.T) {
+	const senders, perSender = 4, 250
+	forEachTransport(t, func(t *testing.T, tr testTransport) {
+		ln, cfg := tr.listen(t, nil)
+		c := openClient(t, ln.Addr().String(), cfg, "a")
+		ctx, cancel := context.WithCancel(testContext(t))
+		defer cancel()
+		var sends []<-chan error
+		for g := range senders {
+			sends = append(sends, async(func() error {
+				for seq := range perSender {
+					if err := c.SendContext(ctx, numbered(g, seq)); err != nil {
+						return err
+					}
+				}
+				return nil
+			}))
+		}
+		ta := newTally(senders * perSender)
+		stop := receiveAll(t, c, concurrentReceivers, ta)
+		go echoLoop(wrapServer(t, acceptOne(t, ln), "a"))
+		ta.wait(t)
+		for g, sent := range sends {
+			if err := await(t, sent, testTimeout, "the Sends"); err != nil {
+				t.Fatalf("sender %d: %v", g, err)
+			}
+		}
+		stop()
 	})
 }
