@@ -714,3 +714,301 @@ func TestContractConcurrentSendersAndReceivers(t *testing.T) {
 		stop()
 	})
 }
+
+// ---- 5: the engine's edge cases, as a user meets them ----
+
+// TestContractCatchAllReplacementKeepsQueued: messages queued for a server
+// catch-all that is closed before receiving them go to the next catch-all
+// of the socket, with their IDs, and the new one answers them.
+func TestContractCatchAllReplacementKeepsQueued(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr testTransport) {
+		ln, cfg := tr.listen(t, nil)
+		addr := ln.Addr().String()
+		k := openClient(t, addr, cfg, "keep")
+		hello := async(func() error { return k.Send([]byte("hello")) })
+		conn := acceptOne(t, ln)
+		keeper := wrapServer(t, conn, "keep") // keeps the socket open
+		c1 := wrapServer(t, conn, "")
+		if err := await(t, hello, testTimeout, "Send on keep"); err != nil {
+			t.Fatal(err)
+		}
+		if got := recvWithin(t, keeper, testTimeout); string(got) != "hello" {
+			t.Fatalf("keeper received %q", got)
+		}
+		x := openClient(t, addr, cfg, "x")
+		y := openClient(t, addr, cfg, "y")
+		want := map[string][]string{"x": {"x1", "x2"}, "y": {"y1"}}
+		mustSend(t, x, []byte("x1"))
+		mustSend(t, y, []byte("y1"))
+		mustSend(t, x, []byte("x2"))
+		// The socket is written and read in order: once "sync" is here,
+		// x's and y's messages are queued for the catch-all.
+		mustSend(t, k, []byte("sync"))
+		if got := recvWithin(t, keeper, testTimeout); string(got) != "sync" {
+			t.Fatalf("keeper received %q", got)
+		}
+		if err := within(t, prompt, "the first catch-all's Close", c1.Close); err != nil {
+			t.Fatal(err)
+		}
+		c2 := wrapServer(t, conn, "")
+		got := map[string][]string{}
+		ctx, cancel := context.WithTimeout(context.Background(), promptRemote)
+		defer cancel()
+		for range 3 { // already queued on this side
+			from, data, err := c2.ReceiveFrom(ctx)
+			if err != nil {
+				t.Fatalf("the new catch-all: %v (got %v so far, want %v)", err, got, want)
+			}
+			got[from] = append(got[from], string(data))
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("the new catch-all received %v, want %v", got, want)
+		}
+		if err := c2.SendTo(testContext(t), "x", []byte("reply")); err != nil {
+			t.Fatal(err)
+		}
+		if got := recvWithin(t, x, testTimeout); string(got) != "reply" {
+			t.Fatalf("x received %q", got)
+		}
+	})
+}
+
+// TestContractReopenIDWhileClosePending: closing an ID and opening it again
+// at once, 300 times with window updates in flight, never fails the link: a
+// bystander on the same socket keeps its link and keeps round-tripping.
+func TestContractReopenIDWhileClosePending(t *testing.T) {
+	const rounds = 300
+	forEachTransport(t, func(t *testing.T, tr testTransport) {
+		ln, cfg := tr.listen(t, &Config{StreamWindow: 64 << 10})
+		serveConns(t, ln, func(conn net.Conn) {
+			c, err := Wrap(conn, WithConfig(&Config{StreamWindow: 64 << 10}))
+			if err == nil {
+				echoLoop(c)
+			}
+		})
+		addr := ln.Addr().String()
+		b := openClient(t, addr, cfg, "b")
+		mustRoundTrip(t, b, []byte("bystander"))
+		l0 := linkOf(b)
+		ctx := testContext(t)
+		for i := range rounds {
+			x := Open(addr, WithID("x"), WithConfig(cfg))
+			for j := range 3 {
+				if err := roundTrip(ctx, x, pattern(40<<10, byte(i+j))); err != nil {
+					x.Close()
+					t.Fatalf("round %d, message %d on the reopened x: %v", i, j, err)
+				}
+			}
+			if err := within(t, prompt, "Close of x", x.Close); err != nil {
+				t.Fatal(err)
+			}
+			if i%10 == 9 {
+				if err := roundTrip(ctx, b, []byte("bystander")); err != nil {
+					t.Fatalf("round %d: the bystander: %v", i, err)
+				}
+				if linkOf(b) != l0 {
+					t.Fatalf("round %d: the bystander's link changed (the link failed)", i)
+				}
+			}
+		}
+		t.Logf("figures: %d incarnations of x, 3 round trips of 40 KiB each, over one link with 64 KiB stream windows", rounds)
+	})
+}
+
+// TestContractStreamLimitUnderConcurrentOpens: 32 goroutines open distinct
+// IDs on one socket at once against a server allowing 8 logical
+// connections: the server never accepts more than 8, the others see
+// ErrRefused or ErrTooManyStreams (never a protocol error or a lost link),
+// and a bystander keeps its link.
+func TestContractStreamLimitUnderConcurrentOpens(t *testing.T) {
+	const maxStreams, openers = 8, 32
+	forEachTransport(t, func(t *testing.T, tr testTransport) {
+		ln, cfg := tr.listen(t, nil)
+		srv, err := NewListener(ln, &Config{MaxStreams: maxStreams})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var accepted atomic.Int64
+		serveListener(t, srv, func(c *Connection) {
+			accepted.Add(1)
+			echoHandler(c)
+		})
+		addr := ln.Addr().String()
+		b := openClient(t, addr, cfg, "bystander")
+		mustRoundTrip(t, b, []byte("first"))
+		l0 := linkOf(b)
+		clients := make([]*Connection, openers)
+		for i := range clients {
+			clients[i] = openClient(t, addr, cfg, fmt.Sprintf("s%02d", i))
+		}
+		start := make(chan struct{})
+		errs := make([]error, openers)
+		var wg sync.WaitGroup
+		for i, c := range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				errs[i] = roundTrip(testContext(t), c, []byte(c.ID()))
+			}()
+		}
+		close(start)
+		within(t, testTimeout+prompt, "the 32 round trips", func() error { wg.Wait(); return nil })
+		ok := 0
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				ok++
+			case !errors.Is(err, ErrRefused) && !errors.Is(err, ErrTooManyStreams):
+				t.Errorf("%s: %v, want success, ErrRefused or ErrTooManyStreams", clients[i].ID(), err)
+			}
+		}
+		t.Logf("figures: %d of %d concurrent opens round-tripped beside the bystander, %d accepted by the server (MaxStreams %d)", ok, openers, accepted.Load(), maxStreams)
+		if n := accepted.Load(); n > maxStreams {
+			t.Errorf("the server accepted %d logical connections on one socket, MaxStreams is %d", n, maxStreams)
+		}
+		if ok < 1 || ok > maxStreams-1 {
+			t.Errorf("%d of %d round trips succeeded beside the bystander, want 1..%d", ok, openers, maxStreams-1)
+		}
+		mustRoundTrip(t, b, []byte("still here"))
+		if linkOf(b) != l0 {
+			t.Error("the bystander's link changed (the link failed)")
+		}
+	})
+}
+
+// gateListener holds the next socket it accepts once armed, until Close is
+// called: Accept then returns it while Close runs, an accept racing
+// Listener.Shutdown (which closes the net.Listener first).
+type gateListener struct {
+	net.Listener
+	armed  atomic.Bool
+	held   chan struct{}
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newGateListener(ln net.Listener) *gateListener {
+	return &gateListener{Listener: ln, held: make(chan struct{}, 1), closed: make(chan struct{})}
+}
+
+func (l *gateListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil && l.armed.Swap(false) {
+		l.held <- struct{}{}
+		<-l.closed
+	}
+	return c, err
+}
+
+func (l *gateListener) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(func() { close(l.closed) })
+	return err
+}
+
+// TestContractShutdownGoAwayRacesAccept: Listener.Shutdown sends GOAWAY on
+// every link, also one whose socket is accepted at the same moment: while
+// Shutdown waits for an open logical connection (the holder's), a peer
+// whose socket was accepted as Shutdown began (a raw peer, to read exactly
+// what the server sends) receives GOAWAY, or its socket ends.
+func TestContractShutdownGoAwayRacesAccept(t *testing.T) {
+	const rounds = 50
+	for i := range rounds {
+		gl := newGateListener(listenTCP(t))
+		srv, err := NewListener(gl, &Config{KeepAliveInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Close() })
+		addr := srv.Addr().String()
+		holder := openClient(t, addr, &Config{KeepAliveInterval: -1}, "holder")
+		mustSend(t, holder, []byte("hold"))
+		ctx, cancel := context.WithTimeout(context.Background(), promptRemote)
+		h, err := srv.AcceptContext(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("round %d: Accept of the holder: %v", i, err)
+		}
+		closePromptlyAtCleanup(t, h)
+
+		gl.armed.Store(true)
+		racer := dialRaw(t, addr)
+		racer.write(helloBytes(nil))
+		select {
+		case <-gl.held:
+		case <-time.After(promptRemote):
+			t.Fatalf("round %d: the racer's socket was not accepted", i)
+		}
+		// Shutdown's context outlives the wait below: the holder keeps it
+		// waiting, so only GOAWAY (or a fault) ends the racer's socket.
+		sctx, scancel := context.WithTimeout(context.Background(), 2*testTimeout)
+		defer scancel()
+		shut := async(func() error { return srv.Shutdown(sctx) })
+		racer.conn.SetReadDeadline(time.Now().Add(promptRemote))
+		for {
+			f, err := readRawFrame(racer.br)
+			if isTimeout(err) {
+				t.Fatalf("round %d: no GOAWAY within %v on the socket accepted as Shutdown began", i, promptRemote)
+			}
+			if err != nil || len(f) > 1 && f[0] == controlMarker && f[1] == frameGoAway {
+				break // GOAWAY, or the socket ended
+			}
+		}
+		if err := within(t, prompt, "Close of the holder", holder.Close); err != nil {
+			t.Fatal(err)
+		}
+		racer.conn.Close()
+		if err := await(t, shut, testTimeout, "Shutdown once the holder closed"); err != nil {
+			t.Fatalf("round %d: Shutdown: %v", i, err)
+		}
+	}
+}
+
+// TestContractDialErrorIsLinkError: a Send to an address where nothing
+// listens, or a dial that times out (DialTimeout 200 ms), returns promptly
+// an error matching ErrLinkLost or ErrHandshake, never a bare context
+// error, also on the retries after the first failure.
+func TestContractDialErrorIsLinkError(t *testing.T) {
+	closedAddr := func(t *testing.T) (string, *Config) {
+		ln := listenTCP(t)
+		addr := ln.Addr().String()
+		ln.Close()
+		return addr, &Config{DialTimeout: 200 * time.Millisecond}
+	}
+	blackHole := func(t *testing.T) (string, *Config) {
+		return "blackhole.invalid:1", &Config{
+			DialTimeout: 200 * time.Millisecond,
+			Dialer: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				<-ctx.Done()
+				return nil, ctx.Err()
+			},
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		target func(t *testing.T) (string, *Config)
+	}{{"closed port", closedAddr}, {"dial times out", blackHole}} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, cfg := tc.target(t)
+			c := openClient(t, addr, cfg, "a")
+			var errs []error
+			start := time.Now()
+			eventually(t, "three failed Sends", func() bool {
+				err := within(t, 2*time.Second, "Send to "+tc.name, func() error { return c.Send([]byte("x")) })
+				if err != nil {
+					errs = append(errs, err)
+				}
+				return len(errs) >= 3
+			})
+			for i, err := range errs {
+				if !errors.Is(err, ErrLinkLost) && !errors.Is(err, ErrHandshake) {
+					t.Errorf("failed Send #%d: %v, want ErrLinkLost or ErrHandshake (never a bare context error)", i, err)
+				}
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("three failed Sends took %v", d)
+			}
+		})
+	}
+}
