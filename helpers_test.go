@@ -63,7 +63,13 @@ func serveEcho(t testing.TB, ln net.Listener) <-chan net.Conn {
 // eventually polls cond until it holds or the test timeout passes.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
+	eventuallyWithin(t, testTimeout, what, cond)
+}
+
+// eventuallyWithin polls cond until it holds or d passes.
+func eventuallyWithin(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -487,4 +493,75 @@ func helloVersion(v uint8) []byte {
 	h := DefaultConfig().hello()
 	h.version = v
 	return appendHello(nil, h)
+}
+
+// ---- bounded calls: a test of the contract never hangs ----
+
+// prompt bounds what must happen at once: Close, a Send within the initial
+// credit, a blocked call waking after a local event. Generous for a loaded
+// 2-core machine; the engine takes microseconds.
+const prompt = time.Second
+
+// promptRemote bounds what needs the peer but no bulk data: a handshake, an
+// announcement, a CLOSE crossing the socket.
+const promptRemote = 5 * time.Second
+
+// async runs f in its own goroutine; its result arrives on the channel.
+func async(f func() error) <-chan error {
+	ch := make(chan error, 1)
+	go func() { ch <- f() }()
+	return ch
+}
+
+// await returns the result of an async call, failing the test, naming what
+// hung, if it does not arrive within d (the call is left behind).
+func await(t testing.TB, ch <-chan error, d time.Duration, what string) error {
+	t.Helper()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case err := <-ch:
+		return err
+	case <-timer.C:
+		t.Fatalf("%s did not return within %v", what, d)
+		return nil
+	}
+}
+
+// within runs f and returns its error, failing the test if f has not
+// returned after d.
+func within(t testing.TB, d time.Duration, what string, f func() error) error {
+	t.Helper()
+	return await(t, async(f), d, what)
+}
+
+// recvWithin is the plain Receive (the seed's call, no context) bounded by
+// d: it fails the test on an error or if Receive hangs.
+func recvWithin(t testing.TB, c *Connection, d time.Duration) []byte {
+	t.Helper()
+	var data []byte
+	err := within(t, d, fmt.Sprintf("Receive on %q", c.ID()), func() (err error) {
+		data, err = c.Receive()
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Receive on %q: %v", c.ID(), err)
+	}
+	return data
+}
+
+// closePromptlyAtCleanup closes c when the test ends; Close must return
+// within 2*prompt (it is left behind and reported otherwise, so a broken
+// Close costs seconds, not the run).
+func closePromptlyAtCleanup(t testing.TB, c *Connection) *Connection {
+	t.Helper()
+	t.Cleanup(func() {
+		done := async(c.Close)
+		select {
+		case <-done:
+		case <-time.After(2 * prompt):
+			t.Errorf("cleanup: Close of %q did not return within %v", c.ID(), 2*prompt)
+		}
+	})
+	return c
 }
