@@ -9,4 +9,4 @@ require (
 
 require go.uber.org/goleak v1.3.0
 
-require github.com/google/uuid v1.6.0 // indirect
+require github.com/google/uuid v1.6.0

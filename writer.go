@@ -133,13 +133,13 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 			l.wmu.Unlock()
 			return l.linkError()
 		}
+		if s.state.Load() != 0 { // before closing: the stream's end says why
+			l.wmu.Unlock()
+			return s.sendError()
+		}
 		if l.closing {
 			l.wmu.Unlock()
 			return ErrClosed
-		}
-		if s.state.Load() != 0 {
-			l.wmu.Unlock()
-			return s.sendError()
 		}
 		hello = l.peer.version != 0
 		window, linkWindow, maxMessage := int64(InitialWindow), int64(InitialWindow), uint64(InitialWindow)
