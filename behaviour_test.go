@@ -574,18 +574,7 @@ func TestConcurrentSendAndReceive(t *testing.T) {
 	serveEcho(t, ln)
 	c := closeAtCleanup(t, NewConnectionWithID(ln.Addr().String(), "busy", 0))
 	const senders, perSender = 8, 150
-	// message: [sender u16][seq u32][body derived from both]; every 37th is
-	// larger than the pooled-buffer limit.
-	msg := func(g, seq int) []byte {
-		n := 16 + (g*7+seq)%200
-		if seq%37 == 0 {
-			n = 70 << 10
-		}
-		b := pattern(n, byte(g*31+seq))
-		binary.BigEndian.PutUint16(b, uint16(g))
-		binary.BigEndian.PutUint32(b[2:], uint32(seq))
-		return b
-	}
+	msg := numbered // some larger than the pooled-buffer and copy limits
 	recvErr := make(chan error, 1)
 	go func() {
 		ctx := testContext(t)

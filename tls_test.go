@@ -74,6 +74,24 @@ func (ca *testCA) leaf(t testing.TB, name string) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
+// mutualTLSListener is a Listener (closed at cleanup) that requires client
+// certificates, and a client Config whose certificate names client.
+func mutualTLSListener(t testing.TB, client string) (*Listener, *Config) {
+	t.Helper()
+	ca := newTestCA(t, "tcpconn test CA")
+	srvTLS := &tls.Config{
+		Certificates: []tls.Certificate{ca.leaf(t, "server")},
+		ClientCAs:    ca.pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+	}
+	srv, err := NewListener(tls.NewListener(listenTCP(t), srvTLS), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv, &Config{TLSConfig: &tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{ca.leaf(t, client)}}}
+}
+
 // TestTLSWrapConnection: a server wraps each accepted *tls.Conn (the seed's
 // WrapConnection) and a client dials with Config.TLSConfig.
 func TestTLSWrapConnection(t *testing.T) {
@@ -100,18 +118,8 @@ func TestTLSWrapConnection(t *testing.T) {
 
 // TestTLSListener: NewListener over tls.NewListener, with mutual TLS.
 func TestTLSListener(t *testing.T) {
-	ca := newTestCA(t, "tcpconn test CA")
-	srvTLS := &tls.Config{
-		Certificates: []tls.Certificate{ca.leaf(t, "server")},
-		ClientCAs:    ca.pool,
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-	}
-	srv, err := NewListener(tls.NewListener(listenTCP(t), srvTLS), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, cfg := mutualTLSListener(t, "client")
 	serveListener(t, srv, echoHandler)
-	cfg := &Config{TLSConfig: &tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{ca.leaf(t, "client")}}}
 	for i := range 10 {
 		c := mustDial(t, srv.Addr().String(), WithID(string(rune('a'+i))), WithConfig(cfg))
 		mustRoundTrip(t, c, pattern(64<<10, byte(i)))
@@ -178,18 +186,7 @@ func TestTLSWrongCertificate(t *testing.T) {
 // client is (the certificate's subject, its address), and a client sees the
 // server's certificate; a plain TCP Connection reports no TLS state.
 func TestTLSPeerIdentity(t *testing.T) {
-	ca := newTestCA(t, "tcpconn test CA")
-	srvTLS := &tls.Config{
-		Certificates: []tls.Certificate{ca.leaf(t, "server")},
-		ClientCAs:    ca.pool,
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-	}
-	srv, err := NewListener(tls.NewListener(listenTCP(t), srvTLS), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	cfg := &Config{TLSConfig: &tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{ca.leaf(t, "client-7")}}}
+	srv, cfg := mutualTLSListener(t, "client-7")
 	c := mustDial(t, srv.Addr().String(), WithID("who"), WithConfig(cfg))
 	s, err := srv.AcceptContext(testContext(t))
 	if err != nil {
