@@ -65,6 +65,20 @@ func TestHostilePeers(t *testing.T) {
 		},
 		rounds: 1000, want: ErrProtocol, because: "logical connections", maxHeap: 16 << 20,
 	}, {
+		name: "open-frames-at-once", // OPEN without data, new IDs
+		attack: func(a *attacker, i int) bool {
+			a.raw(appendIDControl(nil, frameOpen, fmt.Sprintf("open-%d", i), 0))
+			return true
+		},
+		rounds: 1000, want: ErrProtocol, because: "logical connections", maxHeap: 16 << 20,
+	}, {
+		name: "open-repeat-flood", // the same OPEN again and again
+		attack: func(a *attacker, i int) bool {
+			a.raw(appendIDControl(nil, frameOpen, "again", 0))
+			return true
+		},
+		rounds: 200_000, want: ErrProtocol, because: "flood", maxHeap: 16 << 20,
+	}, {
 		name: "open-close-churn", // HTTP/2 Rapid Reset
 		attack: func(a *attacker, i int) bool {
 			id := fmt.Sprintf("churn-%d", i)
