@@ -75,8 +75,8 @@ func (ca *testCA) leaf(t testing.TB, name string) tls.Certificate {
 }
 
 // mutualTLSListener is a Listener (closed at cleanup) that requires client
-// certificates, and a client Config whose certificate names client.
-func mutualTLSListener(t testing.TB, client string) (*Listener, *Config) {
+// certificates, and makes client Configs whose certificate names a client.
+func mutualTLSListener(t testing.TB) (*Listener, func(client string) *Config) {
 	t.Helper()
 	ca := newTestCA(t, "tcpconn test CA")
 	srvTLS := &tls.Config{
@@ -89,7 +89,9 @@ func mutualTLSListener(t testing.TB, client string) (*Listener, *Config) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	return srv, &Config{TLSConfig: &tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{ca.leaf(t, client)}}}
+	return srv, func(client string) *Config {
+		return &Config{TLSConfig: &tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{ca.leaf(t, client)}}}
+	}
 }
 
 // TestTLSWrapConnection: a server wraps each accepted *tls.Conn (the seed's
@@ -118,8 +120,9 @@ func TestTLSWrapConnection(t *testing.T) {
 
 // TestTLSListener: NewListener over tls.NewListener, with mutual TLS.
 func TestTLSListener(t *testing.T) {
-	srv, cfg := mutualTLSListener(t, "client")
+	srv, clientConfig := mutualTLSListener(t)
 	serveListener(t, srv, echoHandler)
+	cfg := clientConfig("client")
 	for i := range 10 {
 		c := mustDial(t, srv.Addr().String(), WithID(string(rune('a'+i))), WithConfig(cfg))
 		mustRoundTrip(t, c, pattern(64<<10, byte(i)))
@@ -186,8 +189,8 @@ func TestTLSWrongCertificate(t *testing.T) {
 // client is (the certificate's subject, its address), and a client sees the
 // server's certificate; a plain TCP Connection reports no TLS state.
 func TestTLSPeerIdentity(t *testing.T) {
-	srv, cfg := mutualTLSListener(t, "client-7")
-	c := mustDial(t, srv.Addr().String(), WithID("who"), WithConfig(cfg))
+	srv, clientConfig := mutualTLSListener(t)
+	c := mustDial(t, srv.Addr().String(), WithID("who"), WithConfig(clientConfig("client-7")))
 	s, err := srv.AcceptContext(testContext(t))
 	if err != nil {
 		t.Fatal(err)
@@ -219,4 +222,29 @@ func TestTLSPeerIdentity(t *testing.T) {
 	if plain.RemoteAddr() != nil {
 		t.Fatal("a closed Connection still reports an address")
 	}
+}
+
+// TestTLSAuthoriseByCertificate: a server authorises each logical
+// connection by its client's certificate; a client it turns away sees
+// ErrPeerClosed, an allowed one is served.
+func TestTLSAuthoriseByCertificate(t *testing.T) {
+	srv, clientConfig := mutualTLSListener(t)
+	serveListener(t, srv, func(c *Connection) {
+		st, ok := c.TLSConnectionState()
+		for !ok { // complete once the server has read from the socket
+			if _, err := c.Receive(); err != nil {
+				return
+			}
+			st, ok = c.TLSConnectionState()
+		}
+		if st.PeerCertificates[0].Subject.CommonName != "billing" {
+			return // serveListener closes c: the client is told
+		}
+		echoHandler(c)
+	})
+	allowed := mustDial(t, srv.Addr().String(), WithID("job"), WithConfig(clientConfig("billing")))
+	intruder := mustDial(t, srv.Addr().String(), WithID("job"), WithConfig(clientConfig("intruder")))
+	_, err := intruder.ReceiveContext(testContext(t)) // turned away on Accept
+	wantErr(t, err, ErrPeerClosed)
+	mustRoundTrip(t, allowed, []byte("invoice"))
 }
