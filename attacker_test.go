@@ -69,7 +69,11 @@ func dialAttacker(t testing.TB, address string, noRead bool) *attacker {
 }
 
 // raw queues bytes; a write error (the server hung up) is reported by flush.
-func (a *attacker) raw(b []byte) { a.w.Write(b) }
+func (a *attacker) raw(bs ...[]byte) {
+	for _, b := range bs {
+		a.w.Write(b)
+	}
+}
 
 func (a *attacker) data(id string, payload []byte) {
 	a.raw(dataFrame(id, string(payload)))

@@ -59,6 +59,9 @@ func (l *link) readFrame() (bool, error) {
 	}
 	l.framesIn.Add(1)
 	if b[0] == controlMarker {
+		if b, err = l.br.Peek(sizeOfIDLen + sizeOfType); err == nil && b[1] == framePart {
+			return l.readPart()
+		}
 		return false, l.readControl()
 	}
 	return l.readData(int(b[0]))
@@ -106,39 +109,111 @@ func (l *link) readData(idLen int) (bool, error) {
 	if err != nil {
 		return false, truncated(err, "a data frame header")
 	}
+	idb := hdr[sizeOfIDLen : sizeOfIDLen+idLen]
 	n := loadU32(hdr[sizeOfIDLen+idLen:])
 	if uint64(n) > uint64(l.cfg.MaxMessageSize) {
-		return false, protocolErrorf("data", string(hdr[sizeOfIDLen:sizeOfIDLen+idLen]), "message of %d bytes exceeds the limit of %d", n, l.cfg.MaxMessageSize)
+		return false, protocolErrorf("data", string(idb), "message of %d bytes exceeds the limit of %d", n, l.cfg.MaxMessageSize)
 	}
-	s, err := l.route(hdr[sizeOfIDLen : sizeOfIDLen+idLen])
+	if len(l.partials) > 0 && l.partials[bytesToString(idb)] != nil {
+		return false, protocolErrorf("data", string(idb), "data frame on %q inside a message in parts", idb)
+	}
+	s, err := l.route(idb)
 	if err != nil {
 		return false, err
 	}
 	cost := int64(n) + messageOverhead
-	if l.recvLinkCredit.Add(-cost)+cost <= 0 {
-		return false, protocolErrorf("data", s.id, "peer exceeded the link window of %d bytes", l.cfg.LinkWindow)
-	}
-	if s.closing() {
-		s = nil // a frame of an incarnation we already closed: read and drop it
-	} else if s.recvCredit.Add(-cost)+cost <= 0 {
-		return false, protocolErrorf("data", s.id, "peer exceeded the window of %d bytes on %q", l.cfg.StreamWindow, s.id)
+	if s, err = l.admit("data", s, cost); err != nil {
+		return false, err
 	}
 	l.br.Discard(len(hdr))
-	// Payloads go to a pooled buffer; when none is large enough, a large
-	// one gets a slice that grows with the bytes that actually arrive, so a
-	// header claiming a huge message cannot make us allocate it up front.
+	l.pend = pendingData{active: true, s: s, end: int(n), total: int(n), cost: cost, m: newPayload(int(n))}
+	return l.readPending()
+}
+
+// admit charges a message's cost (a data frame, or a message in parts at
+// its first PART) against the link's and s's credit. It returns nil for a
+// message of an incarnation we already closed: read and dropped.
+func (l *link) admit(frame string, s *stream, cost int64) (*stream, error) {
+	if l.recvLinkCredit.Add(-cost)+cost <= 0 {
+		return nil, protocolErrorf(frame, s.id, "peer exceeded the link window of %d bytes", l.cfg.LinkWindow)
+	}
+	if s.closing() {
+		return nil, nil
+	}
+	if s.recvCredit.Add(-cost)+cost <= 0 {
+		return nil, protocolErrorf(frame, s.id, "peer exceeded the window of %d bytes on %q", l.cfg.StreamWindow, s.id)
+	}
+	return s, nil
+}
+
+// newPayload returns the buffer a message of n bytes is read into: a
+// pooled one; when none is large enough, a slice that grows with the bytes
+// that actually arrive, so a header claiming a huge message cannot make us
+// allocate it up front.
+func newPayload(n int) message {
 	var m message
-	m.data, m.pooled = getPayload(int(n))
-	l.pend = pendingData{active: true, s: s, n: int(n), cost: cost, m: m}
+	m.data, m.pooled = getPayload(n)
+	return m
+}
+
+// readPart reads a PART: a piece of a message too large for one frame,
+// which the sender interleaves with other IDs' frames. The first PART of a
+// message admits it whole (its size is this piece plus rest); later ones
+// must continue it exactly.
+func (l *link) readPart() (bool, error) {
+	const head = sizeOfIDLen + sizeOfType
+	b, err := l.br.Peek(head + sizeOfIDLen)
+	if err != nil {
+		return false, truncated(err, "PART")
+	}
+	idLen := int(b[head])
+	if idLen > maxIDLen {
+		return false, protocolErrorf("PART", "", "PART with ID length %d", idLen)
+	}
+	size := head + sizeOfIDLen + idLen + 2*sizeOfLength
+	if b, err = l.br.Peek(size); err != nil {
+		return false, truncated(err, "PART")
+	}
+	idb := b[head+sizeOfIDLen : head+sizeOfIDLen+idLen]
+	rest, n := uint64(loadU32(b[size-2*sizeOfLength:])), uint64(loadU32(b[size-sizeOfLength:]))
+	p := l.partials[bytesToString(idb)]
+	if p == nil {
+		total := n + rest
+		if total > uint64(l.cfg.MaxMessageSize) {
+			return false, protocolErrorf("PART", string(idb), "message of %d bytes exceeds the limit of %d", total, l.cfg.MaxMessageSize)
+		}
+		s, err := l.route(idb)
+		if err != nil {
+			return false, err
+		}
+		p = &partial{id: s.id, total: int(total), cost: int64(total) + messageOverhead}
+		if p.s, err = l.admit("PART", s, p.cost); err != nil {
+			return false, err
+		}
+		p.m = newPayload(p.total)
+		if l.partials == nil {
+			l.partials = make(map[string]*partial)
+		}
+		l.partials[p.id] = p
+	} else if n+rest != uint64(p.total-p.got) {
+		return false, protocolErrorf("PART", p.id, "PART of %d bytes with %d to follow on %q, where %d bytes of the message are missing", n, rest, p.id, p.total-p.got)
+	}
+	l.br.Discard(size)
+	l.pend = pendingData{active: true, s: p.s, part: p, got: p.got, end: p.got + int(n), total: p.total, cost: p.cost, m: p.m}
 	return l.readPending()
 }
 
 func (l *link) readPending() (bool, error) {
 	p := &l.pend
-	for {
+	for p.got < p.end {
+		if p.got == len(p.m.data) {
+			grown := make([]byte, min(p.total, 2*p.got))
+			copy(grown, p.m.data[:p.got])
+			p.m.data = grown
+		}
 		// Read in chunks so that a long payload counts as the peer being
 		// heard (keepalive) while it arrives.
-		k, err := io.ReadFull(l.br, p.m.data[p.got:min(len(p.m.data), p.got+readProgressChunk)])
+		k, err := l.readPayload(p.m.data[p.got:min(len(p.m.data), p.got+readProgressChunk, p.end)])
 		p.got += k
 		if k > 0 { // a read cut short by a deadline heard nothing
 			l.framesIn.Add(1)
@@ -151,25 +226,54 @@ func (l *link) readPending() (bool, error) {
 			p.active = false
 			return false, truncated(err, "a message payload")
 		}
-		if p.got == p.n {
-			break
+	}
+	if pt := p.part; pt != nil {
+		if p.got < p.total { // more PARTs to come
+			pt.m, pt.got = p.m, p.got
+			*p = pendingData{}
+			return false, nil
 		}
-		if p.got == len(p.m.data) {
-			grown := make([]byte, min(p.n, 2*p.got))
-			copy(grown, p.m.data[:p.got])
-			p.m.data = grown
-		}
+		delete(l.partials, pt.id)
 	}
 	s, m, cost := p.s, p.m, p.cost
 	*p = pendingData{}
 	l.counters.messagesIn.Add(1)
 	l.counters.bytesIn.Add(uint64(len(m.data)))
 	if s == nil {
-		m.release()
-		l.consumedLink(cost, controlAsync)
+		l.drop(m, cost)
 		return false, nil
 	}
 	return s.deliver(m), nil
+}
+
+// readPayload fills dst: first from what br holds, then straight from the
+// socket. Through br, a payload smaller than br's buffer (a 32 KiB part,
+// say) would be copied twice.
+func (l *link) readPayload(dst []byte) (int, error) {
+	n := 0
+	if b := l.br.Buffered(); b > 0 {
+		n, _ = l.br.Read(dst[:min(b, len(dst))]) // buffered: cannot fail
+	}
+	if n == len(dst) {
+		return n, nil
+	}
+	k, err := io.ReadFull(l.conn, dst[n:])
+	return n + k, err
+}
+
+// drop releases a message nobody will receive and returns its link credit.
+func (l *link) drop(m message, cost int64) {
+	m.release()
+	l.consumedLink(cost, controlAsync)
+}
+
+// dropPartial discards the message in parts pending on id, if any (the
+// peer closed the ID in the middle of it).
+func (l *link) dropPartial(id string) {
+	if p := l.partials[id]; p != nil {
+		delete(l.partials, id)
+		l.drop(p.m, p.cost)
+	}
 }
 
 // allowControl charges one frame against the control-frame rate limit.
@@ -214,6 +318,9 @@ var controlFrames = [frameTypeLimit]controlFrame{
 	framePong:       {"PONG", sizeOfLength, tailNone, (*link).onPong},
 	frameGoAway:     {"GOAWAY", sizeOfLength + sizeOfIDLen, tailReason, (*link).onGoAway},
 	frameOpen:       {"OPEN", sizeOfIDLen, tailID, (*link).onOpen},
+	// PART carries a payload like a data frame: readFrame hands it to
+	// readPart before this table is consulted.
+	framePart: {name: "PART"},
 }
 
 func frameName(typ byte) string {
@@ -309,6 +416,9 @@ func (l *link) onOpen(body []byte) error {
 
 func (l *link) onCloseFrame(body []byte) error {
 	idb, code := splitIDBody(body)
+	if len(l.partials) > 0 {
+		l.dropPartial(string(idb))
+	}
 	v, ok := l.routes.Load(bytesToString(idb))
 	if !ok {
 		return l.allowControl() // nothing to close: charged like a ping

@@ -304,6 +304,31 @@ func testCutMidFrame(t *testing.T, reset bool) {
 
 // ---- black hole: keepalive and TCP_USER_TIMEOUT ----
 
+// TestFaultKeepAliveDuringSlowLargeMessage: a large message on a slow path
+// (1 MiB/s) takes several keepalive timeouts to send, and is not cut: the
+// sender's PINGs pass between its parts (and TCP_NOTSENT_LOWAT keeps the
+// kernel from queueing the whole message ahead of them), so the sender
+// hears PONGs while the message moves.
+func TestFaultKeepAliveDuringSlowLargeMessage(t *testing.T) {
+	const interval = 250 * time.Millisecond // timeout 750 ms; the message takes ~2 s
+	srv := mustListen(t, "127.0.0.1:0", &Config{KeepAliveInterval: interval})
+	serveListener(t, srv, echoHandler)
+	p := newFaultProxy(t, srv.Addr().String())
+	p.rate.Store(1 << 20)
+	cfg := &Config{KeepAliveInterval: interval}
+	c := mustDial(t, p.Addr(), WithID("slow"), WithConfig(cfg))
+	msg := pattern(2<<20, 7)
+	start := time.Now()
+	if err := c.SendContext(testContext(t), msg); err != nil {
+		t.Fatalf("Send of 2 MiB over a 1 MiB/s path: %v", err)
+	}
+	got, err := c.ReceiveContext(testContext(t))
+	if err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("echo of 2 MiB over a 1 MiB/s path: %d bytes, %v", len(got), err)
+	}
+	t.Logf("figures: 2 MiB echoed over a 1 MiB/s path in %v with keepalive timeout %v; link intact", time.Since(start).Round(time.Millisecond), 3*interval)
+}
+
 func TestFaultBlackHoleKeepAlive(t *testing.T) {
 	const interval = 250 * time.Millisecond
 	scfg := &Config{KeepAliveInterval: interval}

@@ -28,6 +28,7 @@ type faultProxy struct {
 	cutNext   atomic.Int64 // the next accepted pair is cut after this many client->server bytes
 	cutReset  atomic.Bool  // cut with RST (linger 0) instead of FIN
 	smallBuf  atomic.Bool  // small SO_RCVBUF on the client side of a pair to be cut, so large writes stay in progress
+	rate      atomic.Int64 // bytes per second forwarded client->server, 0: unlimited (a slow path; small SO_RCVBUF so little waits in flight)
 
 	mu    sync.Mutex
 	pairs []*proxyPair
@@ -82,7 +83,7 @@ func (p *faultProxy) acceptLoop() {
 		}
 		cc, sc := c.(*net.TCPConn), s.(*net.TCPConn)
 		pr := &proxyPair{client: cc, server: sc, cutAt: p.cutNext.Swap(0)}
-		if pr.cutAt > 0 && p.smallBuf.Load() {
+		if pr.cutAt > 0 && p.smallBuf.Load() || p.rate.Load() > 0 {
 			cc.SetReadBuffer(16 << 10)
 		}
 		p.mu.Lock()
@@ -99,6 +100,9 @@ func (p *faultProxy) acceptLoop() {
 func (p *faultProxy) pump(pr *proxyPair, dst, src *net.TCPConn, up bool) {
 	defer p.wg.Done()
 	buf := make([]byte, 32<<10)
+	if p.rate.Load() > 0 {
+		buf = buf[:4<<10] // a steady trickle, not 32 KiB bursts
+	}
 	var sent int64
 	for {
 		n, err := src.Read(buf)
@@ -114,6 +118,9 @@ func (p *faultProxy) pump(pr *proxyPair, dst, src *net.TCPConn, up bool) {
 			}
 			if d := p.maxDelay.Load(); d > 0 && len(chunk) > 0 {
 				time.Sleep(time.Duration(rand.Int64N(d))) // injected delay, not synchronization
+			}
+			if r := p.rate.Load(); up && r > 0 {
+				time.Sleep(time.Duration(int64(len(chunk)) * int64(time.Second) / r)) // injected slowness, not synchronization
 			}
 			if werr := p.write(dst, chunk); werr != nil {
 				pr.kill(false)

@@ -22,6 +22,7 @@ const (
 	sizeOfLength  = 4
 	sizeOfType    = 1
 	maxDataHeader = sizeOfIDLen + maxIDLen + sizeOfLength
+	maxPartHeader = sizeOfIDLen + sizeOfType + sizeOfIDLen + maxIDLen + 2*sizeOfLength
 
 	protocolVersion = 1
 
@@ -44,7 +45,8 @@ const (
 	framePong       = 0x06 // opaque u32
 	frameGoAway     = 0x07 // code u32 reasonLen u8 reason
 	frameOpen       = 0x08 // idLen u8 id reserved u32 (0)
-	frameTypeLimit  = 0x09 // first unassigned type
+	framePart       = 0x09 // idLen u8 id rest u32 length u32 payload: a piece of a message in parts
+	frameTypeLimit  = 0x0a // first unassigned type
 )
 
 const (
@@ -90,6 +92,15 @@ func (h hello) String() string {
 func appendDataHeader(dst []byte, id string, n int) []byte {
 	dst = append(dst, byte(len(id)))
 	dst = append(dst, id...)
+	return appendU32(dst, uint32(n))
+}
+
+// appendPartHeader appends the header of a PART frame: n payload bytes of
+// a message of which rest more bytes follow in later PARTs.
+func appendPartHeader(dst []byte, id string, rest, n int) []byte {
+	dst = append(dst, controlMarker, framePart, byte(len(id)))
+	dst = append(dst, id...)
+	dst = appendU32(dst, uint32(rest))
 	return appendU32(dst, uint32(n))
 }
 

@@ -34,6 +34,9 @@ var (
 	goldenPong      = []byte{0xFF, 0x06, 0x00, 0x00, 0x00, 0x2A}
 	goldenGoAway    = []byte{0xFF, 0x07, 0x00, 0x00, 0x00, 0x00, 0x03, 'b', 'y', 'e'}
 	goldenOpen      = []byte{0xFF, 0x08, 0x02, 'a', 'b', 0x00, 0x00, 0x00, 0x00}
+	// The message "xyz" in two parts: "xy" with 1 byte to follow, then "z".
+	goldenPart1 = []byte{0xFF, 0x09, 0x02, 'a', 'b', 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x02, 'x', 'y'}
+	goldenPart2 = []byte{0xFF, 0x09, 0x02, 'a', 'b', 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 'z'}
 )
 
 var smallHello = hello{version: 1, streamWindow: InitialWindow, linkWindow: InitialWindow, maxMessage: 16 << 20, maxStreams: 8,
@@ -58,6 +61,8 @@ func TestFrameGoldenEncode(t *testing.T) {
 		{"PONG", appendValueControl(nil, framePong, 42), goldenPong},
 		{"GOAWAY", appendGoAway(nil, 0, "bye"), goldenGoAway},
 		{"OPEN", appendIDControl(nil, frameOpen, "ab", 0), goldenOpen},
+		{"PART, first of two", append(appendPartHeader(nil, "ab", 1, 2), "xy"...), goldenPart1},
+		{"PART, last", append(appendPartHeader(nil, "ab", 0, 1), "z"...), goldenPart2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if !bytes.Equal(tc.got, tc.want) {
@@ -90,7 +95,8 @@ func TestFrameGoldenParse(t *testing.T) {
 	}
 	srvSide := make(chan server, 1)
 	serveConns(t, ln, func(conn net.Conn) {
-		c, err := Wrap(conn, WithConfig(&Config{KeepAliveInterval: -1}))
+		// FrameSize 1 MiB: the credit test below wants one whole frame.
+		c, err := Wrap(conn, WithConfig(&Config{KeepAliveInterval: -1, FrameSize: 1 << 20}))
 		if err != nil {
 			conn.Close()
 			return
@@ -111,6 +117,14 @@ func TestFrameGoldenParse(t *testing.T) {
 	from, data, err := srv.c.ReceiveFrom(ctx)
 	if err != nil || from != "ab" || string(data) != "xyz" {
 		t.Fatalf("ReceiveFrom = %q, %q, %v; want \"ab\", \"xyz\"", from, data, err)
+	}
+	// A message in two PARTs, with another ID's data frame between them.
+	p.write(goldenPart1, dataFrame("cd", "between"), goldenPart2)
+	if from, data, err = srv.c.ReceiveFrom(ctx); err != nil || from != "cd" || string(data) != "between" {
+		t.Fatalf("ReceiveFrom = %q, %q, %v; want \"cd\", \"between\"", from, data, err)
+	}
+	if from, data, err = srv.c.ReceiveFrom(ctx); err != nil || from != "ab" || string(data) != "xyz" {
+		t.Fatalf("ReceiveFrom = %q, %q, %v; want \"ab\", \"xyz\" reassembled", from, data, err)
 	}
 	p.write(goldenEmptyData)
 	if from, data, err = srv.c.ReceiveFrom(ctx); err != nil || from != "" || len(data) != 0 {
@@ -179,9 +193,14 @@ func TestControlTypeTableHasNoHoles(t *testing.T) {
 			t.Errorf("assigned type 0x%02x (%s) has no controlFrames entry", typ, frameName(typ))
 		}
 	}
+	// PART carries a payload: readFrame diverts it to readPart, and the
+	// table only names it.
+	if controlFrames[framePart].name != "PART" || controlFrames[framePart].handle != nil {
+		t.Error("PART's entry must name it and have no handler")
+	}
 	for v := range 256 {
 		typ := byte(v)
-		if assigned[typ] {
+		if assigned[typ] || typ == framePart {
 			continue
 		}
 		if int(typ) < len(controlFrames) && (controlFrames[typ].handle != nil || controlFrames[typ].name != "") {

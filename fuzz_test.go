@@ -179,7 +179,9 @@ func fuzzSeeds() [][]byte {
 		cat(h, appendGoAway(nil, 0, "bye"), appendGoAway(nil, 1, "again")),
 		cat(h, appendIDControl(nil, frameOpen, "a", 0), appendIDControl(nil, frameOpen, "n", 0), appendIDControl(nil, frameOpen, "n", 0), dataFrame("n", "x")),
 		cat(h, appendIDControl(nil, frameOpen, "a", 0), appendIDControl(nil, frameClose, "a", uint32(closeNormal)), appendIDControl(nil, frameOpen, "a", 0)),
-		cat(h, []byte{0xFF, 0x09}),
+		cat(h, appendPartHeader(nil, "a", 3, 2), []byte("xy"), dataFrame("b", "between"), appendPartHeader(nil, "a", 0, 3), []byte("zzz")),
+		cat(h, appendPartHeader(nil, "a", 1<<20, 1), []byte("x"), appendIDControl(nil, frameClose, "a", uint32(closeNormal))),
+		cat(h, []byte{0xFF, 0x0a}),
 		cat(h, []byte{0xFF, frameWindow, 0xFF}),
 		cat(h, bytes.Repeat(dataFrame("x", ""), 3000)),
 	}

@@ -451,6 +451,14 @@ func readRawFrame(br *bufio.Reader) ([]byte, error) {
 		if l, err = take(1); err == nil {
 			_, err = take(int(l[0]) + 4)
 		}
+	case 0x09: // PART: [idLen][id][rest u32][len u32][payload]
+		var l []byte
+		if l, err = take(1); err == nil {
+			var rl []byte
+			if rl, err = take(int(l[0]) + 8); err == nil {
+				_, err = take(int(binary.BigEndian.Uint32(rl[len(rl)-4:])))
+			}
+		}
 	case 0x03, 0x05, 0x06: // LINK_WINDOW, PING, PONG
 		_, err = take(4)
 	case 0x07: // GOAWAY: [code u32][reasonLen][reason]

@@ -137,6 +137,30 @@ func TestHostilePeers(t *testing.T) {
 		},
 		rounds: 2048, want: ErrKeepAliveTimeout, because: "nothing heard", maxHeap: 24 << 20,
 	}, {
+		name: "parts-started-never-finished", // many messages in parts, each 1 KiB of a claimed 64 KiB
+		attack: func(a *attacker, i int) bool {
+			a.raw(appendPartHeader(nil, fmt.Sprintf("part-%d", i), 63<<10, 1<<10))
+			a.raw(payload1K)
+			return true
+		},
+		rounds: 100_000, want: ErrProtocol, because: "link window", maxHeap: 16 << 20,
+	}, {
+		name: "part-does-not-continue", // the second PART does not add up
+		attack: func(a *attacker, i int) bool {
+			a.raw(appendPartHeader(nil, "p", 10, 4), []byte("abcd"))
+			a.raw(appendPartHeader(nil, "p", 5, 4), []byte("efgh"))
+			return false
+		},
+		rounds: 1, want: ErrProtocol, because: "missing", maxHeap: 4 << 20,
+	}, {
+		name: "data-inside-parts", // a whole message on an ID whose message in parts is unfinished
+		attack: func(a *attacker, i int) bool {
+			a.raw(appendPartHeader(nil, "p", 10, 4), []byte("abcd"))
+			a.data("p", []byte("whole"))
+			return false
+		},
+		rounds: 1, want: ErrProtocol, because: "inside a message in parts", maxHeap: 4 << 20,
+	}, {
 		name: "ping-flood",
 		attack: func(a *attacker, i int) bool {
 			a.raw(appendValueControl(nil, framePing, uint32(i)))

@@ -61,12 +61,13 @@ type link struct {
 	rmu            sync.Mutex
 	br             *bufio.Reader
 	pend           pendingData
-	direct         atomic.Bool   // a receiver holds rmu (interrupt it with a deadline)
-	parked         atomic.Int32  // receivers waiting for a message from this link
-	rkick          chan struct{} // wakes the background reader
-	releases       atomic.Uint64 // tokens released by receivers: the background reader stays away while they read
-	lastHit        *stream       // one-entry route cache
-	ctrlTokens     float64       // control-frame rate limiter
+	direct         atomic.Bool         // a receiver holds rmu (interrupt it with a deadline)
+	parked         atomic.Int32        // receivers waiting for a message from this link
+	rkick          chan struct{}       // wakes the background reader
+	releases       atomic.Uint64       // tokens released by receivers: the background reader stays away while they read
+	lastHit        *stream             // one-entry route cache
+	partials       map[string]*partial // messages in parts being reassembled, by ID
+	ctrlTokens     float64             // control-frame rate limiter
 	ctrlLast       time.Time
 	framesIn       atomic.Uint64 // keepalive: anything heard from the peer
 	routes         sync.Map      // string -> *stream; read lock-free
@@ -85,6 +86,9 @@ type link struct {
 	lazyTimer     *time.Timer // backstop for them
 	wkick         chan struct{}
 	linkSendSpent int64         // link credit used minus returned
+	bulk          []*writeReq   // messages in parts not yet fully queued, round robin
+	bulkNext      int           // whose part goes next
+	smallAt       int64         // nanotime a whole (small) message was last queued
 	creditWake    chan struct{} // closed when credit arrives or a stream ends; nil if nobody waits
 	closing       bool          // close was called: fail once the queue is written
 	werr          error         // set once the link failed

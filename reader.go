@@ -8,14 +8,31 @@ import (
 	"time"
 )
 
-// pendingData is a data frame whose header was read and whose payload is
-// still arriving; it survives a read interrupted by a deadline.
+// pendingData is a data frame or PART whose header was read and whose
+// payload is still arriving; it survives a read interrupted by a deadline.
 type pendingData struct {
 	active bool
-	s      *stream // nil: discard
-	n, got int
+	s      *stream  // nil: discard
+	part   *partial // the message in parts this PART belongs to; nil for a data frame
+	got    int      // bytes of the message in m.data so far
+	end    int      // where this frame's payload ends in the message
+	total  int      // the message's size
 	cost   int64
 	m      message
+}
+
+// partial is a message in parts being reassembled: PART frames for its ID
+// arrive in order, possibly between other IDs' frames. The reader owns it
+// (l.partials, keyed by ID); it was admitted against the credit windows as
+// a whole at its first PART, so the bytes held in partials are bounded by
+// the windows like whole messages.
+type partial struct {
+	id    string
+	s     *stream // nil: an incarnation we closed, read and dropped
+	m     message
+	got   int
+	total int
+	cost  int64
 }
 
 // handBackDelay is how long the token must stay unused by receivers before

@@ -9,14 +9,12 @@ import (
 )
 
 // tuneTCP sets TCP_NODELAY explicitly, the socket buffers only when asked,
-// and TCP_USER_TIMEOUT to the keepalive timeout so that writes a dead peer
-// never acknowledges fail in seconds rather than the kernel's ~15 minutes.
+// TCP_USER_TIMEOUT to the keepalive timeout so that writes a dead peer
+// never acknowledges fail in seconds rather than the kernel's ~15 minutes,
+// and TCP_NOTSENT_LOWAT to SendQueueLimit.
 func tuneTCP(c *net.TCPConn, cfg *Config) error {
 	if err := tuneCommon(c, cfg); err != nil {
 		return err
-	}
-	if cfg.KeepAliveInterval <= 0 {
-		return nil
 	}
 	raw, err := c.SyscallConn()
 	if err != nil {
@@ -24,7 +22,15 @@ func tuneTCP(c *net.TCPConn, cfg *Config) error {
 	}
 	var serr error
 	err = raw.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(cfg.KeepAliveTimeout.Milliseconds()))
+		if cfg.KeepAliveInterval > 0 {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(cfg.KeepAliveTimeout.Milliseconds()))
+		}
+		if serr == nil && cfg.SendQueueLimit > 0 {
+			// The kernel holds at most this much not yet sent, so a small
+			// message or a PING queued now is not behind megabytes of bulk
+			// data in the socket's buffer: the write scheduler chooses.
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, cfg.SendQueueLimit)
+		}
 	})
 	if err != nil {
 		return err

@@ -48,6 +48,7 @@ type stream struct {
 	recvCredit atomic.Int64  // the peer may send while positive
 	unacked    atomic.Int64  // consumed since the last WINDOW
 	sendSpent  int64         // credit used minus credit returned; guarded by link.wmu
+	inParts    bool          // a message in parts is being queued; guarded by link.wmu
 }
 
 // message is one received payload; pooled is non-nil when data aliases a
@@ -310,6 +311,13 @@ func (l *link) expireUnclaimed(now time.Time) {
 // woke a receiver.
 func (s *stream) deliver(m message) bool {
 	s.mu.Lock()
+	if s.state.Load()&streamLocalClosed != 0 {
+		// Admitted before we closed s, complete after its queue was
+		// drained (a long message in parts): nobody will take it.
+		s.mu.Unlock()
+		s.link.drop(m, m.cost())
+		return false
+	}
 	s.queue.push(m)
 	woke := s.wakeLocked()
 	unclaimed := s.owner == nil

@@ -44,6 +44,13 @@ const (
 	// DefaultLinkWindow bounds what one physical link buffers for all its
 	// logical connections together (beyond one message in flight).
 	DefaultLinkWindow = 64 << 20
+	// DefaultFrameSize: messages above it are sent in parts, so a small
+	// message waits behind at most one part of another (smux uses 32 KiB,
+	// HTTP/2 16 KiB; the choice is measured in PERFORMANCE.md).
+	DefaultFrameSize = 32 << 10
+	// DefaultSendQueueLimit: unsent bytes the kernel may hold per socket
+	// (measured in PERFORMANCE.md, "Small messages beside bulk ones").
+	DefaultSendQueueLimit = 128 << 10
 	// DefaultMaxStreams bounds logical connections per physical link.
 	DefaultMaxStreams = 65536
 	// DefaultAcceptBacklog is how many new logical connections a Listener
@@ -144,6 +151,11 @@ type Config struct {
 	// LinkWindow is the credit of one physical link, all IDs together (at
 	// least StreamWindow).
 	LinkWindow int
+	// FrameSize is the largest piece a message is written in: a larger one
+	// goes out in parts of this size, between which other logical
+	// connections' messages and control frames pass (default
+	// DefaultFrameSize, at least 1 KiB).
+	FrameSize int
 	// MaxStreams bounds logical connections per physical link.
 	MaxStreams int
 	// AcceptBacklog is the Listener's queue of not-yet-accepted connections.
@@ -170,6 +182,12 @@ type Config struct {
 	TLSConfig *tls.Config
 	// Dialer replaces net.Dialer for clients (proxies, Unix sockets, tests).
 	Dialer func(ctx context.Context, network, address string) (net.Conn, error)
+	// SendQueueLimit bounds the bytes the kernel holds for a socket that it
+	// has not sent yet (Linux TCP_NOTSENT_LOWAT; ignored elsewhere), so that
+	// a small message or a PING queued behind a bulk transfer waits for at
+	// most this much in the kernel (default DefaultSendQueueLimit; negative:
+	// the kernel's default, unbounded).
+	SendQueueLimit int
 	// SocketReadBuffer and SocketWriteBuffer set SO_RCVBUF / SO_SNDBUF when
 	// positive. Zero keeps Linux auto-tuning, which measured faster here
 	// (see PERFORMANCE.md); set them only with a measurement.
@@ -192,6 +210,8 @@ func (c *Config) fill() {
 	setDefault(&c.MaxMessageSize, DefaultMaxMessageSize)
 	setDefault(&c.StreamWindow, DefaultStreamWindow)
 	setDefault(&c.LinkWindow, DefaultLinkWindow)
+	setDefault(&c.FrameSize, DefaultFrameSize)
+	setDefault(&c.SendQueueLimit, DefaultSendQueueLimit)
 	setDefault(&c.MaxStreams, DefaultMaxStreams)
 	setDefault(&c.AcceptBacklog, DefaultAcceptBacklog)
 	setDefault(&c.KeepAliveInterval, DefaultKeepAliveInterval)
@@ -226,6 +246,8 @@ func (c *Config) Validate() error {
 		return bad("LinkWindow", r.LinkWindow, "must be in 65536..2147483647 (at least InitialWindow)")
 	case r.LinkWindow < r.StreamWindow:
 		return bad("LinkWindow", r.LinkWindow, "must be at least StreamWindow")
+	case r.FrameSize < 1<<10 || r.FrameSize > 1<<30:
+		return bad("FrameSize", r.FrameSize, "must be in 1024..1073741824")
 	case r.MaxStreams < 0 || r.MaxStreams > 1<<30:
 		return bad("MaxStreams", r.MaxStreams, "must be in 1..1073741824")
 	case r.AcceptBacklog < 0:

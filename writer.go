@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"time"
 )
 
@@ -17,6 +18,14 @@ import (
 // Small payloads are copied into pooled buffers and their Send returns at
 // once; large ones are referenced without copying and their sender waits
 // until they are written.
+//
+// A message larger than Config.FrameSize goes out in parts (PART frames),
+// scheduled so that small messages never wait behind it: every batch
+// carries all queued small frames and control frames first, then one part
+// of one message in parts, taken round robin among them (so bulk flows
+// share the socket evenly). A part is a slice of the caller's buffer, not a
+// copy. Parts of two messages never interleave on one ID: the next message
+// on an ID waits until the last part of the one before is queued.
 
 const (
 	// copyLimit is the largest payload Send copies and queues without
@@ -42,10 +51,15 @@ type writeBatch struct {
 	payload uint64
 }
 
-// writeReq is a sender waiting for its large frame to be written.
+// writeReq is a sender waiting for its large frame, or its message in
+// parts, to be written. For a message in parts it also says how far the
+// writer got (guarded by link.wmu).
 type writeReq struct {
 	done chan struct{}
 	err  error
+	s    *stream
+	data []byte
+	off  int
 }
 
 // writeReqFree keeps writeReqs across garbage collections (bufpool.go).
@@ -59,7 +73,7 @@ func getWriteReq() *writeReq {
 }
 
 func putWriteReq(r *writeReq) {
-	r.err = nil
+	*r = writeReq{done: r.done}
 	writeReqFree.put(r)
 }
 
@@ -129,13 +143,13 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 	l.wmu.Lock()
 	var hello bool
 	for {
+		if s.state.Load() != 0 { // first: the stream's end says why, not the link's after it
+			l.wmu.Unlock()
+			return s.sendError()
+		}
 		if l.werr != nil {
 			l.wmu.Unlock()
 			return l.linkError()
-		}
-		if s.state.Load() != 0 { // before closing: the stream's end says why
-			l.wmu.Unlock()
-			return s.sendError()
 		}
 		if l.closing {
 			l.wmu.Unlock()
@@ -150,7 +164,7 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 				return fmt.Errorf("%w: %d bytes, the peer accepts at most %d", ErrMessageTooLarge, len(data), maxMessage)
 			}
 		}
-		if uint64(len(data)) <= maxMessage && s.sendSpent < window && l.linkSendSpent < linkWindow {
+		if uint64(len(data)) <= maxMessage && s.sendSpent < window && l.linkSendSpent < linkWindow && !s.inParts {
 			break
 		}
 		if l.creditWake == nil {
@@ -174,8 +188,12 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 	}
 	s.sendSpent += cost
 	l.linkSendSpent += cost
+	if hello && len(data) > l.cfg.FrameSize {
+		return l.sendInParts(s, data)
+	}
 	l.wb.msgs++
 	l.wb.payload += uint64(len(data))
+	l.smallAt = nanotime()
 	if !hello || len(data) <= copyLimit && l.wb.size < queueLimit {
 		l.wb.appendCopy(hdr, data)
 		if l.writerBusy {
@@ -216,6 +234,72 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 	putWriteReq(r)
 	return err
 }
+
+// sendInParts queues a message for the scheduler (takePartLocked) and waits
+// until its last part is written. The caller holds wmu, which it releases.
+func (l *link) sendInParts(s *stream, data []byte) error {
+	r := getWriteReq()
+	r.s, r.data = s, data
+	l.bulk = append(l.bulk, r)
+	s.inParts = true
+	if l.writerBusy {
+		l.wmu.Unlock()
+	} else {
+		l.writerBusy = true // write it ourselves, part by part
+		l.wmu.Unlock()
+		l.flush()
+	}
+	<-r.done
+	err := r.err
+	putWriteReq(r)
+	return err
+}
+
+// takePartLocked adds parts of the messages in parts to b, behind the small
+// and control frames already in it, round robin among those messages: one
+// part while small messages are about (one was queued within smallQuiet),
+// else up to bulkBurst bytes, so that a lone bulk transfer is not paying a
+// syscall per part.
+func (l *link) takePartLocked(b *writeBatch) {
+	budget := l.cfg.FrameSize
+	if nanotime()-l.smallAt > int64(smallQuiet) {
+		budget = max(budget, bulkBurst)
+	}
+	for taken := 0; taken < budget && len(l.bulk) > 0; {
+		if l.bulkNext >= len(l.bulk) {
+			l.bulkNext = 0
+		}
+		r := l.bulk[l.bulkNext]
+		n := min(len(r.data)-r.off, l.cfg.FrameSize)
+		rest := len(r.data) - r.off - n
+		var hb [maxPartHeader]byte
+		b.appendCopy(appendPartHeader(hb[:0], r.s.id, rest, n), nil)
+		b.segs = append(b.segs, r.data[r.off:r.off+n])
+		b.tail = nil
+		b.size += n
+		b.payload += uint64(n)
+		r.off += n
+		taken += n
+		if rest > 0 {
+			l.bulkNext++
+			continue
+		}
+		l.bulk = slices.Delete(l.bulk, l.bulkNext, l.bulkNext+1)
+		b.msgs++
+		b.waiters = append(b.waiters, r) // its Send returns once b is written
+		r.s.inParts = false
+		l.wakeCreditLocked() // the next message on r.s may start
+	}
+}
+
+const (
+	// smallQuiet: parts go one per write while a small message was queued
+	// this recently.
+	smallQuiet = time.Millisecond
+	// bulkBurst bounds the parts one write carries when no small message
+	// is about.
+	bulkBurst = 256 << 10
+)
 
 // errCanceled tells the caller that its done channel fired; the caller knows
 // which error that stands for.
@@ -303,7 +387,7 @@ func nanotime() int64 { return int64(time.Since(epoch)) }
 func (l *link) flush() {
 	for {
 		l.wmu.Lock()
-		if l.wb.empty() || l.werr != nil {
+		if l.wb.empty() && len(l.bulk) == 0 || l.werr != nil {
 			closed := l.closing && l.werr == nil // close's GOAWAY is out
 			l.writerBusy = false
 			l.lazyPending.Store(false)
@@ -316,6 +400,7 @@ func (l *link) flush() {
 		}
 		b := l.wb
 		l.wb, l.wspare = l.wspare, nil
+		l.takePartLocked(b)
 		l.wmu.Unlock()
 
 		err := l.writeOut(b)
@@ -403,8 +488,14 @@ func (l *link) failWrites(err error) {
 	l.wakeCreditLocked()
 	b := l.wb
 	l.wb = &writeBatch{}
+	bulk := l.bulk
+	l.bulk = nil
 	l.wmu.Unlock()
 	b.finish(err)
+	for _, r := range bulk {
+		r.err = err
+		r.done <- struct{}{}
+	}
 }
 
 // maxControlFrame is the longest control frame (CLOSE or GOAWAY with a
