@@ -14,18 +14,20 @@ import (
 // Head-of-line blocking and fairness on one socket.
 //
 // Mixed: connection 0 does probeSize echo round trips (the probe) while
-// connection 1 sends w.Size-byte messages back to back to a server that
-// drains and checks them. After the bulk flow has delivered its first
-// message and warmupProbes unmeasured probes (or warmupLimit, whichever
-// comes first), b.Loop times probes: an op is one probe round trip, so
-// ns/op is the mean probe latency. Reported: p50-us, p99-us, max-us of the
-// measured probes and bulk-MB/s, the bulk bytes the server received and
-// checked while they ran, 1 MB = 10^6 bytes.
+// connection 1 sends bulk messages back to back to a server that drains and
+// checks them. Once the first bulk message has arrived, up to 200
+// unmeasured probes run (at most 1 s); then b.Loop times probes: an op is
+// one probe round trip, so ns/op is the mean probe latency. Reported:
+// p50-us, p99-us, max-us of the measured probes, and bulk-MB/s, the bulk
+// bytes the server received and checked while they ran (1 MB = 10^6 bytes).
 //
-// Fair: connections 0 and 1 both send w.Size-byte messages back to back;
-// after warmupFair, b.Loop counts delivered messages (an op is one message,
+// Fair: connections 0 and 1 both send bulk messages back to back; after a
+// 200 ms warm-up, b.Loop counts delivered messages (an op is one message,
 // either connection; MB/s is the total). Reported: slow-MB/s and fast-MB/s,
 // the two connections' delivered rates over the same window, and slow/fast.
+//
+// Bulk messages are w.Size bytes; -short (CI's smoke run) divides the size
+// by 16 and shortens the warm-ups, see bulkSize and warmup.
 //
 // The server tells the roles apart by the connection index stamped in each
 // connection's first message, so every transport serves them alike (one
@@ -33,11 +35,21 @@ import (
 
 const probeSize = 1 << 10
 
+// bulkSize is w.Size, or a sixteenth of it with -short: CI's smoke run
+// only checks that the workloads work, and a 16 MiB message takes tens of
+// milliseconds to build, send and check.
+func (w Workload) bulkSize() int {
+	if testing.Short() {
+		return w.Size / 16
+	}
+	return w.Size
+}
+
 // warmup returns how many unmeasured probes to do (at most, within limit)
 // and how long Fair warms up; -short shrinks both for CI's smoke run.
 func warmup() (probes int, limit, fair time.Duration) {
 	if testing.Short() {
-		return 20, 100 * time.Millisecond, 20 * time.Millisecond
+		return 10, 20 * time.Millisecond, 10 * time.Millisecond
 	}
 	return 200, time.Second, 200 * time.Millisecond
 }
@@ -100,6 +112,7 @@ func stopSenders(e *env, stop chan struct{}, wg *sync.WaitGroup) {
 }
 
 func (w Workload) mixed(b *testing.B, tr Transport) {
+	size := w.bulkSize()
 	var drained atomic.Int64 // bulk bytes received and checked by the server
 	flowing := make(chan struct{})
 	var flowOnce sync.Once
@@ -118,8 +131,8 @@ func (w Workload) mixed(b *testing.B, tr Transport) {
 			}
 			return echo(c)
 		case 1:
-			return drain(c, first, w.Size, func(uint64) {
-				drained.Add(int64(w.Size))
+			return drain(c, first, size, func(uint64) {
+				drained.Add(int64(size))
 				flowOnce.Do(func() { close(flowing) })
 			})
 		default:
@@ -129,7 +142,7 @@ func (w Workload) mixed(b *testing.B, tr Transport) {
 	probe := e.conns[0]
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	sender(e, e.conns[1], 1, w.Size, stop, &wg)
+	sender(e, e.conns[1], 1, size, stop, &wg)
 
 	select {
 	case <-flowing:
@@ -187,6 +200,7 @@ func percentile(v []time.Duration, p float64) time.Duration {
 }
 
 func (w Workload) fair(b *testing.B, tr Transport) {
+	size := w.bulkSize()
 	var got [2]atomic.Int64 // bytes received and checked, per connection
 	note := make(chan struct{}, 1024)
 	quit := make(chan struct{}) // lets drains blocked on note go at teardown
@@ -198,8 +212,8 @@ func (w Workload) fair(b *testing.B, tr Transport) {
 		if len(first) < hdrLen || binary.BigEndian.Uint64(first[:8]) > 1 {
 			return fmt.Errorf("unexpected first message (%d bytes)", len(first))
 		}
-		return drain(c, first, w.Size, func(idx uint64) {
-			got[idx].Add(int64(w.Size))
+		return drain(c, first, size, func(idx uint64) {
+			got[idx].Add(int64(size))
 			select {
 			case note <- struct{}{}:
 			case <-quit:
@@ -208,8 +222,8 @@ func (w Workload) fair(b *testing.B, tr Transport) {
 	})
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	sender(e, e.conns[0], 0, w.Size, stop, &wg)
-	sender(e, e.conns[1], 1, w.Size, stop, &wg)
+	sender(e, e.conns[0], 0, size, stop, &wg)
+	sender(e, e.conns[1], 1, size, stop, &wg)
 	end := func() {
 		close(quit)
 		stopSenders(e, stop, &wg)
@@ -230,7 +244,7 @@ func (w Workload) fair(b *testing.B, tr Transport) {
 	for len(note) > 0 {
 		<-note
 	}
-	b.SetBytes(int64(w.Size))
+	b.SetBytes(int64(size))
 	a0, b0, t0 := got[0].Load(), got[1].Load(), time.Now()
 	for b.Loop() {
 		select {
