@@ -113,7 +113,8 @@ func printFair(w io.Writer, workloads []bench.Workload, results map[string]map[s
 		}
 	}
 	fmt.Fprint(w, `  slow, fast MB/s  the two senders' payload received and checked by the server over the same
-                   window (after a 200 ms warm-up, 10 ms with -short), the slower and the faster; medians over passes.
+                   window (after a 200 ms warm-up, 10 ms with -short), the slower and the
+                   faster; medians over passes.
   slow/fast        their ratio, per pass, median over passes (1.00 = equal shares; tcpconn's goal:
                    at least 0.80). spread: (largest - smallest) / median of the passes' ratios.
   total MB/s       both senders together (an op is one delivered message, either sender).
