@@ -12,7 +12,7 @@ func run(b *testing.B, name string) {
 	if w.Kind == Memory && testing.Short() {
 		b.Skip("memory workloads skipped with -short")
 	}
-	for _, tr := range Transports() {
+	for _, tr := range TransportsFor(w) {
 		b.Run("transport="+tr.Name, func(b *testing.B) { w.Run(b, tr) })
 	}
 }
@@ -29,9 +29,24 @@ func BenchmarkStream64KB(b *testing.B)  { run(b, "Stream64KB") }
 func BenchmarkMemory10k(b *testing.B)   { run(b, "Memory10k") }
 func BenchmarkMemory100k(b *testing.B)  { run(b, "Memory100k") }
 
+// Over TLS 1.3 (raw: length-prefixed messages on a plain *tls.Conn).
+func BenchmarkTLSRTT100B(b *testing.B) { run(b, "TLSRTT100B") }
+func BenchmarkTLSRTT1KB(b *testing.B)  { run(b, "TLSRTT1KB") }
+func BenchmarkTLSRTT64KB(b *testing.B) { run(b, "TLSRTT64KB") }
+
+// Head-of-line blocking (mixed.go): an op is one 1 KiB probe round trip
+// beside a bulk sender on the same socket; p50-us, p99-us, max-us, bulk-MB/s.
+// The floor transport puts probe and bulk on two sockets.
+func BenchmarkMixed4MB(b *testing.B)    { run(b, "Mixed4MB") }
+func BenchmarkMixed16MB(b *testing.B)   { run(b, "Mixed16MB") }
+func BenchmarkTLSMixed4MB(b *testing.B) { run(b, "TLSMixed4MB") }
+
+// Fairness of two bulk senders on one socket: slow-MB/s, fast-MB/s, slow/fast.
+func BenchmarkFair4MB(b *testing.B) { run(b, "Fair4MB") }
+
 // TestWorkloadNames keeps the Benchmark functions above and the table in step.
 func TestWorkloadNames(t *testing.T) {
-	if len(Workloads) != 11 {
-		t.Fatalf("the table has %d workloads; add or remove a Benchmark function", len(Workloads))
+	if n := len(Workloads) + len(TLSWorkloads) + len(HOLWorkloads); n != 18 {
+		t.Fatalf("the tables have %d workloads; add or remove a Benchmark function", n)
 	}
 }

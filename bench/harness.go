@@ -24,12 +24,13 @@ type env struct {
 	conns   []Conn
 	closeCl func() error
 
-	ln       net.Listener
-	accepts  atomic.Int32
-	mu       sync.Mutex
-	socks    []net.Conn
-	acceptWG sync.WaitGroup
-	serveWG  sync.WaitGroup
+	ln          net.Listener
+	accepts     atomic.Int32
+	wantAccepts int32 // 1, or n for a SocketPerConn transport
+	mu          sync.Mutex
+	socks       []net.Conn
+	acceptWG    sync.WaitGroup
+	serveWG     sync.WaitGroup
 
 	closing   atomic.Bool
 	abortOnce sync.Once
@@ -48,8 +49,12 @@ func setup(b *testing.B, tr Transport, n int, perConn bool, handle func(Conn) er
 	if err != nil {
 		b.Fatal(err)
 	}
-	e := &env{b: b, ln: ln, failed: make(chan struct{})}
+	e := &env{b: b, ln: ln, failed: make(chan struct{}), wantAccepts: 1}
+	if tr.SocketPerConn {
+		e.wantAccepts = int32(n)
+	}
 	ready := make(chan struct{})
+	var readyOnce sync.Once // a SocketPerConn transport serves n sockets
 	e.acceptWG.Add(1)
 	go func() {
 		defer e.acceptWG.Done()
@@ -62,11 +67,10 @@ func setup(b *testing.B, tr Transport, n int, perConn bool, handle func(Conn) er
 			e.mu.Lock()
 			e.socks = append(e.socks, sock)
 			e.mu.Unlock()
-			var once sync.Once
 			e.serveWG.Add(1)
 			go func() {
 				defer e.serveWG.Done()
-				tr.Serve(sock, n, perConn, func() { once.Do(func() { close(ready) }) }, func(c Conn) {
+				tr.Serve(sock, n, perConn, func() { readyOnce.Do(func() { close(ready) }) }, func(c Conn) {
 					if err := handle(c); err != nil && !e.closing.Load() {
 						e.fail(fmt.Errorf("server: %w", err))
 					}
@@ -135,7 +139,7 @@ func (e *env) fatalf(format string, args ...any) {
 }
 
 // teardown closes everything, waits for every goroutine the env started,
-// and checks that exactly one socket was accepted.
+// and checks that exactly one socket was accepted (n for SocketPerConn).
 func (e *env) teardown() {
 	if e.timer != nil {
 		e.timer.Stop()
@@ -150,8 +154,8 @@ func (e *env) teardown() {
 	case <-time.After(teardownLimit):
 		e.b.Errorf("server goroutines still running %v after close", teardownLimit)
 	}
-	if accepts != 1 {
-		msg := fmt.Sprintf("want exactly 1 TCP accept, got %d", accepts)
+	if accepts != e.wantAccepts {
+		msg := fmt.Sprintf("want exactly %d TCP accept(s), got %d", e.wantAccepts, accepts)
 		recordFailure(msg)
 		e.b.Error(msg)
 	}

@@ -18,11 +18,11 @@ type session struct {
 
 // streamTransport runs one stream per logical connection, messages
 // length-prefixed on the stream.
-func streamTransport(name string, client, server func(net.Conn) (session, error)) Transport {
+func streamTransport(name string, so sockets, client, server func(net.Conn) (session, error)) Transport {
 	return Transport{
 		Name: name,
 		Dial: func(addr string, n int) ([]Conn, func() error, error) {
-			sock, err := net.Dial("tcp", addr)
+			sock, err := so.dial(addr)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -54,6 +54,7 @@ func streamTransport(name string, client, server func(net.Conn) (session, error)
 			return conns, closeAll, nil
 		},
 		Serve: func(sock net.Conn, n int, _ bool, ready func(), handle func(Conn)) {
+			sock = so.wrap(sock)
 			s, err := server(sock)
 			if err != nil {
 				sock.Close()
@@ -76,7 +77,9 @@ func streamTransport(name string, client, server func(net.Conn) (session, error)
 	}
 }
 
-func yamuxTransport() Transport {
+func yamuxTransport() Transport { return yamuxOver(plainTCP) }
+
+func yamuxOver(so sockets) Transport {
 	cfg := func() *yamux.Config {
 		c := yamux.DefaultConfig()
 		c.LogOutput = io.Discard
@@ -89,12 +92,14 @@ func yamuxTransport() Transport {
 			close:  s.Close,
 		}
 	}
-	return streamTransport("yamux",
+	return streamTransport("yamux", so,
 		func(c net.Conn) (session, error) { s, err := yamux.Client(c, cfg()); return wrap(s), err },
 		func(c net.Conn) (session, error) { s, err := yamux.Server(c, cfg()); return wrap(s), err })
 }
 
-func smuxTransport() Transport {
+func smuxTransport() Transport { return smuxOver(plainTCP) }
+
+func smuxOver(so sockets) Transport {
 	wrap := func(s *smux.Session) session {
 		return session{
 			open:   func() (io.ReadWriteCloser, error) { return s.OpenStream() },
@@ -102,7 +107,7 @@ func smuxTransport() Transport {
 			close:  s.Close,
 		}
 	}
-	return streamTransport("smux",
+	return streamTransport("smux", so,
 		func(c net.Conn) (session, error) { s, err := smux.Client(c, nil); return wrap(s), err },
 		func(c net.Conn) (session, error) { s, err := smux.Server(c, nil); return wrap(s), err })
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	tcpconn "github.com/pulsyflux/tcp-conn"
 )
@@ -21,7 +22,13 @@ var manyConfig = &tcpconn.Config{MaxStreams: 1 << 17}
 // per id when perConn is asked for; Receive returns a new slice per message.
 // With pooled, Receive is ReceiveAppend into a buffer reused per Conn (the
 // opt-in pooled path, what the Conn contract allows and raw does).
-func tcpconnTransport(pooled bool) Transport {
+func tcpconnTransport(pooled bool) Transport { return tcpconnOver(pooled, nil, plainTCP) }
+
+// tcpconnOver is tcpconnTransport with a client Config (nil: the seed
+// constructors) and the server's socket wrapper. With a Config the client
+// goes through Dial, WithID and WithConfig: every Connection gets the same
+// pointer, so they share one socket; that is how a client asks for TLS.
+func tcpconnOver(pooled bool, clientCfg *tcpconn.Config, so sockets) Transport {
 	name := "tcpconn"
 	if pooled {
 		name = "tcpconn-pooled"
@@ -37,15 +44,21 @@ func tcpconnTransport(pooled bool) Transport {
 		// NewConnectionWithID does not dial: the first Send does. A message
 		// for an ID not yet wrapped on the server waits, unclaimed, for
 		// WrapConnectionWithID.
-		LazyDial: true,
+		LazyDial: clientCfg == nil,
 		Dial: func(addr string, n int) ([]Conn, func() error, error) {
 			cs := make([]*tcpconn.Connection, n)
 			for i := range cs {
-				if n <= tcpconn.DefaultMaxStreams {
+				cfg := clientCfg
+				if cfg == nil && n <= tcpconn.DefaultMaxStreams {
 					cs[i] = tcpconn.NewConnectionWithID(addr, connID(i), 0)
 					continue
 				}
-				c, err := tcpconn.Dial(context.Background(), addr, tcpconn.WithID(connID(i)), tcpconn.WithConfig(manyConfig))
+				if cfg == nil {
+					cfg = manyConfig
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				c, err := tcpconn.Dial(ctx, addr, tcpconn.WithID(connID(i)), tcpconn.WithConfig(cfg))
+				cancel()
 				if err != nil {
 					for _, c := range cs[:i] {
 						c.Close()
@@ -69,6 +82,7 @@ func tcpconnTransport(pooled bool) Transport {
 			}, nil
 		},
 		Serve: func(sock net.Conn, n int, perConn bool, ready func(), handle func(Conn)) {
+			sock = so.wrap(sock)
 			cfg := (*tcpconn.Config)(nil)
 			if n > tcpconn.DefaultMaxStreams {
 				cfg = manyConfig

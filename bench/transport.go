@@ -41,6 +41,22 @@ type Transport struct {
 	// MaxConns, if positive, is the most logical connections one socket
 	// can carry through the API used here; larger workloads are skipped.
 	MaxConns int
+	// SocketPerConn means Dial opens one socket per logical connection and
+	// Serve runs once per socket (the floor of the Mixed workloads): the
+	// harness then expects n accepts instead of one.
+	SocketPerConn bool
+}
+
+// sockets says how a transport's client gets its socket and what its
+// server puts around an accepted one: plain TCP, or TLS 1.3 (tls.go).
+type sockets struct {
+	dial func(addr string) (net.Conn, error)
+	wrap func(net.Conn) net.Conn
+}
+
+var plainTCP = sockets{
+	dial: func(addr string) (net.Conn, error) { return net.Dial("tcp", addr) },
+	wrap: func(c net.Conn) net.Conn { return c },
 }
 
 // Transports returns every transport, raw first.
@@ -113,11 +129,13 @@ func (f *framed) Close() error { return f.rw.Close() }
 // per side dispatching to per-connection channels, writes under a mutex.
 // It has no flow control: a connection that stops reading stalls the socket.
 
-func rawTransport() Transport {
+func rawTransport() Transport { return rawOver(plainTCP) }
+
+func rawOver(so sockets) Transport {
 	return Transport{
 		Name: "raw",
 		Dial: func(addr string, n int) ([]Conn, func() error, error) {
-			sock, err := net.Dial("tcp", addr)
+			sock, err := so.dial(addr)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -134,6 +152,7 @@ func rawTransport() Transport {
 			return conns, m.close, nil
 		},
 		Serve: func(sock net.Conn, n int, _ bool, ready func(), handle func(Conn)) {
+			sock = so.wrap(sock)
 			if n == 1 {
 				ready()
 				handle(newFramed(sock))
@@ -147,6 +166,38 @@ func rawTransport() Transport {
 				go func() { defer wg.Done(); handle(c) }()
 			})
 			wg.Wait()
+		},
+	}
+}
+
+// floorOver puts each logical connection on its own socket, framed as raw
+// does: no multiplexing at all. In the Mixed workloads it is the floor: the
+// probe and the bulk sender share only the CPU and the kernel.
+func floorOver(so sockets) Transport {
+	return Transport{
+		Name:          "floor",
+		SocketPerConn: true,
+		Dial: func(addr string, n int) ([]Conn, func() error, error) {
+			conns := make([]Conn, 0, n)
+			closeAll := func() error {
+				for _, c := range conns {
+					c.Close()
+				}
+				return nil
+			}
+			for range n {
+				sock, err := so.dial(addr)
+				if err != nil {
+					closeAll()
+					return nil, nil, err
+				}
+				conns = append(conns, newFramed(sock))
+			}
+			return conns, closeAll, nil
+		},
+		Serve: func(sock net.Conn, _ int, _ bool, ready func(), handle func(Conn)) {
+			ready()
+			handle(newFramed(so.wrap(sock)))
 		},
 	}
 }

@@ -24,39 +24,83 @@ const (
 	// bytes and goroutines per connection, then times 16-byte round trips
 	// spread over all of them.
 	Memory
+	// Mixed: on one socket, connection 0 does 1 KiB echo round trips (the
+	// probe) while connection 1 sends Size-byte messages back to back to a
+	// server that drains them; an op is one probe (mixed.go).
+	Mixed
+	// Fair: two connections on one socket each send Size-byte messages back
+	// to back; an op is one message delivered, either connection (mixed.go).
+	Fair
 )
 
 // Workload is one row of the comparison.
 type Workload struct {
 	Name  string
 	Kind  Kind
-	Size  int // message size in bytes
-	Conns int // logical connections on the one socket
+	Size  int  // message size in bytes
+	Conns int  // logical connections on the one socket
+	TLS   bool // over TLS 1.3 (tls.go)
 }
 
 // Workloads is the table every transport runs.
 var Workloads = []Workload{
-	{"RTT100B", RTT, 100, 1},
-	{"RTT1KB", RTT, 1 << 10, 1},
-	{"RTT200KB", RTT, 200 << 10, 1},
-	{"RTT1MB", RTT, 1 << 20, 1},
-	{"SendOnly1KB", SendOnly, 1 << 10, 1},
-	{"RecvOnly1KB", RecvOnly, 1 << 10, 1},
-	{"Mux16x1KB", RTT, 1 << 10, 16},
-	{"Mux256x1KB", RTT, 1 << 10, 256},
-	{"Stream64KB", SendOnly, 64 << 10, 1},
-	{"Memory10k", Memory, hdrLen, 10_000},
-	{"Memory100k", Memory, hdrLen, 100_000},
+	{"RTT100B", RTT, 100, 1, false},
+	{"RTT1KB", RTT, 1 << 10, 1, false},
+	{"RTT200KB", RTT, 200 << 10, 1, false},
+	{"RTT1MB", RTT, 1 << 20, 1, false},
+	{"SendOnly1KB", SendOnly, 1 << 10, 1, false},
+	{"RecvOnly1KB", RecvOnly, 1 << 10, 1, false},
+	{"Mux16x1KB", RTT, 1 << 10, 16, false},
+	{"Mux256x1KB", RTT, 1 << 10, 256, false},
+	{"Stream64KB", SendOnly, 64 << 10, 1, false},
+	{"Memory10k", Memory, hdrLen, 10_000, false},
+	{"Memory100k", Memory, hdrLen, 100_000, false},
 }
 
-// Find returns the workload with that name.
+// TLSWorkloads are round trips over TLS 1.3; in them raw is
+// length-prefixed messages on a plain *tls.Conn.
+var TLSWorkloads = []Workload{
+	{"TLSRTT100B", RTT, 100, 1, true},
+	{"TLSRTT1KB", RTT, 1 << 10, 1, true},
+	{"TLSRTT64KB", RTT, 64 << 10, 1, true},
+}
+
+// HOLWorkloads measure head-of-line blocking and fairness on one socket
+// (mixed.go).
+var HOLWorkloads = []Workload{
+	{"Mixed4MB", Mixed, 4 << 20, 2, false},
+	{"Mixed16MB", Mixed, 16 << 20, 2, false},
+	{"TLSMixed4MB", Mixed, 4 << 20, 2, true},
+	{"Fair4MB", Fair, 4 << 20, 2, false},
+}
+
+// Find returns the workload with that name, from any of the three lists.
 func Find(name string) (Workload, bool) {
-	for _, w := range Workloads {
-		if w.Name == name {
-			return w, true
+	for _, list := range [][]Workload{Workloads, TLSWorkloads, HOLWorkloads} {
+		for _, w := range list {
+			if w.Name == name {
+				return w, true
+			}
 		}
 	}
 	return Workload{}, false
+}
+
+// TransportsFor returns the transports that run w, in table order.
+func TransportsFor(w Workload) []Transport {
+	switch {
+	case w.Kind == Mixed && w.TLS:
+		tls := tlsSockets()
+		return []Transport{floorOver(tls), tcpconnTLS()}
+	case w.Kind == Mixed:
+		return append([]Transport{floorOver(plainTCP)}, Transports()...)
+	case w.Kind == Fair:
+		return []Transport{rawTransport(), yamuxTransport(), smuxTransport(), tcpconnTransport(false)}
+	case w.TLS:
+		tls := tlsSockets()
+		return []Transport{rawOver(tls), yamuxOver(tls), smuxOver(tls), tcpconnTLS()}
+	}
+	return Transports()
 }
 
 // Run runs the workload over tr. Setup and teardown are outside the timer.
@@ -65,6 +109,14 @@ func (w Workload) Run(b *testing.B, tr Transport) {
 		msg := fmt.Sprintf("skipped: %s carries at most %d logical connections per socket through the API used here", tr.Name, tr.MaxConns)
 		recordFailure(msg)
 		b.Skip(msg)
+	}
+	switch w.Kind {
+	case Mixed:
+		w.mixed(b, tr)
+		return
+	case Fair:
+		w.fair(b, tr)
+		return
 	}
 	b.ReportAllocs()
 	if w.Kind != Memory {
@@ -88,11 +140,26 @@ const hdrLen = 16
 
 func newMessage(size int) []byte {
 	m := make([]byte, size)
-	for i := hdrLen; i < size; i++ {
-		m[i] = byte(i*7 + 3)
-	}
+	copy(m[min(hdrLen, size):], messagePattern(size)[min(hdrLen, size):])
 	return m
 }
+
+// messagePattern returns at least size bytes of the pattern, byte i being
+// byte(i*7 + 3), computed once and grown on demand (filling 16 MiB byte by
+// byte took about 15 ms per message buffer, a Mixed16MB pass has two).
+func messagePattern(size int) []byte {
+	patternMu.Lock()
+	defer patternMu.Unlock()
+	for i := len(pattern); i < size; i++ {
+		pattern = append(pattern, byte(i*7+3))
+	}
+	return pattern[:size]
+}
+
+var (
+	patternMu sync.Mutex
+	pattern   []byte
+)
 
 func stamp(m []byte, conn, seq uint64) {
 	binary.BigEndian.PutUint64(m[0:8], conn)

@@ -1,8 +1,11 @@
 // Command compare runs every workload over every transport with
-// testing.Benchmark, several passes per cell, and prints one table of
-// medians with the ratio to raw, a legend, and, beside the tcpconn rows, the
-// seed's published numbers. The table, the raw benchmark lines and an SVG
-// chart go into a fresh folder, results/run-YYYYMMDD-HHMMSS by default.
+// testing.Benchmark, several passes per cell, and prints tables of medians
+// with legends: the main one with the ratio to raw and, beside the tcpconn
+// rows, the seed's published numbers; round trips over TLS with the ratio
+// to raw TLS; head-of-line blocking (a probe beside a bulk sender, ratios to
+// the two-socket floor); fairness of two bulk senders. The tables, the raw
+// benchmark lines and SVG charts go into a fresh folder,
+// results/run-YYYYMMDD-HHMMSS by default.
 //
 //	cd bench && go run ./cmd/compare [-count 5] [-benchtime 300ms] [-only re] [-short | -all] [-out dir] [-svg file]
 package main
@@ -18,6 +21,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -55,9 +59,9 @@ func main() {
 	benchtime := flag.Duration("benchtime", 300*time.Millisecond, "target run time of each pass of each cell")
 	count := flag.Int("count", 5, "passes of each cell; the table shows the median")
 	only := flag.String("only", "", "run only workloads or transports matching this regexp (matched against \"Workload/transport\")")
-	short := flag.Bool("short", false, "skip the memory workloads")
+	short := flag.Bool("short", false, "skip the memory workloads; shorter warm-up in Mixed and Fair (testing.Short)")
 	all := flag.Bool("all", false, "also run Memory100k (100,000 logical connections, several seconds per pass; -only Memory100k runs it too)")
-	out := flag.String("out", "", "write table.txt, bench.txt and chart.svg into this new or empty folder (default results/run-YYYYMMDD-HHMMSS)")
+	out := flag.String("out", "", "write table.txt, bench.txt, chart.svg and hol.svg into this new or empty folder (default results/run-YYYYMMDD-HHMMSS)")
 	svg := flag.String("svg", "", "also write the chart to this file")
 	flag.Parse()
 	re, err := regexp.Compile(*only)
@@ -69,6 +73,11 @@ func main() {
 	}
 	if err := flag.Set("test.benchtime", benchtime.String()); err != nil {
 		fatal(2, err)
+	}
+	if *short {
+		if err := flag.Set("test.short", "true"); err != nil {
+			fatal(2, err)
+		}
 	}
 
 	start := time.Now()
@@ -84,11 +93,11 @@ func main() {
 	var workloads []bench.Workload
 	cells := map[string][]bench.Transport{}
 	ncells := 0
-	for _, w := range bench.Workloads {
+	for _, w := range slices.Concat(bench.Workloads, bench.TLSWorkloads, bench.HOLWorkloads) {
 		if (*short && w.Kind == bench.Memory) || (slow[w.Name] && !*all && (*only == "" || !re.MatchString(w.Name))) {
 			continue
 		}
-		for _, tr := range transports {
+		for _, tr := range bench.TransportsFor(w) {
 			if re.MatchString(w.Name + "/" + tr.Name) {
 				cells[w.Name] = append(cells[w.Name], tr)
 			}
@@ -133,26 +142,60 @@ func main() {
 	}
 	elapsed := time.Since(start).Round(time.Second)
 
+	var mainW, tlsW, holW, fairW []bench.Workload
+	for _, w := range workloads {
+		switch {
+		case w.Kind == bench.Mixed:
+			holW = append(holW, w)
+		case w.Kind == bench.Fair:
+			fairW = append(fairW, w)
+		case w.TLS:
+			tlsW = append(tlsW, w)
+		default:
+			mainW = append(mainW, w)
+		}
+	}
 	var table bytes.Buffer
-	printTable(&table, workloads, results, transports)
+	if len(mainW) > 0 {
+		printTable(&table, mainW, results, cells)
+	}
 	printLegend(&table, results, *count, *benchtime, slow, *all, *short, *only)
+	if len(tlsW) > 0 {
+		fmt.Fprintf(&table, "\nOver TLS 1.3 (loopback, self-signed P-256 certificate, handshakes outside the timer):\n")
+		printTable(&table, tlsW, results, cells)
+		fmt.Fprint(&table, tlsLegend)
+	}
+	if len(holW) > 0 {
+		printHOL(&table, holW, results, cells, *short)
+	}
+	if len(fairW) > 0 {
+		printFair(&table, fairW, results, cells, *short)
+	}
 	fmt.Fprintf(&table, "\ntotal %v; command: compare %s\n", elapsed, strings.Join(os.Args[1:], " "))
 	os.Stdout.Write(table.Bytes())
 
 	var lines bytes.Buffer
-	benchLines(&lines, workloads, results, transports, *count)
+	benchLines(&lines, workloads, results, cells, *count)
 	files := map[string][]byte{"table.txt": table.Bytes(), "bench.txt": lines.Bytes()}
-	if len(results) > 0 {
-		files["chart.svg"] = []byte(chart(results, transports, fmt.Sprintf("each point is %s, -benchtime %v, %s/%s, GOMAXPROCS %d, one process over 127.0.0.1", medianOf(*count), *benchtime, runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0))))
+	conditions := fmt.Sprintf("-benchtime %v, %s/%s, GOMAXPROCS %d, one process over 127.0.0.1", *benchtime, runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0))
+	if len(mainW) > 0 {
+		files["chart.svg"] = []byte(chart(results, transports, "each point is "+medianOf(*count)+", "+conditions))
 	}
-	for _, name := range []string{"table.txt", "bench.txt", "chart.svg"} {
+	if len(holW) > 0 {
+		sub := "each bar is " + medianOf(*count) + ", " + conditions
+		if *short {
+			sub += "; -short: bulk messages 1/16 of the named size"
+		}
+		files["hol.svg"] = []byte(holChart(holW, results, cells, sub))
+	}
+	for _, name := range []string{"table.txt", "bench.txt", "chart.svg", "hol.svg"} {
 		if b, ok := files[name]; ok {
 			if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
 				fatal(1, err)
 			}
 		}
 	}
-	fmt.Printf("results: %s/ (table.txt, bench.txt for benchstat -col /transport, chart.svg)\n", dir)
+	fmt.Printf("results: %s/ (table.txt, bench.txt for benchstat -col /transport, chart.svg, hol.svg)\n", dir)
 	if *svg != "" && files["chart.svg"] != nil {
 		if err := os.WriteFile(*svg, files["chart.svg"], 0o644); err != nil {
 			fatal(1, err)
@@ -268,12 +311,12 @@ func median(rs []testing.BenchmarkResult, f func(testing.BenchmarkResult) float6
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
-func printTable(w io.Writer, workloads []bench.Workload, results map[string]map[string]*result, transports []bench.Transport) {
+func printTable(w io.Writer, workloads []bench.Workload, results map[string]map[string]*result, cells map[string][]bench.Transport) {
 	fmt.Fprintf(w, "\n%-12s %-14s %10s %7s %9s %9s %7s  %s\n", "workload", "transport", "time/op", "spread", "MB/s", "allocs/op", "vs raw", "notes")
 	for _, wl := range workloads {
 		row := results[wl.Name]
 		raw := row["raw"]
-		for _, tr := range transports {
+		for _, tr := range cells[wl.Name] {
 			r, ok := row[tr.Name]
 			if !ok {
 				continue
@@ -368,7 +411,7 @@ server talk over 127.0.0.1 and share the machine's cores; compare within a row.
 
 // benchLines writes every pass in go test -bench form, named like the
 // benchmarks in bench_test.go, so that benchstat -col /transport reads it.
-func benchLines(w io.Writer, workloads []bench.Workload, results map[string]map[string]*result, transports []bench.Transport, count int) {
+func benchLines(w io.Writer, workloads []bench.Workload, results map[string]map[string]*result, cells map[string][]bench.Transport, count int) {
 	fmt.Fprintf(w, "goos: %s\ngoarch: %s\npkg: github.com/pulsyflux/tcp-conn/bench\n", runtime.GOOS, runtime.GOARCH)
 	if cpu := cpuName(); cpu != "" {
 		fmt.Fprintf(w, "cpu: %s\n", cpu)
@@ -379,7 +422,7 @@ func benchLines(w io.Writer, workloads []bench.Workload, results map[string]map[
 	}
 	for pass := range count {
 		for _, wl := range workloads {
-			for _, tr := range transports {
+			for _, tr := range cells[wl.Name] {
 				r, ok := results[wl.Name][tr.Name]
 				if !ok || pass >= len(r.runs) || r.failed != "" {
 					continue
