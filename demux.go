@@ -187,8 +187,13 @@ func (l *link) readPart() (bool, error) {
 			return false, err
 		}
 		p = &partial{id: s.id, total: int(total), cost: int64(total) + messageOverhead}
-		if p.s, err = l.admit("PART", s, p.cost); err != nil {
-			return false, err
+		// The link is charged the whole message now, the stream part by
+		// part (below) and the whole message once complete (readPending).
+		if l.recvLinkCredit.Add(-p.cost)+p.cost <= 0 {
+			return false, protocolErrorf("PART", s.id, "peer exceeded the link window of %d bytes", l.cfg.LinkWindow)
+		}
+		if !s.closing() {
+			p.s = s
 		}
 		p.m = newPayload(p.total)
 		if l.partials == nil {
@@ -197,6 +202,9 @@ func (l *link) readPart() (bool, error) {
 		l.partials[p.id] = p
 	} else if n+rest != uint64(p.total-p.got) {
 		return false, protocolErrorf("PART", p.id, "PART of %d bytes with %d to follow on %q, where %d bytes of the message are missing", n, rest, p.id, p.total-p.got)
+	}
+	if s := p.s; s != nil && s.recvCredit.Add(-int64(n))+int64(n) <= 0 {
+		return false, protocolErrorf("PART", s.id, "peer exceeded the window of %d bytes on %q", l.cfg.StreamWindow, s.id)
 	}
 	l.br.Discard(size)
 	l.pend = pendingData{active: true, s: p.s, part: p, got: p.got, end: p.got + int(n), total: p.total, cost: p.cost, m: p.m}
@@ -228,12 +236,21 @@ func (l *link) readPending() (bool, error) {
 		}
 	}
 	if pt := p.part; pt != nil {
+		if s := pt.s; s != nil {
+			// The part is off the socket: its stream credit goes back, so
+			// a message larger than the window keeps moving while the
+			// bytes in flight stay bounded by the window.
+			s.returnCredit(int64(p.end-pt.got), controlAsync)
+		}
 		if p.got < p.total { // more PARTs to come
 			pt.m, pt.got = p.m, p.got
 			*p = pendingData{}
 			return false, nil
 		}
 		delete(l.partials, pt.id)
+		if s := pt.s; s != nil {
+			s.recvCredit.Add(-pt.cost) // now held whole, until consumed
+		}
 	}
 	s, m, cost := p.s, p.m, p.cost
 	*p = pendingData{}
@@ -465,6 +482,9 @@ func (l *link) addSendCredit(s *stream, inc uint32) error {
 		}
 	}
 	l.wakeCreditLocked()
+	if len(l.bulk) > 0 {
+		l.kickWriterLocked() // parts waiting for this credit
+	}
 	return nil
 }
 

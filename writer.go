@@ -186,11 +186,12 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 		l.parked.Add(-1)
 		l.wmu.Lock()
 	}
-	s.sendSpent += cost
 	l.linkSendSpent += cost
 	if hello && len(data) > l.cfg.FrameSize {
+		// Stream credit is charged part by part (takePartLocked).
 		return l.sendInParts(s, data)
 	}
+	s.sendSpent += cost
 	l.wb.msgs++
 	l.wb.payload += uint64(len(data))
 	l.smallAt = nanotime()
@@ -249,7 +250,11 @@ func (l *link) sendInParts(s *stream, data []byte) error {
 		l.wmu.Unlock()
 		l.flush()
 	}
+	// The parts' credit comes back in frames someone must read.
+	l.parked.Add(1)
+	l.ensureReader()
 	<-r.done
+	l.parked.Add(-1)
 	err := r.err
 	putWriteReq(r)
 	return err
@@ -259,17 +264,35 @@ func (l *link) sendInParts(s *stream, data []byte) error {
 // and control frames already in it, round robin among those messages: one
 // part while small messages are about (one was queued within smallQuiet),
 // else up to bulkBurst bytes, so that a lone bulk transfer is not paying a
-// syscall per part.
-func (l *link) takePartLocked(b *writeBatch) {
+// syscall per part. A part goes only while its stream's credit is positive
+// and costs its length; the last part also charges the whole message, as
+// the receiver does once it is complete (README, "Messages in parts"). A
+// message whose stream ended is abandoned: no part may follow a CLOSE.
+// It reports whether it added anything.
+func (l *link) takePartLocked(b *writeBatch) bool {
 	budget := l.cfg.FrameSize
 	if nanotime()-l.smallAt > int64(smallQuiet) {
 		budget = max(budget, bulkBurst)
 	}
-	for taken := 0; taken < budget && len(l.bulk) > 0; {
+	inFlight := min(int64(l.peer.streamWindow), partsInFlight)
+	taken, skipped := 0, 0
+	for taken < budget && skipped < len(l.bulk) {
 		if l.bulkNext >= len(l.bulk) {
 			l.bulkNext = 0
 		}
 		r := l.bulk[l.bulkNext]
+		if r.s.state.Load() != 0 {
+			l.finishPartsLocked(r)
+			r.err = r.s.sendError()
+			r.done <- struct{}{}
+			continue
+		}
+		if r.s.sendSpent >= inFlight {
+			l.bulkNext++
+			skipped++ // until the peer's WINDOW (addSendCredit kicks the writer)
+			continue
+		}
+		skipped = 0
 		n := min(len(r.data)-r.off, l.cfg.FrameSize)
 		rest := len(r.data) - r.off - n
 		var hb [maxPartHeader]byte
@@ -279,17 +302,30 @@ func (l *link) takePartLocked(b *writeBatch) {
 		b.size += n
 		b.payload += uint64(n)
 		r.off += n
+		r.s.sendSpent += int64(n)
 		taken += n
 		if rest > 0 {
 			l.bulkNext++
 			continue
 		}
-		l.bulk = slices.Delete(l.bulk, l.bulkNext, l.bulkNext+1)
+		r.s.sendSpent += int64(len(r.data)) + messageOverhead
+		l.finishPartsLocked(r)
 		b.msgs++
 		b.waiters = append(b.waiters, r) // its Send returns once b is written
-		r.s.inParts = false
-		l.wakeCreditLocked() // the next message on r.s may start
 	}
+	return taken > 0
+}
+
+// finishPartsLocked takes r out of the round robin; the next message on its
+// stream may start.
+func (l *link) finishPartsLocked(r *writeReq) {
+	i := slices.Index(l.bulk, r)
+	l.bulk = slices.Delete(l.bulk, i, i+1)
+	if l.bulkNext > i {
+		l.bulkNext--
+	}
+	r.s.inParts = false
+	l.wakeCreditLocked()
 }
 
 const (
@@ -299,6 +335,12 @@ const (
 	// bulkBurst bounds the parts one write carries when no small message
 	// is about.
 	bulkBurst = 256 << 10
+	// partsInFlight bounds the stream credit a message in parts may have
+	// outstanding (parts not yet read by the peer, plus credit it owes
+	// back, under creditStep): a small message of another stream queues
+	// behind at most about this much in the peer's socket buffer, whatever
+	// the window. At least creditStep, or the stream would wait forever.
+	partsInFlight = 2 * creditStep
 )
 
 // errCanceled tells the caller that its done channel fired; the caller knows
@@ -387,7 +429,15 @@ func nanotime() int64 { return int64(time.Since(epoch)) }
 func (l *link) flush() {
 	for {
 		l.wmu.Lock()
-		if l.wb.empty() && len(l.bulk) == 0 || l.werr != nil {
+		var b *writeBatch
+		if l.werr == nil {
+			b = l.wb
+			l.wb, l.wspare = l.wspare, nil
+			if !l.takePartLocked(b) && b.empty() {
+				l.wb, l.wspare, b = b, l.wb, nil // nothing to write
+			}
+		}
+		if b == nil {
 			closed := l.closing && l.werr == nil // close's GOAWAY is out
 			l.writerBusy = false
 			l.lazyPending.Store(false)
@@ -398,9 +448,6 @@ func (l *link) flush() {
 			}
 			return
 		}
-		b := l.wb
-		l.wb, l.wspare = l.wspare, nil
-		l.takePartLocked(b)
 		l.wmu.Unlock()
 
 		err := l.writeOut(b)
