@@ -240,7 +240,13 @@ func (l *link) readPending() (bool, error) {
 			// The part is off the socket: its stream credit goes back, so
 			// a message larger than the window keeps moving while the
 			// bytes in flight stay bounded by the window.
-			s.returnCredit(int64(p.end-pt.got), controlAsync)
+			how := controlAsync
+			if l.direct.Load() {
+				// A receiver reading for itself writes it with its next
+				// write, or before it waits again (flushLazy).
+				how = controlLazy
+			}
+			s.returnCredit(int64(p.end-pt.got), how)
 		}
 		if p.got < p.total { // more PARTs to come
 			pt.m, pt.got = p.m, p.got

@@ -89,6 +89,7 @@ type link struct {
 	bulk          []*writeReq   // messages in parts not yet fully queued, round robin
 	bulkNext      int           // whose part goes next
 	smallAt       int64         // nanotime a whole (small) message was last queued
+	burst         int           // bytes of parts a quiet write may carry (adaptBurst)
 	creditWake    chan struct{} // closed when credit arrives or a stream ends; nil if nobody waits
 	closing       bool          // close was called: fail once the queue is written
 	werr          error         // set once the link failed
@@ -141,6 +142,7 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 		unclaimed: make(map[*stream]int64),
 		ctrlLast:  time.Now(),
 	}
+	l.burst = cfg.FrameSize
 	l.lazyTimer = time.AfterFunc(time.Hour, l.lazyTimerFired)
 	l.lazyTimer.Stop()
 	l.ctrlTokens = float64(cfg.MaxControlFramesPerSecond)

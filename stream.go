@@ -346,17 +346,12 @@ func (s *stream) consumed(cost int64) {
 	s.link.consumedLink(cost, controlLazy)
 }
 
-// creditStep: a receiver returns stream credit once it owes this much (or
-// half its window, if less), for consumed messages and for parts read off
-// the socket alike (README, "Flow control"). A sender may rely on it: it
-// keeps at most partsInFlight = 2 × creditStep of parts unreturned.
-const creditStep = 128 << 10
-
 // returnCredit gives n bytes of stream credit back to the peer, with a
-// WINDOW once a step is owed.
+// WINDOW once half the window is owed (so a sender waiting for credit with
+// nothing in flight always gets it: README, "Flow control").
 func (s *stream) returnCredit(n int64, how controlMode) {
 	l := s.link
-	if s.unacked.Add(n) >= min(int64(l.cfg.StreamWindow)/2, creditStep) && s.state.Load() == 0 {
+	if s.unacked.Add(n) >= int64(l.cfg.StreamWindow)/2 && s.state.Load() == 0 {
 		if v := s.unacked.Swap(0); v > 0 {
 			s.recvCredit.Add(v)
 			var fb [maxControlFrame]byte

@@ -49,6 +49,7 @@ type writeBatch struct {
 	size    int
 	msgs    uint64
 	payload uint64
+	parts   bool // carries parts of a message in parts (adaptBurst)
 }
 
 // writeReq is a sender waiting for its large frame, or its message in
@@ -250,11 +251,16 @@ func (l *link) sendInParts(s *stream, data []byte) error {
 		l.wmu.Unlock()
 		l.flush()
 	}
-	// The parts' credit comes back in frames someone must read.
-	l.parked.Add(1)
-	l.ensureReader()
-	<-r.done
-	l.parked.Add(-1)
+	select {
+	case <-r.done: // written inline in one go: the common case
+	default:
+		// Parts wait for credit, which comes back in frames someone
+		// must read.
+		l.parked.Add(1)
+		l.ensureReader()
+		<-r.done
+		l.parked.Add(-1)
+	}
 	err := r.err
 	putWriteReq(r)
 	return err
@@ -262,9 +268,10 @@ func (l *link) sendInParts(s *stream, data []byte) error {
 
 // takePartLocked adds parts of the messages in parts to b, behind the small
 // and control frames already in it, round robin among those messages: one
-// part while small messages are about (one was queued within smallQuiet),
-// else up to bulkBurst bytes, so that a lone bulk transfer is not paying a
-// syscall per part. A part goes only while its stream's credit is positive
+// part of FrameSize while small messages are about (one was queued within
+// smallQuiet), else parts of up to l.burst bytes, so that a lone bulk
+// transfer on a fast path pays no more syscalls, on either side, than a
+// whole message. A part goes only while its stream's credit is positive
 // and costs its length; the last part also charges the whole message, as
 // the receiver does once it is complete (README, "Messages in parts"). A
 // message whose stream ended is abandoned: no part may follow a CLOSE.
@@ -272,9 +279,13 @@ func (l *link) sendInParts(s *stream, data []byte) error {
 func (l *link) takePartLocked(b *writeBatch) bool {
 	budget := l.cfg.FrameSize
 	if nanotime()-l.smallAt > int64(smallQuiet) {
-		budget = max(budget, bulkBurst)
+		// Nothing small to let through: larger parts, so that a lone bulk
+		// transfer costs the peer no more reads than a whole message, as
+		// large as the path drains quickly (burst, adapted in flush), so
+		// that a PING still passes within a few milliseconds.
+		budget = max(budget, l.burst)
 	}
-	inFlight := min(int64(l.peer.streamWindow), partsInFlight)
+	inFlight := int64(l.peer.streamWindow)
 	taken, skipped := 0, 0
 	for taken < budget && skipped < len(l.bulk) {
 		if l.bulkNext >= len(l.bulk) {
@@ -293,7 +304,7 @@ func (l *link) takePartLocked(b *writeBatch) bool {
 			continue
 		}
 		skipped = 0
-		n := min(len(r.data)-r.off, l.cfg.FrameSize)
+		n := min(len(r.data)-r.off, max(l.cfg.FrameSize, budget-taken))
 		rest := len(r.data) - r.off - n
 		var hb [maxPartHeader]byte
 		b.appendCopy(appendPartHeader(hb[:0], r.s.id, rest, n), nil)
@@ -301,6 +312,7 @@ func (l *link) takePartLocked(b *writeBatch) bool {
 		b.tail = nil
 		b.size += n
 		b.payload += uint64(n)
+		b.parts = true
 		r.off += n
 		r.s.sendSpent += int64(n)
 		taken += n
@@ -333,14 +345,13 @@ const (
 	// this recently.
 	smallQuiet = time.Millisecond
 	// bulkBurst bounds the parts one write carries when no small message
-	// is about.
-	bulkBurst = 256 << 10
-	// partsInFlight bounds the stream credit a message in parts may have
-	// outstanding (parts not yet read by the peer, plus credit it owes
-	// back, under creditStep): a small message of another stream queues
-	// behind at most about this much in the peer's socket buffer, whatever
-	// the window. At least creditStep, or the stream would wait forever.
-	partsInFlight = 2 * creditStep
+	// is about: a lone 1 MiB message goes in one writev, as it did whole.
+	// The burst starts at FrameSize and doubles after each write of parts
+	// that took less than burstFast, back to FrameSize after one that took
+	// longer than burstSlow (a slow path: a PING must not wait long).
+	bulkBurst = 1 << 20
+	burstFast = 2 * time.Millisecond
+	burstSlow = 5 * time.Millisecond
 )
 
 // errCanceled tells the caller that its done channel fired; the caller knows
@@ -450,7 +461,11 @@ func (l *link) flush() {
 		}
 		l.wmu.Unlock()
 
+		start := nanotime()
 		err := l.writeOut(b)
+		if b.parts {
+			l.adaptBurst(nanotime() - start)
+		}
 		if err != nil {
 			l.fail(fmt.Errorf("%w: write: %w", ErrLinkLost, err))
 			err = l.linkError()
@@ -465,6 +480,19 @@ func (l *link) flush() {
 		}
 		l.wmu.Unlock()
 	}
+}
+
+// adaptBurst sizes the next bursts of parts by how fast the last one was
+// written.
+func (l *link) adaptBurst(took int64) {
+	l.wmu.Lock()
+	switch {
+	case took < int64(burstFast):
+		l.burst = min(2*l.burst, bulkBurst)
+	case took > int64(burstSlow):
+		l.burst = l.cfg.FrameSize
+	}
+	l.wmu.Unlock()
 }
 
 // writeLoop flushes for senders and control frames that do not write
