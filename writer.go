@@ -262,6 +262,9 @@ func (l *link) sendInParts(s *stream, data []byte) error {
 		l.parked.Add(-1)
 	}
 	err := r.err
+	if err == errStreamEnded {
+		err = s.sendError()
+	}
 	putWriteReq(r)
 	return err
 }
@@ -294,7 +297,7 @@ func (l *link) takePartLocked(b *writeBatch) bool {
 		r := l.bulk[l.bulkNext]
 		if r.s.state.Load() != 0 {
 			l.finishPartsLocked(r)
-			r.err = r.s.sendError()
+			r.err = errStreamEnded // sendInParts asks the stream why (its lock is not taken under wmu)
 			r.done <- struct{}{}
 			continue
 		}
@@ -357,6 +360,9 @@ const (
 // errCanceled tells the caller that its done channel fired; the caller knows
 // which error that stands for.
 var errCanceled = errors.New("tcpconn: canceled")
+
+// errStreamEnded: a message in parts was abandoned because its stream ended.
+var errStreamEnded = errors.New("tcpconn: stream ended")
 
 // How a control frame leaves: through the writer goroutine (the read loop
 // must never block on the socket, nor a caller holding Connection.mu), or lazily:
