@@ -21,10 +21,10 @@ import (
 type Stats struct {
 	Links          int64  // physical links open
 	Connections    int64  // logical connections bound to an open link
-	MessagesIn     uint64 // data frames received
-	MessagesOut    uint64 // data frames written
+	MessagesIn     uint64 // messages received
+	MessagesOut    uint64 // messages handed to the socket
 	BytesIn        uint64 // payload bytes received
-	BytesOut       uint64 // payload bytes written
+	BytesOut       uint64 // payload bytes handed to the socket
 	Reconnects     uint64 // client Connections re-attached after their socket was lost
 	ProtocolErrors uint64 // links closed for a protocol violation
 }

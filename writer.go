@@ -467,6 +467,10 @@ func (l *link) flush() {
 		}
 		l.wmu.Unlock()
 
+		// Counted before the write: a message the peer has answered must
+		// already show in Stats.
+		l.counters.messagesOut.Add(b.msgs)
+		l.counters.bytesOut.Add(b.payload)
 		start := nanotime()
 		err := l.writeOut(b)
 		if b.parts {
@@ -475,9 +479,6 @@ func (l *link) flush() {
 		if err != nil {
 			l.fail(fmt.Errorf("%w: write: %w", ErrLinkLost, err))
 			err = l.linkError()
-		} else {
-			l.counters.messagesOut.Add(b.msgs)
-			l.counters.bytesOut.Add(b.payload)
 		}
 		b.finish(err)
 		l.wmu.Lock()
