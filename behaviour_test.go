@@ -895,7 +895,7 @@ func TestDialReportsErrorAtOnce(t *testing.T) {
 	if d := time.Since(start); d > testTimeout/2 {
 		t.Errorf("Dial took %v to report %v", d, err)
 	}
-	// The seed's constructor does not dial; its error surfaces on use.
+	// The seed's constructor dials in the background; its error surfaces on use.
 	lazy := NewConnectionWithID(addr, "lazy", 0)
 	defer lazy.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)

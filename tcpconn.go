@@ -449,10 +449,12 @@ func (c *Connection) TLSConnectionState() (state tls.ConnectionState, ok bool) {
 }
 
 // Send sends data as one message. It returns once the message is committed
-// to the socket's ordered write queue: up to 32 KiB it is copied there,
-// larger messages are written from data before Send returns. Either way data
-// may be reused when Send returns. It waits while the receiver's window is
-// full (backpressure); use SendContext to bound that wait.
+// to the socket's ordered write queue: up to 32 KiB (and anything before the
+// peer's HELLO) it is copied there; larger messages are written from data,
+// in parts above Config.FrameSize, before Send returns. Either way data may
+// be reused when Send returns. It never waits for the peer's HELLO within
+// InitialWindow, and waits while the receiver's window is full
+// (backpressure); use SendContext to bound that wait.
 func (c *Connection) Send(data []byte) error {
 	return c.SendContext(context.Background(), data)
 }

@@ -41,7 +41,7 @@ func tcpconnOver(pooled bool, clientCfg *tcpconn.Config, so sockets) Transport {
 	}
 	return Transport{
 		Name: name,
-		// NewConnectionWithID does not dial: the first Send does. A message
+		// NewConnectionWithID dials in the background and returns at once. A message
 		// for an ID not yet wrapped on the server waits, unclaimed, for
 		// WrapConnectionWithID.
 		LazyDial: clientCfg == nil,
