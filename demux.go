@@ -195,7 +195,9 @@ func (l *link) readPart() (bool, error) {
 		if !s.closing() {
 			p.s = s
 		}
-		p.m = newPayload(p.total)
+		// Sized by what this part brings, not by the message it claims:
+		// a first part of one byte must not buy a buffer for megabytes.
+		p.m = newPayload(int(min(n, uint64(p.total))))
 		if l.partials == nil {
 			l.partials = make(map[string]*partial)
 		}
@@ -215,9 +217,12 @@ func (l *link) readPending() (bool, error) {
 	p := &l.pend
 	for p.got < p.end {
 		if p.got == len(p.m.data) {
-			grown := make([]byte, min(p.total, 2*p.got))
+			// Grow with the bytes that arrive: double, or this frame's
+			// payload if more (at most maxUnbackedAlloc ahead of them).
+			grown := make([]byte, min(p.total, max(2*p.got, min(p.end, p.got+maxUnbackedAlloc))))
 			copy(grown, p.m.data[:p.got])
-			p.m.data = grown
+			p.m.release()
+			p.m = message{data: grown}
 		}
 		// Read in chunks so that a long payload counts as the peer being
 		// heard (keepalive) while it arrives.
