@@ -130,20 +130,34 @@ func (l *link) readData(idLen int) (bool, error) {
 	return l.readPending()
 }
 
-// admit charges a message's cost (a data frame, or a message in parts at
-// its first PART) against the link's and s's credit. It returns nil for a
-// message of an incarnation we already closed: read and dropped.
+// admit charges a whole message (a data frame) against the link's and s's
+// credit. It returns nil for a message of an incarnation we already closed:
+// read and dropped.
 func (l *link) admit(frame string, s *stream, cost int64) (*stream, error) {
-	if l.recvLinkCredit.Add(-cost)+cost <= 0 {
-		return nil, protocolErrorf(frame, s.id, "peer exceeded the link window of %d bytes", l.cfg.LinkWindow)
+	if err := l.chargeLink(frame, s, cost); err != nil {
+		return nil, err
 	}
 	if s.closing() {
 		return nil, nil
 	}
-	if s.recvCredit.Add(-cost)+cost <= 0 {
-		return nil, protocolErrorf(frame, s.id, "peer exceeded the window of %d bytes on %q", l.cfg.StreamWindow, s.id)
+	return s, s.charge(frame, cost)
+}
+
+// chargeLink takes cost from the link's credit, which must have been
+// positive.
+func (l *link) chargeLink(frame string, s *stream, cost int64) error {
+	if l.recvLinkCredit.Add(-cost)+cost <= 0 {
+		return protocolErrorf(frame, s.id, "peer exceeded the link window of %d bytes", l.cfg.LinkWindow)
 	}
-	return s, nil
+	return nil
+}
+
+// charge takes cost from s's credit, which must have been positive.
+func (s *stream) charge(frame string, cost int64) error {
+	if s.recvCredit.Add(-cost)+cost <= 0 {
+		return protocolErrorf(frame, s.id, "peer exceeded the window of %d bytes on %q", s.link.cfg.StreamWindow, s.id)
+	}
+	return nil
 }
 
 // newPayload returns the buffer a message of n bytes is read into: a
@@ -189,8 +203,8 @@ func (l *link) readPart() (bool, error) {
 		p = &partial{id: s.id, total: int(total), cost: int64(total) + messageOverhead}
 		// The link is charged the whole message now, the stream part by
 		// part (below) and the whole message once complete (readPending).
-		if l.recvLinkCredit.Add(-p.cost)+p.cost <= 0 {
-			return false, protocolErrorf("PART", s.id, "peer exceeded the link window of %d bytes", l.cfg.LinkWindow)
+		if err := l.chargeLink("PART", s, p.cost); err != nil {
+			return false, err
 		}
 		if !s.closing() {
 			p.s = s
@@ -205,8 +219,10 @@ func (l *link) readPart() (bool, error) {
 	} else if n+rest != uint64(p.total-p.got) {
 		return false, protocolErrorf("PART", p.id, "PART of %d bytes with %d to follow on %q, where %d bytes of the message are missing", n, rest, p.id, p.total-p.got)
 	}
-	if s := p.s; s != nil && s.recvCredit.Add(-int64(n))+int64(n) <= 0 {
-		return false, protocolErrorf("PART", s.id, "peer exceeded the window of %d bytes on %q", l.cfg.StreamWindow, s.id)
+	if p.s != nil {
+		if err := p.s.charge("PART", int64(n)); err != nil {
+			return false, err
+		}
 	}
 	l.br.Discard(size)
 	l.pend = pendingData{active: true, s: p.s, part: p, got: p.got, end: p.got + int(n), total: p.total, cost: p.cost, m: p.m}

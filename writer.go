@@ -195,7 +195,8 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 	s.sendSpent += cost
 	l.wb.msgs++
 	l.wb.payload += uint64(len(data))
-	l.smallAt = nanotime()
+	now := nanotime()
+	l.smallAt = now
 	if !hello || len(data) <= copyLimit && l.wb.size < queueLimit {
 		l.wb.appendCopy(hdr, data)
 		if l.writerBusy {
@@ -203,7 +204,7 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 			return nil
 		}
 		l.writerBusy = true
-		if now := nanotime(); !hello || now-l.lastFlush < int64(streamingGap) {
+		if !hello || now-l.lastFlush < int64(streamingGap) {
 			// Sends are coming back to back: write behind, so the next
 			// messages coalesce while this batch is in the kernel.
 			l.wmu.Unlock()
