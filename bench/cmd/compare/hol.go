@@ -48,35 +48,20 @@ func printHOL(w io.Writer, workloads []bench.Workload, results map[string]map[st
 	fmt.Fprintf(w, "\nHead-of-line blocking: 1 KiB echo probes beside a bulk sender on the same socket (floor: two sockets):\n")
 	fmt.Fprintf(w, "%-12s %-14s %7s %9s %9s %9s %7s %9s %7s %7s\n", "workload", "transport", "probes", "p50", "p99", "max", "spread", "bulk MB/s", "p99 vs", "bulk vs")
 	fmt.Fprintf(w, "%-12s %-14s %7s %9s %9s %9s %7s %9s %7s %7s\n", "", "", "", "", "", "", "(p99)", "", "floor", "floor")
-	for _, wl := range workloads {
-		row := results[wl.Name]
-		floor := row["floor"]
-		if floor != nil && floor.failed != "" {
-			floor = nil
+	eachResult(w, workloads, results, cells, func(wl bench.Workload, tr bench.Transport, r *result) {
+		p99vs, bulkvs := "-", "-"
+		if floor := results[wl.Name]["floor"]; floor != nil && floor.failed == "" {
+			p99vs = fmtRatio(r.extra["p99-us"], floor.extra["p99-us"])
+			bulkvs = fmtRatio(r.extra["bulk-MB/s"], floor.extra["bulk-MB/s"])
 		}
-		for _, tr := range cells[wl.Name] {
-			r, ok := row[tr.Name]
-			if !ok {
-				continue
-			}
-			if r.failed != "" {
-				fmt.Fprintf(w, "%-12s %-14s %s\n", wl.Name, tr.Name, r.failed)
-				continue
-			}
-			p99vs, bulkvs := "-", "-"
-			if floor != nil {
-				p99vs = fmtRatio(r.extra["p99-us"], floor.extra["p99-us"])
-				bulkvs = fmtRatio(r.extra["bulk-MB/s"], floor.extra["bulk-MB/s"])
-			}
-			spread := "-"
-			if r.passes > 1 {
-				spread = fmt.Sprintf("%.0f%%", 100*spreadOf(r, identity, "p99-us"))
-			}
-			probes := median(r.runs, func(x testing.BenchmarkResult) float64 { return float64(x.N) })
-			fmt.Fprintf(w, "%-12s %-14s %7.0f %9s %9s %9s %7s %9.0f %7s %7s\n", wl.Name, tr.Name, probes,
-				fmtNs(1e3*r.extra["p50-us"]), fmtNs(1e3*r.extra["p99-us"]), fmtNs(1e3*r.extra["max-us"]), spread, r.extra["bulk-MB/s"], p99vs, bulkvs)
+		spread := "-"
+		if r.passes > 1 {
+			spread = fmt.Sprintf("%.0f%%", 100*spreadOf(r, identity, "p99-us"))
 		}
-	}
+		probes := median(r.runs, func(x testing.BenchmarkResult) float64 { return float64(x.N) })
+		fmt.Fprintf(w, "%-12s %-14s %7.0f %9s %9s %9s %7s %9.0f %7s %7s\n", wl.Name, tr.Name, probes,
+			fmtNs(1e3*r.extra["p50-us"]), fmtNs(1e3*r.extra["p99-us"]), fmtNs(1e3*r.extra["max-us"]), spread, r.extra["bulk-MB/s"], p99vs, bulkvs)
+	})
 	fmt.Fprint(w, `  probes     measured probe round trips in one pass (median over passes); each pass first waits
              for the first bulk message to arrive, then does up to 200 unmeasured probes (at most
              1 s; with -short 10, at most 20 ms).
@@ -95,23 +80,13 @@ func printHOL(w io.Writer, workloads []bench.Workload, results map[string]map[st
 func printFair(w io.Writer, workloads []bench.Workload, results map[string]map[string]*result, cells map[string][]bench.Transport, short bool) {
 	fmt.Fprintf(w, "\nFairness: two bulk senders on one socket, back to back:\n")
 	fmt.Fprintf(w, "%-12s %-14s %10s %10s %9s %7s %10s\n", "workload", "transport", "slow MB/s", "fast MB/s", "slow/fast", "spread", "total MB/s")
-	for _, wl := range workloads {
-		for _, tr := range cells[wl.Name] {
-			r, ok := results[wl.Name][tr.Name]
-			if !ok {
-				continue
-			}
-			if r.failed != "" {
-				fmt.Fprintf(w, "%-12s %-14s %s\n", wl.Name, tr.Name, r.failed)
-				continue
-			}
-			spread := "-"
-			if r.passes > 1 {
-				spread = fmt.Sprintf("%.0f%%", 100*spreadOf(r, identity, "slow/fast"))
-			}
-			fmt.Fprintf(w, "%-12s %-14s %10.0f %10.0f %9.2f %7s %10.0f\n", wl.Name, tr.Name, r.extra["slow-MB/s"], r.extra["fast-MB/s"], r.extra["slow/fast"], spread, r.mbs)
+	eachResult(w, workloads, results, cells, func(wl bench.Workload, tr bench.Transport, r *result) {
+		spread := "-"
+		if r.passes > 1 {
+			spread = fmt.Sprintf("%.0f%%", 100*spreadOf(r, identity, "slow/fast"))
 		}
-	}
+		fmt.Fprintf(w, "%-12s %-14s %10.0f %10.0f %9.2f %7s %10.0f\n", wl.Name, tr.Name, r.extra["slow-MB/s"], r.extra["fast-MB/s"], r.extra["slow/fast"], spread, r.mbs)
+	})
 	fmt.Fprint(w, `  slow, fast MB/s  the two senders' payload received and checked by the server over the same
                    window (after a 200 ms warm-up, 10 ms with -short), the slower and the
                    faster; medians over passes.

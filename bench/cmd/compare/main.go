@@ -311,13 +311,12 @@ func median(rs []testing.BenchmarkResult, f func(testing.BenchmarkResult) float6
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
-func printTable(w io.Writer, workloads []bench.Workload, results map[string]map[string]*result, cells map[string][]bench.Transport) {
-	fmt.Fprintf(w, "\n%-12s %-14s %10s %7s %9s %9s %7s  %s\n", "workload", "transport", "time/op", "spread", "MB/s", "allocs/op", "vs raw", "notes")
+// eachResult calls row for every cell of the text tables that has a result,
+// in table order; a cell that failed gets its failure line instead.
+func eachResult(w io.Writer, workloads []bench.Workload, results map[string]map[string]*result, cells map[string][]bench.Transport, row func(wl bench.Workload, tr bench.Transport, r *result)) {
 	for _, wl := range workloads {
-		row := results[wl.Name]
-		raw := row["raw"]
 		for _, tr := range cells[wl.Name] {
-			r, ok := row[tr.Name]
+			r, ok := results[wl.Name][tr.Name]
 			if !ok {
 				continue
 			}
@@ -325,27 +324,35 @@ func printTable(w io.Writer, workloads []bench.Workload, results map[string]map[
 				fmt.Fprintf(w, "%-12s %-14s %s\n", wl.Name, tr.Name, r.failed)
 				continue
 			}
-			mbs, ratio := "-", "-"
-			if r.mbs > 0 {
-				mbs = fmt.Sprintf("%.1f", r.mbs)
-			}
-			if raw != nil && raw.failed == "" && raw.ns > 0 {
-				ratio = fmt.Sprintf("%.2fx", r.ns/raw.ns)
-			}
-			note := ""
-			if v, ok := r.extra["heapB/conn"]; ok {
-				note = fmt.Sprintf("%.0f heapB/conn, %.2f goroutines/conn", v, r.extra["goroutines/conn"])
-			}
-			if s, ok := seed[wl.Name]; ok && tr.Name == "tcpconn" {
-				note = "seed " + fmtNs(s)
-			}
-			spread := "-"
-			if r.passes > 1 {
-				spread = fmt.Sprintf("%.0f%%", 100*r.spread)
-			}
-			fmt.Fprintf(w, "%-12s %-14s %10s %7s %9s %9.0f %7s  %s\n", wl.Name, tr.Name, fmtNs(r.ns), spread, mbs, r.allocs, ratio, note)
+			row(wl, tr, r)
 		}
 	}
+}
+
+func printTable(w io.Writer, workloads []bench.Workload, results map[string]map[string]*result, cells map[string][]bench.Transport) {
+	fmt.Fprintf(w, "\n%-12s %-14s %10s %7s %9s %9s %7s  %s\n", "workload", "transport", "time/op", "spread", "MB/s", "allocs/op", "vs raw", "notes")
+	eachResult(w, workloads, results, cells, func(wl bench.Workload, tr bench.Transport, r *result) {
+		raw := results[wl.Name]["raw"]
+		mbs, ratio := "-", "-"
+		if r.mbs > 0 {
+			mbs = fmt.Sprintf("%.1f", r.mbs)
+		}
+		if raw != nil && raw.failed == "" && raw.ns > 0 {
+			ratio = fmt.Sprintf("%.2fx", r.ns/raw.ns)
+		}
+		note := ""
+		if v, ok := r.extra["heapB/conn"]; ok {
+			note = fmt.Sprintf("%.0f heapB/conn, %.2f goroutines/conn", v, r.extra["goroutines/conn"])
+		}
+		if s, ok := seed[wl.Name]; ok && tr.Name == "tcpconn" {
+			note = "seed " + fmtNs(s)
+		}
+		spread := "-"
+		if r.passes > 1 {
+			spread = fmt.Sprintf("%.0f%%", 100*r.spread)
+		}
+		fmt.Fprintf(w, "%-12s %-14s %10s %7s %9s %9.0f %7s  %s\n", wl.Name, tr.Name, fmtNs(r.ns), spread, mbs, r.allocs, ratio, note)
+	})
 }
 
 // printLegend explains the table; the pass count it states is the one the
