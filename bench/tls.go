@@ -66,7 +66,8 @@ func tlsSockets() sockets {
 // tcpconnTLS is the tcpconn transport over TLS through the public API: the
 // client sets Config.TLSConfig and uses Dial(WithID, WithConfig); the server
 // wraps tls.Server(sock) with WrapConnection / WrapConnectionWithID.
-func tcpconnTLS() Transport {
+// With pooled, it receives through ReceiveAppend as tcpconn-pooled does.
+func tcpconnTLS(pooled bool) Transport {
 	client, _ := tlsConfigs()
-	return tcpconnOver(false, &tcpconn.Config{TLSConfig: client}, tlsSockets())
+	return tcpconnOver(pooled, &tcpconn.Config{TLSConfig: client}, tlsSockets())
 }

@@ -91,14 +91,14 @@ func TransportsFor(w Workload) []Transport {
 	switch {
 	case w.Kind == Mixed && w.TLS:
 		tls := tlsSockets()
-		return []Transport{floorOver(tls), tcpconnTLS()}
+		return []Transport{floorOver(tls), tcpconnTLS(false)}
 	case w.Kind == Mixed:
 		return append([]Transport{floorOver(plainTCP)}, Transports()...)
 	case w.Kind == Fair:
 		return []Transport{rawTransport(), yamuxTransport(), smuxTransport(), tcpconnTransport(false)}
 	case w.TLS:
 		tls := tlsSockets()
-		return []Transport{rawOver(tls), yamuxOver(tls), smuxOver(tls), tcpconnTLS()}
+		return []Transport{rawOver(tls), yamuxOver(tls), smuxOver(tls), tcpconnTLS(false), tcpconnTLS(true)}
 	}
 	return Transports()
 }
