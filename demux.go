@@ -296,7 +296,7 @@ func (l *link) readPending() (bool, error) {
 func (l *link) readPayload(dst []byte) (int, error) {
 	n := 0
 	if b := l.br.Buffered(); b > 0 {
-		n, _ = l.br.Read(dst[:min(b, len(dst))]) // buffered: cannot fail
+		n = l.br.Read(dst[:min(b, len(dst))])
 	}
 	if n == len(dst) {
 		return n, nil

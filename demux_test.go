@@ -3,7 +3,6 @@
 package tcpconn
 
 import (
-	"bufio"
 	"net"
 	"os"
 	"testing"
@@ -21,7 +20,7 @@ func (timeoutConn) Read([]byte) (int, error) { return 0, os.ErrDeadlineExceeded 
 // arrive counts.
 func TestTimedOutReadIsNotHearingThePeer(t *testing.T) {
 	l := &link{conn: timeoutConn{}, cfg: DefaultConfig()}
-	l.br = bufio.NewReader(l.conn)
+	l.br = newFrameReader(l.conn, nil)
 	l.pend = pendingData{active: true, end: 10, total: 10, m: message{data: make([]byte, 10)}}
 	for range 3 {
 		if _, err := l.readPending(); !isTimeout(err) {

@@ -208,7 +208,7 @@ func TestControlTypeTableHasNoHoles(t *testing.T) {
 		}
 		// A bare link reading [0xFF][typ] plus a plausible body.
 		l := &link{cfg: DefaultConfig()}
-		l.br = bufio.NewReader(bytes.NewReader([]byte{controlMarker, typ, 0, 0, 0, 0, 0, 0, 0, 0}))
+		l.br = newFrameReader(bytes.NewReader([]byte{controlMarker, typ, 0, 0, 0, 0, 0, 0, 0, 0}), nil)
 		l.ctrlTokens = 1000
 		err := l.readControl()
 		if !errors.Is(err, ErrProtocol) {

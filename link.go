@@ -3,7 +3,6 @@
 package tcpconn
 
 import (
-	"bufio"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -25,9 +24,11 @@ import (
 // the others and bounds what is buffered.
 //
 // Concurrency:
-//   - Goroutines: readLoop (background reader), writeLoop (writes behind
-//     senders), keepAliveLoop; all end when done is closed. User goroutines
-//     read (holding the token) and write (inline flush) too.
+//   - Goroutines: readLoop (background reader) is the only one an idle
+//     link keeps; it ends when done is closed. A writer goroutine (flush)
+//     runs only while frames are written behind senders, and keepalive
+//     runs from a timer (keepalive.go). User goroutines read (holding the
+//     token) and write (inline flush) too.
 //   - The read token rmu: held by the background reader or by one receiver
 //     reading for itself; br, pend, lastHit and the control-frame limiter
 //     belong to its holder. Only its holder parses frames, so the route
@@ -59,7 +60,7 @@ type link struct {
 
 	// Read side; br and pend belong to the holder of rmu.
 	rmu            sync.Mutex
-	br             *bufio.Reader
+	br             *frameReader
 	pend           pendingData
 	direct         atomic.Bool         // a receiver holds rmu (interrupt it with a deadline)
 	parked         atomic.Int32        // receivers waiting for a message from this link
@@ -81,10 +82,9 @@ type link struct {
 	wmu           sync.Mutex
 	wb, wspare    *writeBatch
 	writerBusy    bool
-	lastFlush     int64       // nanotime when the last flush ended
-	lazyPending   atomic.Bool // control frames wait in wb for the next write
-	lazyTimer     *time.Timer // backstop for them
-	wkick         chan struct{}
+	lastFlush     int64         // nanotime when the last flush ended
+	lazyPending   atomic.Bool   // control frames wait in wb for the next write
+	lazyTimer     *time.Timer   // backstop for them
 	linkSendSpent int64         // link credit used minus returned
 	bulk          []*writeReq   // messages in parts not yet fully queued, round robin
 	bulkNext      int           // whose part goes next
@@ -103,10 +103,11 @@ type link struct {
 	unclaimedMu sync.Mutex
 	unclaimed   map[*stream]int64 // peer-opened, not yet claimed -> nanotime created
 
-	counters linkCounters
-	rtt      atomic.Int64  // nanoseconds, from the last keepalive PING/PONG
-	pingSent atomic.Int64  // nanotime of the PING in flight, 0 if none
-	pingSeq  atomic.Uint32 // its value
+	counters  linkCounters
+	rtt       atomic.Int64  // nanoseconds, from the last keepalive PING/PONG
+	pingSent  atomic.Int64  // nanotime of the PING in flight, 0 if none
+	pingSeq   atomic.Uint32 // its value
+	keepAlive keepAlive
 
 	done     chan struct{}
 	failOnce sync.Once
@@ -132,9 +133,7 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 		conn:      conn,
 		cfg:       cfg,
 		client:    client,
-		br:        bufio.NewReaderSize(conn, readBufferSize),
 		rkick:     make(chan struct{}, 1),
-		wkick:     make(chan struct{}, 1),
 		wb:        &writeBatch{},
 		wspare:    &writeBatch{},
 		helloDone: make(chan struct{}),
@@ -155,6 +154,7 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 	if tc, ok := conn.(*net.TCPConn); ok {
 		l.tcp = tc
 	}
+	l.br = newFrameReader(conn, l.tcp)
 	if tc, ok := raw.(*net.TCPConn); ok {
 		if err := tuneTCP(tc, cfg); err != nil {
 			l.logger().Warn("tcpconn: socket tuning failed", "err", err)
@@ -167,9 +167,8 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 	h.linkID = id
 	l.enqueueControl(appendHello(nil, h))
 	l.rmu.Lock() // the background reader starts with the token: HELLO first
+	l.startKeepAlive()
 	go l.readLoop()
-	go l.writeLoop()
-	go l.keepAliveLoop()
 	return l
 }
 
@@ -191,6 +190,7 @@ func (l *link) fail(err error) {
 		l.err = err
 		l.failWrites(err)
 		l.lazyTimer.Stop()
+		l.keepAlive.stop()
 		close(l.done)
 		l.conn.Close()
 		l.routes.Range(func(_, v any) bool {

@@ -208,7 +208,7 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 			// Sends are coming back to back: write behind, so the next
 			// messages coalesce while this batch is in the kernel.
 			l.wmu.Unlock()
-			l.wkick <- struct{}{}
+			go l.flush()
 			return nil
 		}
 		// A lone message (request/response): write it ourselves, with no
@@ -281,6 +281,9 @@ func (l *link) sendInParts(s *stream, data []byte) error {
 // message whose stream ended is abandoned: no part may follow a CLOSE.
 // It reports whether it added anything.
 func (l *link) takePartLocked(b *writeBatch) bool {
+	if len(l.bulk) == 0 {
+		return false // every flush asks; most have no parts to take
+	}
 	budget := l.cfg.FrameSize
 	if nanotime()-l.smallAt > int64(smallQuiet) {
 		// Nothing small to let through: larger parts, so that a lone bulk
@@ -429,10 +432,13 @@ func (l *link) flushLazy() {
 	l.flush()
 }
 
+// kickWriterLocked starts a writer goroutine unless a flush is in progress.
+// Writers exist only while there is something to write behind: an idle
+// link has no writer goroutine (flush returns when the queue is empty).
 func (l *link) kickWriterLocked() {
 	if !l.writerBusy {
 		l.writerBusy = true
-		l.wkick <- struct{}{} // capacity 1 and writerBusy guard it: never blocks
+		go l.flush()
 	}
 }
 
@@ -501,19 +507,6 @@ func (l *link) adaptBurst(took int64) {
 		l.burst = l.cfg.FrameSize
 	}
 	l.wmu.Unlock()
-}
-
-// writeLoop flushes for senders and control frames that do not write
-// inline.
-func (l *link) writeLoop() {
-	for {
-		select {
-		case <-l.wkick:
-			l.flush()
-		case <-l.done:
-			return
-		}
-	}
 }
 
 // writeOut writes b with one writev on TCP. Elsewhere (TLS, proxies)

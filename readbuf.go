@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: MIT
+
+package tcpconn
+
+import (
+	"errors"
+	"io"
+	"net"
+	"syscall"
+)
+
+// frameReader is the link's read buffer: what bufio.Reader would be, except
+// that it holds a pooled buffer only while bytes are buffered. An idle link
+// waits for its peer without one: on a plain TCP socket (on Unix) the
+// buffer is taken from the pool once the socket is readable and returned
+// if the read finds nothing (rawread_unix.go); elsewhere (TLS, net.Pipe,
+// other net.Conns) an idle read goes into a small buffer of the link's own
+// and moves to a pooled one only when a frame needs more. A 64 KiB buffer
+// per idle socket was most of what an idle link cost (issue 9).
+//
+// It belongs to the holder of the read token (link.rmu). Peek never
+// consumes: a read interrupted by a deadline loses nothing.
+type frameReader struct {
+	conn   io.Reader
+	buf    []byte      // nil while idle; small or pooled.B
+	pooled *byteBuffer // the pool's buffer behind buf, if it is one
+	small  []byte      // idle reads without raw; nil with raw
+	r, w   int         // buf[r:w] is buffered
+
+	// The socket read directly once readable (rawread_unix.go); nil
+	// elsewhere. rawFn is fr.readRaw bound once, so a read allocates
+	// nothing; rawN and rawErr are its results.
+	raw    syscall.RawConn
+	rawFn  func(fd uintptr) bool
+	rawN   int
+	rawErr error
+}
+
+// smallReadSize is the idle read buffer where the socket cannot be polled
+// without one: enough for a small frame, so that a request/response round
+// trip still needs one Read.
+const smallReadSize = 1 << 10
+
+// errPeekTooLarge would mean a frame header longer than any the protocol
+// has: Peek is used for headers only (payloads are read past the buffer).
+var errPeekTooLarge = errors.New("tcpconn: peek beyond the read buffer")
+
+// errNoProgress: a connection returning no bytes and no error, repeatedly.
+var errNoProgress = io.ErrNoProgress
+
+func newFrameReader(conn io.Reader, tcp *net.TCPConn) *frameReader {
+	fr := &frameReader{conn: conn}
+	if tcp != nil {
+		fr.raw = rawConnOf(tcp)
+	}
+	if fr.raw != nil {
+		fr.rawFn = fr.readRaw
+	} else {
+		fr.small = make([]byte, smallReadSize)
+	}
+	return fr
+}
+
+// Buffered is the number of bytes that can be read without a read call.
+func (fr *frameReader) Buffered() int { return fr.w - fr.r }
+
+// Peek returns the next n buffered bytes without consuming them, reading
+// until there are n. The slice is valid until the next call.
+func (fr *frameReader) Peek(n int) ([]byte, error) {
+	if n > readBufferSize {
+		return nil, errPeekTooLarge
+	}
+	for fr.w-fr.r < n {
+		if err := fr.fill(n); err != nil {
+			return nil, err
+		}
+	}
+	return fr.buf[fr.r : fr.r+n], nil
+}
+
+// Discard consumes n buffered bytes (n <= Buffered()).
+func (fr *frameReader) Discard(n int) {
+	fr.r += n
+	if fr.r == fr.w {
+		fr.r, fr.w = 0, 0
+	}
+}
+
+// Read copies buffered bytes into p; it never reads the connection (the
+// payload path reads past the buffer itself).
+func (fr *frameReader) Read(p []byte) int {
+	n := copy(p, fr.buf[fr.r:fr.w])
+	fr.Discard(n)
+	return n
+}
+
+// fill reads at least one more byte so that n bytes can be buffered.
+func (fr *frameReader) fill(n int) error {
+	if fr.r == fr.w && fr.pooled != nil {
+		fr.release() // about to wait for the peer: do not hold 64 KiB doing it
+	}
+	if fr.buf == nil {
+		if fr.raw != nil {
+			return fr.fillRaw()
+		}
+		fr.buf = fr.small
+	}
+	if fr.r > 0 {
+		fr.w = copy(fr.buf, fr.buf[fr.r:fr.w])
+		fr.r = 0
+	}
+	if fr.pooled == nil && fr.w > 0 {
+		// A frame longer than its first read: data flows, and a pooled
+		// buffer batches the frames behind this one.
+		fr.grow()
+	}
+	for range 100 {
+		k, err := fr.conn.Read(fr.buf[fr.w:])
+		fr.w += k
+		if k > 0 {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return errNoProgress
+}
+
+// fillRaw waits for the socket to be readable, then reads into a pooled
+// buffer taken (or kept, if bytes are buffered) for the purpose.
+func (fr *frameReader) fillRaw() error {
+	fr.rawN, fr.rawErr = 0, nil
+	err := fr.raw.Read(fr.rawFn)
+	fr.w += fr.rawN
+	if err != nil {
+		return err
+	}
+	return fr.rawErr
+}
+
+// readRaw is RawConn.Read's callback: it reports false (wait for the
+// socket to be readable) when there is nothing to read yet.
+func (fr *frameReader) readRaw(fd uintptr) bool {
+	if fr.buf == nil {
+		fr.grow()
+	}
+	n, err, wait := sysRead(fd, fr.buf[fr.w:])
+	if wait {
+		if fr.w == 0 {
+			fr.release() // nothing yet: wait without it
+		}
+		return false
+	}
+	fr.rawN, fr.rawErr = n, err
+	return true
+}
+
+// grow moves the buffered bytes into a pooled buffer.
+func (fr *frameReader) grow() {
+	if fr.pooled != nil {
+		return
+	}
+	b := getGather()
+	b.B = b.B[:cap(b.B)]
+	copy(b.B, fr.buf[fr.r:fr.w])
+	fr.w -= fr.r
+	fr.r = 0
+	fr.buf, fr.pooled = b.B, b
+}
+
+// release returns the pooled buffer; nothing may be buffered.
+func (fr *frameReader) release() {
+	if fr.pooled != nil {
+		putGather(fr.pooled)
+	}
+	fr.buf, fr.pooled = nil, nil
+	fr.r, fr.w = 0, 0
+}
