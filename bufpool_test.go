@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: MIT
+
+package tcpconn
+
+import "testing"
+
+// TestPayloadPoolAllocOnSizeChange: a long run of small messages must not
+// make the pool drop the buffers of a larger size that follows (one
+// bytebufferpool.Pool for all sizes calibrated to 100 bytes and then
+// allocated every 1 KiB buffer anew for ~42,000 messages).
+func TestPayloadPoolAllocOnSizeChange(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own, and sync.Pool drops at random under it")
+	}
+	cycle := func(n int) {
+		data, pooled := getPayload(n)
+		putPayload(data, pooled)
+	}
+	for range 50_000 { // past the pool's calibration threshold (42,000 Puts)
+		cycle(100)
+	}
+	for _, n := range []int{1 << 10, 100, 5000, smallMessageLimit} {
+		cycle(n) // the first of a size may allocate
+		if allocs := testing.AllocsPerRun(1000, func() { cycle(n) }); allocs != 0 {
+			t.Errorf("%d-byte payloads after 50,000 of 100 bytes: %.2f allocations each, want 0", n, allocs)
+		}
+	}
+}
