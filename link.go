@@ -84,7 +84,7 @@ type link struct {
 	writerBusy    bool
 	lastFlush     int64         // nanotime when the last flush ended
 	lazyPending   atomic.Bool   // control frames wait in wb for the next write
-	lazyTimer     *time.Timer   // backstop for them
+	lazyTimer     *time.Timer   // backstop for them; made on first use
 	linkSendSpent int64         // link credit used minus returned
 	bulk          []*writeReq   // messages in parts not yet fully queued, round robin
 	bulkNext      int           // whose part goes next
@@ -101,7 +101,7 @@ type link struct {
 	goingAway atomic.Bool // the peer sent GOAWAY: open nothing new here
 
 	unclaimedMu sync.Mutex
-	unclaimed   map[*stream]int64 // peer-opened, not yet claimed -> nanotime created
+	unclaimed   map[*stream]int64 // peer-opened, not yet claimed -> nanotime created; made on first use
 
 	counters  linkCounters
 	rtt       atomic.Int64  // nanoseconds, from the last keepalive PING/PONG
@@ -138,12 +138,9 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 		wspare:    &writeBatch{},
 		helloDone: make(chan struct{}),
 		done:      make(chan struct{}),
-		unclaimed: make(map[*stream]int64),
 		ctrlLast:  time.Now(),
 	}
 	l.burst = cfg.FrameSize
-	l.lazyTimer = time.AfterFunc(time.Hour, l.lazyTimerFired)
-	l.lazyTimer.Stop()
 	l.ctrlTokens = float64(cfg.MaxControlFramesPerSecond)
 	id := uuid.New()
 	l.setID(id) // a server adopts the client's when its HELLO arrives
@@ -189,7 +186,6 @@ func (l *link) fail(err error) {
 		}
 		l.err = err
 		l.failWrites(err)
-		l.lazyTimer.Stop()
 		l.keepAlive.stop()
 		close(l.done)
 		l.conn.Close()

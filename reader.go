@@ -53,14 +53,20 @@ func (l *link) readLoop() {
 		l.fail(err)
 		return
 	}
-	t := time.NewTimer(handBackDelay)
-	defer t.Stop()
+	var t *time.Timer // made when first needed: an idle link never steps back
 	for {
 		if err := l.readUntil(nil); err != nil {
+			if t != nil {
+				t.Stop()
+			}
 			return
 		}
 		seen := l.releases.Load()
-		t.Reset(handBackDelay)
+		if t == nil {
+			t = time.NewTimer(handBackDelay)
+		} else {
+			t.Reset(handBackDelay)
+		}
 		for {
 			select {
 			case <-l.rkick:
@@ -71,6 +77,7 @@ func (l *link) readLoop() {
 					continue
 				}
 			case <-l.done:
+				t.Stop()
 				return
 			}
 			if l.rmu.TryLock() {

@@ -273,6 +273,9 @@ func (l *link) peerOpen(id string) (*stream, error) {
 	case l.catchAll.Load() == nil:
 		// Nobody serves unclaimed IDs yet: expire it if never claimed.
 		l.unclaimedMu.Lock()
+		if l.unclaimed == nil {
+			l.unclaimed = make(map[*stream]int64)
+		}
 		l.unclaimed[s] = time.Now().UnixNano()
 		l.unclaimedMu.Unlock()
 	}

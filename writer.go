@@ -394,7 +394,11 @@ func (l *link) queueControl(frame []byte, how controlMode) {
 		if !l.lazyPending.Swap(true) {
 			// The backstop: if no write or wait comes along, the writer
 			// goroutine sends it shortly (the peer may be waiting for it).
-			l.lazyTimer.Reset(lazyDelay)
+			if l.lazyTimer == nil {
+				l.lazyTimer = time.AfterFunc(lazyDelay, l.lazyTimerFired)
+			} else {
+				l.lazyTimer.Reset(lazyDelay)
+			}
 		}
 	} else {
 		l.kickWriterLocked()
@@ -561,6 +565,9 @@ func (l *link) wakeCreditWaiters() {
 func (l *link) failWrites(err error) {
 	l.wmu.Lock()
 	l.werr = err
+	if l.lazyTimer != nil {
+		l.lazyTimer.Stop()
+	}
 	l.wakeCreditLocked()
 	b := l.wb
 	l.wb = &writeBatch{}
