@@ -38,7 +38,7 @@ const smallClassMin = 6 // 64 B
 var payloadPools [smallClassMax + 1]bytebufferpool.Pool
 
 // smallClass is the size class of a small payload of n bytes.
-func smallClass(n int) int { return max(smallClassMin, sizeClass(n)) }
+func smallClass(n int) int { return max(smallClassMin, sizeClass(max(n, 1))) }
 
 // Large payload buffers (above smallMessageLimit) live in per-size-class
 // free lists that, unlike sync.Pool (which bytebufferpool uses), survive a

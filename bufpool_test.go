@@ -19,7 +19,7 @@ func TestPayloadPoolAllocOnSizeChange(t *testing.T) {
 	for range 50_000 { // past the pool's calibration threshold (42,000 Puts)
 		cycle(100)
 	}
-	for _, n := range []int{1 << 10, 100, 5000, smallMessageLimit} {
+	for _, n := range []int{1 << 10, 100, 0, 5000, smallMessageLimit} {
 		cycle(n) // the first of a size may allocate
 		if allocs := testing.AllocsPerRun(1000, func() { cycle(n) }); allocs != 0 {
 			t.Errorf("%d-byte payloads after 50,000 of 100 bytes: %.2f allocations each, want 0", n, allocs)
