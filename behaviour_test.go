@@ -729,10 +729,11 @@ func TestHostilePeerClosesOnlyItsLink(t *testing.T) {
 		{"garbage instead of hello", false, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), ErrHandshake, "not a tcpconn hello"},
 		// The right magic, another version: a future (or ancient) tcpconn
 		// is refused by name, not misparsed as version 1.
-		{"hello of protocol version 2", false, helloVersion(2), ErrHandshake, "protocol version 2"},
+		{"hello of protocol version 1 (fixed windows)", false, helloVersion(1), ErrHandshake, "protocol version 1"},
+		{"hello of protocol version 3", false, helloVersion(3), ErrHandshake, "protocol version 3"},
 		{"hello of protocol version 0", false, helloVersion(0), ErrHandshake, "protocol version 0"},
 		// A peer must grant at least InitialWindow: we may have sent that much.
-		{"hello with a window below InitialWindow", false, appendHello(nil, hello{version: 1, streamWindow: 100, linkWindow: InitialWindow, maxMessage: InitialWindow, maxStreams: 1}), ErrHandshake, "must be at least 65536"},
+		{"hello with a window below InitialWindow", false, appendHello(nil, hello{version: protocolVersion, streamWindow: 100, linkWindow: InitialWindow, maxMessage: InitialWindow, maxStreams: 1}), ErrHandshake, "must be at least 65536"},
 		{"garbage", true, garbage, ErrProtocol, "exceeds the limit"},
 		{"absurd length", true, []byte{1, 'x', 0xFF, 0xFF, 0xFF, 0xFF}, ErrProtocol, "exceeds the limit"},
 		{"truncated data frame", true, dataFrame("trunc", "payload")[:10], ErrProtocol, "ended inside"},
@@ -785,11 +786,11 @@ func TestDialRefusesOtherProtocolVersion(t *testing.T) {
 	// The client says hello without waiting for ours; read it first, since
 	// a link that fails at once may never write it.
 	p.expectHello(helloBytes(nil))
-	p.write(helloVersion(2))
+	p.write(helloVersion(1))
 	select {
 	case err := <-dialed:
 		wantErr(t, err, ErrHandshake)
-		if !strings.Contains(err.Error(), "protocol version 2") {
+		if !strings.Contains(err.Error(), "protocol version 1") {
 			t.Errorf("Dial error %q does not name the peer's version", err)
 		}
 	case <-ctx.Done():

@@ -101,6 +101,7 @@ func (l *link) readHello() error {
 	l.wakeCreditLocked()
 	l.wmu.Unlock()
 	close(l.helloDone)
+	l.ping() // a first round trip for window tuning
 	return nil
 }
 
@@ -147,7 +148,7 @@ func (l *link) admit(frame string, s *stream, cost int64) (*stream, error) {
 // positive.
 func (l *link) chargeLink(frame string, s *stream, cost int64) error {
 	if l.recvLinkCredit.Add(-cost)+cost <= 0 {
-		return protocolErrorf(frame, s.id, "peer exceeded the link window of %d bytes", l.cfg.LinkWindow)
+		return protocolErrorf(frame, s.id, "peer exceeded the link window of %d bytes", l.linkWindow.size.Load())
 	}
 	return nil
 }
@@ -155,7 +156,7 @@ func (l *link) chargeLink(frame string, s *stream, cost int64) error {
 // charge takes cost from s's credit, which must have been positive.
 func (s *stream) charge(frame string, cost int64) error {
 	if s.recvCredit.Add(-cost)+cost <= 0 {
-		return protocolErrorf(frame, s.id, "peer exceeded the window of %d bytes on %q", s.link.cfg.StreamWindow, s.id)
+		return protocolErrorf(frame, s.id, "peer exceeded the window of %d bytes on %q", s.window.size.Load(), s.id)
 	}
 	return nil
 }
@@ -497,15 +498,17 @@ func (l *link) addSendCredit(s *stream, inc uint32) error {
 	}
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
+	// Credit is the announced window minus sendSpent; WINDOWs may grow it
+	// (auto-tuning), up to maxWindow.
 	if s == nil {
 		l.linkSendSpent -= int64(inc)
-		if l.linkSendSpent < 0 {
-			return protocolErrorf("LINK_WINDOW", "", "LINK_WINDOW overflows the announced %d bytes", l.peer.linkWindow)
+		if int64(l.peer.linkWindow)-l.linkSendSpent > maxWindow {
+			return protocolErrorf("LINK_WINDOW", "", "LINK_WINDOW overflows the largest window (%d bytes)", maxWindow)
 		}
 	} else {
 		s.sendSpent -= int64(inc)
-		if s.sendSpent < 0 {
-			return protocolErrorf("WINDOW", s.id, "WINDOW on %q overflows the announced %d bytes", s.id, l.peer.streamWindow)
+		if int64(l.peer.streamWindow)-s.sendSpent > maxWindow {
+			return protocolErrorf("WINDOW", s.id, "WINDOW on %q overflows the largest window (%d bytes)", s.id, maxWindow)
 		}
 	}
 	l.wakeCreditLocked()
@@ -518,11 +521,9 @@ func (l *link) addSendCredit(s *stream, inc uint32) error {
 // consumedLink returns link credit as messages leave the link.
 // how is a control* constant: user goroutines may write inline or lazily.
 func (l *link) consumedLink(cost int64, how controlMode) {
-	if l.linkConsumed.Add(cost) >= int64(l.cfg.LinkWindow)/2 {
-		if v := l.linkConsumed.Swap(0); v > 0 {
-			l.recvLinkCredit.Add(v)
-			var fb [sizeOfIDLen + sizeOfType + sizeOfLength]byte
-			l.queueControl(appendValueControl(fb[:0], frameLinkWindow, uint32(v)), how)
-		}
+	if v := l.linkWindow.consumed(cost, int64(l.cfg.MaxLinkWindow), l.rtt.Load(), l.budget); v > 0 {
+		l.recvLinkCredit.Add(v)
+		var fb [sizeOfIDLen + sizeOfType + sizeOfLength]byte
+		l.queueControl(appendValueControl(fb[:0], frameLinkWindow, uint32(v)), how)
 	}
 }

@@ -24,7 +24,7 @@ const (
 	maxDataHeader = sizeOfIDLen + maxIDLen + sizeOfLength
 	maxPartHeader = sizeOfIDLen + sizeOfType + sizeOfIDLen + maxIDLen + 2*sizeOfLength
 
-	protocolVersion = 1
+	protocolVersion = 2
 
 	// messageOverhead is charged against flow-control credit on top of the
 	// payload length, so that a flood of empty messages is bounded too.

@@ -13,15 +13,16 @@ import (
 // Golden wire bytes for every frame type (README, "Wire protocol"). A
 // second implementation can check itself against these vectors.
 var (
-	// HELLO with the default limits: magic "TCPC", version 1, stream window
-	// 1 MiB, link window 64 MiB, max message 16 MiB, max streams 65536, and
-	// a zero link ID (16 bytes; the dialling side sends a random UUID).
-	goldenDefaultHello = []byte{0xFF, 0x01, 'T', 'C', 'P', 'C', 0x01,
-		0x00, 0x10, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
+	// HELLO with the default limits: magic "TCPC", version 2, stream window
+	// 1 MiB, link window 1 MiB (both where they start), max message 16 MiB,
+	// max streams 65536, and a zero link ID (16 bytes; the dialling side
+	// sends a random UUID).
+	goldenDefaultHello = []byte{0xFF, 0x01, 'T', 'C', 'P', 'C', 0x02,
+		0x00, 0x10, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
 		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 	// HELLO with the smallest windows (InitialWindow, 64 KiB), 8 streams and
 	// link ID 00 01 02 ... 0f.
-	goldenSmallHello = []byte{0xFF, 0x01, 'T', 'C', 'P', 'C', 0x01,
+	goldenSmallHello = []byte{0xFF, 0x01, 'T', 'C', 'P', 'C', 0x02,
 		0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08,
 		0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
 	goldenData      = []byte{0x02, 'a', 'b', 0x00, 0x00, 0x00, 0x03, 'x', 'y', 'z'}
@@ -39,7 +40,7 @@ var (
 	goldenPart2 = []byte{0xFF, 0x09, 0x02, 'a', 'b', 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 'z'}
 )
 
-var smallHello = hello{version: 1, streamWindow: InitialWindow, linkWindow: InitialWindow, maxMessage: 16 << 20, maxStreams: 8,
+var smallHello = hello{version: protocolVersion, streamWindow: InitialWindow, linkWindow: InitialWindow, maxMessage: 16 << 20, maxStreams: 8,
 	linkID: [16]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}}
 
 // TestFrameGoldenEncode: every encoder produces exactly the golden bytes.

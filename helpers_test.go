@@ -349,18 +349,25 @@ func (p *rawPeer) closeWrite() {
 	}
 }
 
-// readFrame reads one whole frame and returns its bytes.
+// readFrame reads one whole frame and returns its bytes. PINGs are
+// skipped: the library sends one when our HELLO arrives (to measure the
+// round trip its windows grow by), and keepalive's later.
 func (p *rawPeer) readFrame() []byte {
 	p.t.Helper()
-	f, err := readRawFrame(p.br)
-	if err != nil {
-		p.t.Fatalf("raw read: %v", err)
+	for {
+		f, err := readRawFrame(p.br)
+		if err != nil {
+			p.t.Fatalf("raw read: %v", err)
+		}
+		if len(f) < 2 || f[0] != controlMarker || f[1] != framePing {
+			return f
+		}
 	}
-	return f
 }
 
-// expectFrame reads the next frame and fails unless it is exactly want
-// (peers under test run without keepalive, so nothing else interleaves).
+// expectFrame reads the next frame but PINGs and fails unless it is
+// exactly want (peers under test run without keepalive, so nothing else
+// interleaves).
 func (p *rawPeer) expectFrame(want []byte) {
 	p.t.Helper()
 	got := p.readFrame()

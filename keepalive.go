@@ -20,7 +20,6 @@ type keepAlive struct {
 	lastSeen  uint64
 	lastHeard time.Time
 	lastPing  time.Time
-	pings     uint32
 }
 
 func (l *link) startKeepAlive() {
@@ -63,12 +62,10 @@ func (l *link) keepAliveTick() {
 		k.lastSeen, k.lastHeard = seen, now
 	}
 	silent := now.Sub(k.lastHeard)
-	var ping uint32
-	if l.cfg.KeepAliveInterval > 0 && silent < l.cfg.KeepAliveTimeout &&
-		silent >= l.cfg.KeepAliveInterval && now.Sub(k.lastPing) >= l.cfg.KeepAliveInterval-k.tick/2 {
+	ping := l.cfg.KeepAliveInterval > 0 && silent < l.cfg.KeepAliveTimeout &&
+		silent >= l.cfg.KeepAliveInterval && now.Sub(k.lastPing) >= l.cfg.KeepAliveInterval-k.tick/2
+	if ping {
 		k.lastPing = now
-		k.pings++
-		ping = k.pings
 	}
 	k.mu.Unlock()
 
@@ -76,10 +73,8 @@ func (l *link) keepAliveTick() {
 		l.fail(fmt.Errorf("%w: nothing heard for %v", ErrKeepAliveTimeout, silent.Round(time.Millisecond)))
 		return
 	}
-	if ping != 0 {
-		l.pingSeq.Store(ping)
-		l.pingSent.Store(nanotime())
-		l.enqueueControl(appendValueControl(nil, framePing, ping))
+	if ping {
+		l.ping()
 	}
 	l.expireUnclaimed(now)
 	k.mu.Lock()
@@ -87,4 +82,13 @@ func (l *link) keepAliveTick() {
 		k.t.Reset(k.tick)
 	}
 	k.mu.Unlock()
+}
+
+// ping sends a PING; its PONG measures the round trip (LinkStats.RTT, and
+// the pace windows grow at). Sent after silence, and once when the peer's
+// HELLO arrives.
+func (l *link) ping() {
+	seq := l.pingSeq.Add(1)
+	l.pingSent.Store(nanotime())
+	l.enqueueControl(appendValueControl(nil, framePing, seq))
 }

@@ -76,7 +76,8 @@ type link struct {
 	peer           hello         // written before helloDone is closed
 	helloDone      chan struct{}
 	recvLinkCredit atomic.Int64 // the peer may send while positive
-	linkConsumed   atomic.Int64 // consumed since the last LINK_WINDOW
+	linkWindow     recvWindow   // the peer's credit for the link, auto-tuned (budget.go)
+	budget         *Budget      // what linkWindow grows with
 
 	// Write side (writer.go); guarded by wmu.
 	wmu           sync.Mutex
@@ -158,6 +159,8 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 		}
 	}
 	l.recvLinkCredit.Store(int64(cfg.LinkWindow))
+	l.linkWindow.init(int64(cfg.LinkWindow), nanotime())
+	l.budget = cfg.budget()
 	processScope.add(l)
 	l.scope.add(l)
 	h := cfg.hello()
@@ -187,6 +190,7 @@ func (l *link) fail(err error) {
 		l.err = err
 		l.failWrites(err)
 		l.keepAlive.stop()
+		l.linkWindow.release(l.budget)
 		close(l.done)
 		l.conn.Close()
 		l.routes.Range(func(_, v any) bool {

@@ -46,7 +46,7 @@ type stream struct {
 	acks       *atomic.Int32 // CLOSE replies the peer still owes for this ID (shared by its incarnations)
 	peerOpened atomic.Bool   // the peer sent OPEN for this incarnation
 	recvCredit atomic.Int64  // the peer may send while positive
-	unacked    atomic.Int64  // consumed since the last WINDOW
+	window     recvWindow    // credit the peer may have outstanding (budget.go)
 	sendSpent  int64         // credit used minus credit returned; guarded by link.wmu
 	inParts    bool          // a message in parts is being queued; guarded by link.wmu
 }
@@ -77,6 +77,7 @@ func (l *link) newStream(id string, owner *Connection, acks *atomic.Int32) *stre
 	}
 	s := &stream{id: id, inbox: inbox{link: l}, owner: owner, acks: acks}
 	s.recvCredit.Store(int64(l.cfg.StreamWindow))
+	s.window.init(int64(l.cfg.StreamWindow), nanotime())
 	return s
 }
 
@@ -351,15 +352,17 @@ func (s *stream) consumed(cost int64) {
 
 // returnCredit gives n bytes of stream credit back to the peer, with a
 // WINDOW once half the window is owed (so a sender waiting for credit with
-// nothing in flight always gets it: README, "Flow control").
+// nothing in flight always gets it: README, "Flow control"); the window
+// grows with the reader's pace (recvWindow).
 func (s *stream) returnCredit(n int64, how controlMode) {
 	l := s.link
-	if s.unacked.Add(n) >= int64(l.cfg.StreamWindow)/2 && s.state.Load() == 0 {
-		if v := s.unacked.Swap(0); v > 0 {
-			s.recvCredit.Add(v)
-			var fb [maxControlFrame]byte
-			l.queueControl(appendIDControl(fb[:0], frameWindow, s.id, uint32(v)), how)
-		}
+	if s.state.Load() != 0 {
+		return
+	}
+	if v := s.window.consumed(n, int64(l.cfg.MaxStreamWindow), l.rtt.Load(), nil); v > 0 {
+		s.recvCredit.Add(v)
+		var fb [maxControlFrame]byte
+		l.queueControl(appendIDControl(fb[:0], frameWindow, s.id, uint32(v)), how)
 	}
 }
 

@@ -36,14 +36,22 @@ const (
 	DefaultIdleTimeout = 5 * time.Minute
 	// DefaultMaxMessageSize is the seed's 16 MiB.
 	DefaultMaxMessageSize = 16 << 20
-	// DefaultStreamWindow is the credit per logical connection: a window
-	// update per 512 KiB consumed keeps a loopback stream of 64 KiB
-	// messages moving (256 KiB measured 622 vs 905 MB/s, PERFORMANCE.md),
-	// and 64 slow readers are needed to exhaust the link window.
+	// DefaultStreamWindow is the window a logical connection starts with:
+	// a window update per 512 KiB consumed keeps a loopback stream of
+	// 64 KiB messages moving (256 KiB measured 622 vs 905 MB/s,
+	// PERFORMANCE.md). Windows grow from there while the reader keeps up
+	// (README, "Flow control").
 	DefaultStreamWindow = 1 << 20
-	// DefaultLinkWindow bounds what one physical link buffers for all its
-	// logical connections together (beyond one message in flight).
-	DefaultLinkWindow = 64 << 20
+	// DefaultMaxStreamWindow is how far a logical connection's window may
+	// grow: 16 MiB (go-yamux's maximum) fills a 20 ms path at 800 MB/s.
+	DefaultMaxStreamWindow = 16 << 20
+	// DefaultLinkWindow is the window a physical link starts with, all its
+	// logical connections together: what any peer may make this process
+	// hold without drawing on the Budget (plus one message in flight).
+	DefaultLinkWindow = 1 << 20
+	// DefaultMaxLinkWindow is how far a link's window may grow, with
+	// bytes reserved from its Budget.
+	DefaultMaxLinkWindow = 64 << 20
 	// DefaultFrameSize: messages above it are sent in parts, so a small
 	// message waits behind at most one part of another. 64 KiB is the
 	// seed's chunk size; 32 KiB (smux's) cost 23 % on Stream64KB and a
@@ -147,12 +155,22 @@ type Config struct {
 	// MaxMessageSize is the largest message sent or accepted (default 16 MiB,
 	// at least InitialWindow, at most 1<<32-1).
 	MaxMessageSize int
-	// StreamWindow is the flow-control credit of one logical connection
-	// (at least InitialWindow).
-	StreamWindow int
-	// LinkWindow is the credit of one physical link, all IDs together (at
-	// least StreamWindow).
-	LinkWindow int
+	// StreamWindow is the flow-control window a logical connection starts
+	// with (at least InitialWindow); it grows while the reader keeps up,
+	// up to MaxStreamWindow (default the larger of
+	// DefaultMaxStreamWindow and StreamWindow; equal to StreamWindow: no
+	// growth).
+	StreamWindow    int
+	MaxStreamWindow int
+	// LinkWindow is the window a physical link starts with, all IDs
+	// together (at least StreamWindow); it grows up to MaxLinkWindow
+	// (default the larger of DefaultMaxLinkWindow and LinkWindow) with
+	// bytes reserved from Budget.
+	LinkWindow    int
+	MaxLinkWindow int
+	// Budget bounds the link windows' growth, summed over every link that
+	// shares it (default: DefaultBudget, shared by the whole process).
+	Budget *Budget
 	// FrameSize is the largest piece a message is written in: a larger one
 	// goes out in parts of this size, between which other logical
 	// connections' messages and control frames pass (default
@@ -211,7 +229,9 @@ func (c *Config) fill() {
 	setDefault(&c.IdleTimeout, DefaultIdleTimeout)
 	setDefault(&c.MaxMessageSize, DefaultMaxMessageSize)
 	setDefault(&c.StreamWindow, DefaultStreamWindow)
-	setDefault(&c.LinkWindow, DefaultLinkWindow)
+	setDefault(&c.LinkWindow, max(DefaultLinkWindow, c.StreamWindow))
+	setDefault(&c.MaxStreamWindow, max(DefaultMaxStreamWindow, c.StreamWindow))
+	setDefault(&c.MaxLinkWindow, max(DefaultMaxLinkWindow, c.LinkWindow))
 	setDefault(&c.FrameSize, DefaultFrameSize)
 	setDefault(&c.SendQueueLimit, DefaultSendQueueLimit)
 	setDefault(&c.MaxStreams, DefaultMaxStreams)
@@ -248,6 +268,10 @@ func (c *Config) Validate() error {
 		return bad("LinkWindow", r.LinkWindow, "must be in 65536..2147483647 (at least InitialWindow)")
 	case r.LinkWindow < r.StreamWindow:
 		return bad("LinkWindow", r.LinkWindow, "must be at least StreamWindow")
+	case r.MaxStreamWindow < r.StreamWindow || r.MaxStreamWindow > maxWindow:
+		return bad("MaxStreamWindow", r.MaxStreamWindow, "must be in StreamWindow..2147483647")
+	case r.MaxLinkWindow < r.LinkWindow || r.MaxLinkWindow > maxWindow:
+		return bad("MaxLinkWindow", r.MaxLinkWindow, "must be in LinkWindow..2147483647")
 	case r.FrameSize < 1<<10 || r.FrameSize > 1<<30:
 		return bad("FrameSize", r.FrameSize, "must be in 1024..1073741824")
 	case r.MaxStreams < 0 || r.MaxStreams > 1<<30:
@@ -284,6 +308,13 @@ func (c *Config) resolve() (*Config, error) {
 var defaultResolved = DefaultConfig()
 
 var discardLogger = slog.New(slog.DiscardHandler)
+
+func (c *Config) budget() *Budget {
+	if c.Budget != nil {
+		return c.Budget
+	}
+	return DefaultBudget
+}
 
 func (c *Config) logger() *slog.Logger {
 	if c.Logger != nil {

@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: MIT
+
+package tcpconn
+
+import (
+	"fmt"
+	"sync/atomic"
+)
+
+// Budget bounds the receive credit that links sharing it grant beyond their
+// initial windows, and so the bytes their peers can make this process hold.
+// Every link starts with InitialWindow of credit for the whole link, which
+// it may always use; it grows its window (window auto-tuning, README "Flow
+// control") only with bytes reserved from its Budget, and gives them back
+// when its window shrinks or it closes. When the budget is spent, windows
+// stop growing and large ones shrink as their readers consume: senders feel
+// backpressure (credit is withheld), nothing is dropped.
+//
+// A Budget is shared by every link whose Config names it; links with no
+// Budget in their Config share DefaultBudget, the process's. Give a
+// Listener or Client its own (Config.Budget) to isolate it. It is safe for
+// concurrent use.
+type Budget struct {
+	limit int64
+	used  atomic.Int64
+}
+
+// DefaultBudgetBytes is DefaultBudget's limit: enough for a few hundred
+// MiB of messages in flight or queued, for example 16 bulk streams at the
+// default 16 MiB window, while a fleet of sockets that never let their
+// messages be read holds InitialWindow (plus one message) each beyond it.
+const DefaultBudgetBytes = 256 << 20
+
+// DefaultBudget is shared by every link whose Config has no Budget.
+var DefaultBudget = NewBudget(DefaultBudgetBytes)
+
+// NewBudget returns a Budget of limit bytes. A limit of 0 lets no window
+// grow past InitialWindow.
+func NewBudget(limit int64) *Budget {
+	if limit < 0 {
+		panic(fmt.Sprintf("tcpconn: NewBudget(%d): negative limit", limit))
+	}
+	return &Budget{limit: limit}
+}
+
+// Limit returns the budget's size in bytes.
+func (b *Budget) Limit() int64 { return b.limit }
+
+// InUse returns the bytes currently reserved by the links sharing b.
+func (b *Budget) InUse() int64 { return b.used.Load() }
+
+// reserve takes n bytes if they fit.
+func (b *Budget) reserve(n int64) bool {
+	for {
+		u := b.used.Load()
+		if u+n > b.limit {
+			return false
+		}
+		if b.used.CompareAndSwap(u, u+n) {
+			return true
+		}
+	}
+}
+
+func (b *Budget) release(n int64) { b.used.Add(-n) }
+
+// tight reports that windows should shrink: less than an eighth is left.
+func (b *Budget) tight() bool { return b.used.Load() > b.limit-b.limit/8 }
+
+// recvWindow is the receive window of a stream or a link: how much credit
+// its peer may have outstanding. It starts at the window announced in the
+// HELLO (Config.StreamWindow, LinkWindow) and is tuned at every credit
+// return (once half of it is owed): doubled, up to its maximum, when that
+// half was consumed within growWithin round trips (the sender is limited by
+// the window, not by the reader), as QUIC and go-yamux tune theirs; halved
+// back towards where it started when its Budget is tight. A link's growth
+// is reserved from its Budget; a stream's is bounded by its link's window
+// and needs none.
+type recvWindow struct {
+	base  int64        // the announced window: growth is counted above it
+	size  atomic.Int64 // the current window; windowReleased once released
+	owed  atomic.Int64 // consumed since the last credit return
+	epoch atomic.Int64 // nanotime of the last credit return
+}
+
+const (
+	// growWithin: a window half consumed within this many round trips is
+	// doubled (QUIC's factor).
+	growWithin = 2
+	// windowReleased marks a link window given back to its Budget.
+	windowReleased = -1
+	// maxWindow is the largest credit a window may grow to (the protocol's
+	// bound: a WINDOW past it is an error).
+	maxWindow = 1<<31 - 1
+)
+
+func (w *recvWindow) init(base, now int64) {
+	w.base = base
+	w.size.Store(base)
+	w.epoch.Store(now)
+}
+
+// consumed records n bytes consumed and returns the credit to grant now:
+// 0 until half the window is owed, then what is owed adjusted by the
+// window's growth or shrinkage. rtt is the link's last measured round trip
+// (0: unknown, which grows); budget is nil for a stream.
+func (w *recvWindow) consumed(n, max, rtt int64, budget *Budget) int64 {
+	if w.owed.Add(n) < w.size.Load()/2 {
+		return 0
+	}
+	v := w.owed.Swap(0)
+	if v <= 0 {
+		return 0
+	}
+	return v + w.tune(v, max, rtt, budget)
+}
+
+// tune resizes the window at a credit return of owed bytes and returns the
+// change.
+func (w *recvWindow) tune(owed, max, rtt int64, budget *Budget) int64 {
+	now := nanotime()
+	elapsed := now - w.epoch.Swap(now)
+	size := w.size.Load()
+	switch {
+	case size <= 0: // released: the link is gone
+		return 0
+	case budget != nil && size > w.base && budget.tight():
+		shrink := min(size/2, size-w.base, owed)
+		if w.size.CompareAndSwap(size, size-shrink) {
+			budget.release(shrink)
+			return -shrink
+		}
+	case size < max && (rtt == 0 || elapsed < growWithin*rtt):
+		grow := min(size, max-size)
+		if budget != nil && !budget.reserve(grow) {
+			return 0
+		}
+		if w.size.CompareAndSwap(size, size+grow) {
+			return grow
+		}
+		if budget != nil {
+			budget.release(grow)
+		}
+	}
+	return 0
+}
+
+// release gives a link window's growth back to budget, once.
+func (w *recvWindow) release(budget *Budget) {
+	if size := w.size.Swap(windowReleased); size > w.base {
+		budget.release(size - w.base)
+	}
+}
