@@ -21,7 +21,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -40,9 +39,11 @@ var seed = map[string]float64{
 	"Mux16x1KB":   34.2e3, // the seed's "Multiple connections"
 }
 
-// slow are the workloads left out unless -all: each pass of each transport
-// opens 100,000 logical connections first (several seconds a cell here).
-var slow = map[string]bool{"Memory100k": true}
+// slow are the workloads left out unless -all or an -only that names them:
+// each pass of Memory100k opens 100,000 logical connections first (several
+// seconds a cell here); the WAN ones span 30 round trips of a delayed path
+// after a warm-up of 10 (seconds a cell at 100 ms).
+var slow = map[string]bool{"Memory100k": true, "WAN20ms": true, "WAN100ms": true}
 
 // result is the median of the passes of one workload over one transport.
 type result struct {
@@ -93,8 +94,8 @@ func main() {
 	var workloads []bench.Workload
 	cells := map[string][]bench.Transport{}
 	ncells := 0
-	for _, w := range slices.Concat(bench.Workloads, bench.TLSWorkloads, bench.HOLWorkloads) {
-		if (*short && w.Kind == bench.Memory) || (slow[w.Name] && !*all && (*only == "" || !re.MatchString(w.Name))) {
+	for _, w := range bench.AllWorkloads() {
+		if (*short && w.SkippedByShort()) || (slow[w.Name] && !*all && (*only == "" || !re.MatchString(w.Name))) {
 			continue
 		}
 		for _, tr := range bench.TransportsFor(w) {
@@ -117,6 +118,11 @@ func main() {
 		results[w.Name] = map[string]*result{}
 		for _, tr := range cells[w.Name] {
 			results[w.Name][tr.Name] = &result{}
+		}
+		// A WAN pass must span enough round trips of its path to mean
+		// something; testing.Benchmark reads the flag at each run.
+		if err := flag.Set("test.benchtime", max(*benchtime, w.MinBenchtime()).String()); err != nil {
+			fatal(2, err)
 		}
 		for pass := 1; pass <= *count; pass++ {
 			fmt.Fprintf(os.Stderr, "[%s] %2d/%d %-11s pass %d/%d:", clock(time.Since(start)), wi+1, len(workloads), w.Name, pass, *count)
@@ -142,13 +148,15 @@ func main() {
 	}
 	elapsed := time.Since(start).Round(time.Second)
 
-	var mainW, tlsW, holW, fairW []bench.Workload
+	var mainW, tlsW, holW, fairW, wanW []bench.Workload
 	for _, w := range workloads {
 		switch {
 		case w.Kind == bench.Mixed:
 			holW = append(holW, w)
 		case w.Kind == bench.Fair:
 			fairW = append(fairW, w)
+		case w.Kind == bench.WAN:
+			wanW = append(wanW, w)
 		case w.TLS:
 			tlsW = append(tlsW, w)
 		default:
@@ -170,6 +178,9 @@ func main() {
 	}
 	if len(fairW) > 0 {
 		printFair(&table, fairW, results, cells, *short)
+	}
+	if len(wanW) > 0 {
+		printWAN(&table, wanW, results, cells, *benchtime, *short)
 	}
 	fmt.Fprintf(&table, "\ntotal %v; command: compare %s\n", elapsed, strings.Join(os.Args[1:], " "))
 	os.Stdout.Write(table.Bytes())
