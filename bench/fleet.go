@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -204,7 +205,7 @@ func MeasureFleet(cfg FleetConfig) (FleetResult, error) {
 
 	spec, _ := json.Marshal(attackSpec{Addr: addr, Sockets: cfg.Sockets, IDsPerSocket: cfg.IDsPerSocket,
 		MessageSize: cfg.MessageSize, Quiet: cfg.Quiet, FillLimit: cfg.FillLimit})
-	exe, err := os.Executable()
+	exe, err := runningExecutable()
 	if err != nil {
 		return res, err
 	}
@@ -285,6 +286,18 @@ func MeasureFleet(cfg FleetConfig) (FleetResult, error) {
 	}
 	srv.closeSockets()
 	return res, nil
+}
+
+// runningExecutable names this process's program for a re-exec. On Linux
+// that is /proc/self/exe, the file that is running even if its path has
+// been replaced meanwhile (a rebuilt binary in a shared /tmp).
+func runningExecutable() (string, error) {
+	if runtime.GOOS == "linux" {
+		if _, err := os.Stat("/proc/self/exe"); err == nil {
+			return "/proc/self/exe", nil
+		}
+	}
+	return os.Executable()
 }
 
 // bystander does 1 KiB round trips on ID "x" over a socket of its own
