@@ -46,7 +46,7 @@ func BenchmarkFair4MB(b *testing.B) { run(b, "Fair4MB") }
 
 // One bulk flow through a proxy that adds a round-trip delay (wan.go): an
 // op is one 64 KiB message delivered, MB/s the throughput. The 100 ms case
-// wants -benchtime 3s or more (WANWorkloads' MinBenchtime).
+// wants -benchtime 3s or more (Workload.MinBenchtime).
 func BenchmarkWAN20ms(b *testing.B)  { run(b, "WAN20ms") }
 func BenchmarkWAN100ms(b *testing.B) { run(b, "WAN100ms") }
 

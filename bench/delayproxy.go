@@ -13,8 +13,8 @@ import (
 // oneWay (half the round-trip time) before writing it on. Bandwidth is not
 // limited: a reader per direction takes whatever the kernel has as soon as
 // it arrives and notes its release time; a writer per direction sleeps
-// only until the oldest read is due, then writes everything due by then in
-// one writev. So a bulk flow pipelines through the delay instead of paying
+// only until the oldest arrival is due, then writes everything due by then
+// in one writev. So a bulk flow pipelines through the delay instead of paying
 // it per read, and nothing sleeps per byte.
 //
 // The proxy ends both loopback TCP connections itself, so the kernel's
@@ -24,10 +24,9 @@ import (
 // the point: the benchmark measures the multiplexers' windows, the way a
 // well-tuned long-distance TCP path would expose them.
 type delayProxy struct {
-	ln        net.Listener
-	target    string
-	oneWay    time.Duration
-	maxQueued int
+	ln     net.Listener
+	target string
+	oneWay time.Duration
 
 	mu     sync.Mutex
 	conns  []net.Conn
@@ -42,7 +41,7 @@ func newDelayProxy(target string, oneWay time.Duration) (*delayProxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &delayProxy{ln: ln, target: target, oneWay: oneWay, maxQueued: proxyMaxQueued}
+	p := &delayProxy{ln: ln, target: target, oneWay: oneWay}
 	p.wg.Add(1)
 	go p.acceptLoop()
 	return p, nil
@@ -102,27 +101,26 @@ func (p *delayProxy) Close() error {
 }
 
 // delayLine is the queue of one direction: a ring of bytes the reader
-// fills and the writer empties, and the list of reads in it with their
-// release times. Positions count bytes since the start, so a read is just
-// where it ends. The ring starts small and doubles while a flow needs more
-// room, up to maxQueued; a full ring holds the reader, which pushes back on
-// the sender through TCP.
+// fills and the writer empties, and the arrivals in it (one per read) with
+// their release times. Positions count bytes since the start, so an
+// arrival is just where it ends. The ring starts small and doubles while a
+// flow needs more room, up to proxyMaxQueued; a full ring holds the
+// reader, which pushes back on the sender through TCP.
 type delayLine struct {
-	mu     sync.Mutex
-	cond   sync.Cond
-	ring   []byte
-	base   int64 // position stored at ring[0]
-	head   int64 // first byte not yet written on
-	tail   int64 // one past the last byte read
-	reads  []read
-	max    int
-	closed bool // the reader is done: EOF, or the socket failed
-	eof    bool // it ended with a clean EOF, to be passed on as a FIN
-	failed bool // the writer gave up
+	mu       sync.Mutex
+	cond     sync.Cond
+	ring     []byte
+	base     int64 // position stored at ring[0]
+	head     int64 // first byte not yet written on
+	tail     int64 // one past the last byte read
+	arrivals []arrival
+	closed   bool // the reader is done: EOF, or the socket failed
+	eof      bool // it ended with a clean EOF, to be passed on as a FIN
+	failed   bool // the writer gave up
 }
 
-// read marks the bytes up to end as due for writing at due.
-type read struct {
+// arrival is one read: the bytes up to end are due for writing at due.
+type arrival struct {
 	end int64
 	due time.Time
 }
@@ -142,8 +140,8 @@ const (
 	proxyMaxRead = 1 << 20
 )
 
-func newDelayLine(maxQueued int) *delayLine {
-	dl := &delayLine{max: maxQueued}
+func newDelayLine() *delayLine {
+	dl := &delayLine{}
 	dl.cond.L = &dl.mu
 	return dl
 }
@@ -152,7 +150,7 @@ func newDelayLine(maxQueued int) *delayLine {
 // one writes. It returns when both are done.
 func (p *delayProxy) pipe(src, dst net.Conn) {
 	defer p.wg.Done()
-	dl := newDelayLine(p.maxQueued)
+	dl := newDelayLine()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -191,7 +189,7 @@ func (dl *delayLine) space() []byte {
 	defer dl.mu.Unlock()
 	for !dl.failed {
 		used := int(dl.tail - dl.head)
-		if used == len(dl.ring) && len(dl.ring) < dl.max {
+		if used == len(dl.ring) && len(dl.ring) < proxyMaxQueued {
 			dl.grow()
 		}
 		if used < len(dl.ring) {
@@ -210,7 +208,7 @@ func (dl *delayLine) space() []byte {
 // grow doubles the ring (or makes the first one), copying the bytes not
 // yet written to its start.
 func (dl *delayLine) grow() {
-	size := min(max(2*len(dl.ring), proxyMinRing), dl.max)
+	size := min(max(2*len(dl.ring), proxyMinRing), proxyMaxQueued)
 	ring := make([]byte, size)
 	n := 0
 	for _, piece := range dl.pending(dl.tail) {
@@ -237,7 +235,7 @@ func (dl *delayLine) pending(end int64) [][]byte {
 func (dl *delayLine) commit(n int, due time.Time) {
 	dl.mu.Lock()
 	dl.tail += int64(n)
-	dl.reads = append(dl.reads, read{dl.tail, due})
+	dl.arrivals = append(dl.arrivals, arrival{dl.tail, due})
 	dl.cond.Broadcast()
 	dl.mu.Unlock()
 }
@@ -256,34 +254,35 @@ func (dl *delayLine) fail() {
 	dl.mu.Unlock()
 }
 
-// next waits for the oldest read and returns when it is due; ok is false
+// next waits for the oldest arrival and returns when it is due; ok is false
 // once the reader has ended and everything was written, eof then says
 // whether it ended with a clean EOF.
 func (dl *delayLine) next() (due time.Time, ok, eof bool) {
 	dl.mu.Lock()
 	defer dl.mu.Unlock()
-	for len(dl.reads) == 0 && !dl.closed {
+	for len(dl.arrivals) == 0 && !dl.closed {
 		dl.cond.Wait()
 	}
-	if len(dl.reads) == 0 {
+	if len(dl.arrivals) == 0 {
 		return time.Time{}, false, dl.eof
 	}
-	return dl.reads[0].due, true, false
+	return dl.arrivals[0].due, true, false
 }
 
-// due returns the bytes of every read that is due at now, oldest first.
-// They stay in the ring, which the reader may not overwrite, until done.
+// due returns the bytes of every arrival that is due at now, oldest
+// first. They stay in the ring, which the reader may not overwrite, until
+// done.
 func (dl *delayLine) due(now time.Time) (pieces [][]byte, end int64) {
 	dl.mu.Lock()
 	defer dl.mu.Unlock()
 	end = dl.head
 	i := 0
-	for ; i < len(dl.reads) && !dl.reads[i].due.After(now); i++ {
-		end = dl.reads[i].end
+	for ; i < len(dl.arrivals) && !dl.arrivals[i].due.After(now); i++ {
+		end = dl.arrivals[i].end
 	}
-	dl.reads = dl.reads[i:]
-	if len(dl.reads) == 0 {
-		dl.reads = dl.reads[:0:0] // let the backing array go once drained
+	dl.arrivals = dl.arrivals[i:]
+	if len(dl.arrivals) == 0 {
+		dl.arrivals = dl.arrivals[:0:0] // let the backing array go once drained
 	}
 	return dl.pending(end), end
 }
@@ -296,8 +295,8 @@ func (dl *delayLine) done(end int64) {
 	dl.mu.Unlock()
 }
 
-// writeLoop writes each read when it is due, together with every other
-// read due by then. Once the reader has ended and everything is written,
+// writeLoop writes each arrival when it is due, together with every other
+// one due by then. Once the reader has ended and everything is written,
 // it passes a clean EOF on as a FIN, or closes dst after a failed read. It
 // returns false if dst failed.
 func (p *delayProxy) writeLoop(dl *delayLine, dst net.Conn) bool {

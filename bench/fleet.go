@@ -63,14 +63,14 @@ const fleetBoundLimit = 16 << 30
 
 // FleetResult is what one attack measured in the server's process.
 type FleetResult struct {
-	Config        FleetConfig
+	Config        FleetConfig    // the attack, also when MeasureFleet failed
 	Fill          time.Duration  // from the fleet's start to its last Send that returned nil
 	SentBytes     uint64         // payload of the fleet's Sends that returned nil
 	AcceptedBytes uint64         // payload the server received on the fleet's sockets
 	HeapBase      uint64         // server's heap in use before the attack, after a GC
 	HeapPeak      uint64         // its high-water mark during the attack (sampled every 10 ms)
-	HeapLive      uint64         // live heap once the fill stalled, after a GC
 	LiveBase      uint64         // live heap before the attack, after a GC
+	HeapLive      uint64         // live heap once the fill stalled, after a GC
 	Stopped       string         // why the attack was cut short; "" if the fill stalled by itself
 	SendErrors    map[string]int // the fleet's failed Sends, by error
 	Bystander     BystanderFigures
@@ -284,7 +284,6 @@ func MeasureFleet(cfg FleetConfig) (FleetResult, error) {
 		child.Process.Kill()
 		<-exited
 	}
-	srv.closeSockets()
 	return res, nil
 }
 

@@ -3,8 +3,6 @@ package bench
 import (
 	"runtime"
 	"runtime/metrics"
-	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -29,10 +27,9 @@ func liveHeap() uint64 {
 // high-water mark; past limit it calls over once, so that a measurement
 // that would exhaust the machine is cut short.
 type heapWatch struct {
-	peak     atomic.Uint64
-	stop     chan struct{}
-	done     chan struct{}
-	overOnce sync.Once
+	peak uint64 // written by the sampler only; read after done
+	stop chan struct{}
+	done chan struct{}
 }
 
 // heapSampleEvery is short enough that a heap growing at a few GB/s
@@ -45,13 +42,13 @@ func watchHeap(limit uint64, over func(inUse uint64)) *heapWatch {
 		defer close(h.done)
 		t := time.NewTicker(heapSampleEvery)
 		defer t.Stop()
+		called := false
 		for {
 			v := heapInUse()
-			if v > h.peak.Load() {
-				h.peak.Store(v)
-			}
-			if v > limit {
-				h.overOnce.Do(func() { over(v) })
+			h.peak = max(h.peak, v)
+			if v > limit && !called {
+				called = true
+				over(v)
 			}
 			select {
 			case <-h.stop:
@@ -67,5 +64,5 @@ func watchHeap(limit uint64, over func(inUse uint64)) *heapWatch {
 func (h *heapWatch) end() uint64 {
 	close(h.stop)
 	<-h.done
-	return h.peak.Load()
+	return h.peak
 }

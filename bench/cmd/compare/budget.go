@@ -52,15 +52,15 @@ func runBudget(sizes []int, heapStop uint64, overBound bool, start time.Time) []
 		} else {
 			fmt.Fprintf(os.Stderr, " heap +%d MiB at peak\n", r.PeakRise()>>20)
 		}
-		runs = append(runs, budgetRun{n, r, err})
+		runs = append(runs, budgetRun{r, err})
 	}
 	return runs
 }
 
+// budgetRun is one fleet size's result, or why it could not run.
 type budgetRun struct {
-	sockets int
-	res     bench.FleetResult
-	err     error
+	res bench.FleetResult // res.Config is set either way
+	err error
 }
 
 func printBudget(w io.Writer, runs []budgetRun, heapStop uint64) {
@@ -71,21 +71,21 @@ func printBudget(w io.Writer, runs []budgetRun, heapStop uint64) {
 	fmt.Fprintf(w, row, "sockets", "fill", "MB", "MB", "peak", "live", "socket", "(on the peak)", "trips", "p50", "p99", "max")
 	var notes []string
 	for _, run := range runs {
+		r, n := run.res, run.res.Config.Sockets
 		if run.err != nil {
-			fmt.Fprintf(w, "%7d FAILED: %v\n", run.sockets, run.err)
+			fmt.Fprintf(w, "%7d FAILED: %v\n", n, run.err)
 			continue
 		}
-		r := run.res
 		fill, live, perSocket := "-", "-", "-"
 		if r.Fill > 0 {
 			fill = fmtSeconds(r.Fill)
 		}
 		if r.HeapLive > 0 {
 			live = fmt.Sprintf("+%d MiB", r.LiveRise()>>20)
-			perSocket = fmt.Sprintf("%.1f MiB", float64(r.LiveRise())/float64(run.sockets)/(1<<20))
+			perSocket = fmt.Sprintf("%.1f MiB", float64(r.LiveRise())/float64(n)/(1<<20))
 		}
 		goal := "-"
-		if g, ok := budgetGoal[run.sockets]; ok {
+		if g, ok := budgetGoal[n]; ok {
 			verdict := "met"
 			if r.PeakRise() >= g {
 				verdict = "missed"
@@ -97,21 +97,21 @@ func printBudget(w io.Writer, runs []budgetRun, heapStop uint64) {
 		if r.SentBytes > 0 {
 			sent = fmt.Sprintf("%.0f", float64(r.SentBytes)/1e6)
 		}
-		fmt.Fprintf(w, row, strconv.Itoa(run.sockets), fill, sent, fmt.Sprintf("%.0f", float64(r.AcceptedBytes)/1e6),
+		fmt.Fprintf(w, row, strconv.Itoa(n), fill, sent, fmt.Sprintf("%.0f", float64(r.AcceptedBytes)/1e6),
 			fmt.Sprintf("+%d MiB", r.PeakRise()>>20), live, perSocket, goal,
 			strconv.Itoa(by.RoundTrips), fmtNs(float64(by.P50)), fmtNs(float64(by.P99)), fmtNs(float64(by.Max)))
 		if r.Stopped != "" {
-			notes = append(notes, fmt.Sprintf("%d sockets: cut short: %s", run.sockets, r.Stopped))
+			notes = append(notes, fmt.Sprintf("%d sockets: cut short: %s", n, r.Stopped))
 		}
 		if by.Err != "" {
-			notes = append(notes, fmt.Sprintf("%d sockets: the bystander's round trip failed: %s", run.sockets, by.Err))
+			notes = append(notes, fmt.Sprintf("%d sockets: the bystander's round trip failed: %s", n, by.Err))
 		}
 		if len(r.SendErrors) > 0 {
-			notes = append(notes, fmt.Sprintf("%d sockets: fleet Sends that failed: %v", run.sockets, r.SendErrors))
+			notes = append(notes, fmt.Sprintf("%d sockets: fleet Sends that failed: %v", n, r.SendErrors))
 		}
 	}
-	for _, n := range notes {
-		fmt.Fprintln(w, "  "+n)
+	for _, note := range notes {
+		fmt.Fprintln(w, "  "+note)
 	}
 	fmt.Fprintf(w, `  The server (this process) wraps each accepted socket with WrapConnectionWithID(sock, "x", 0) and
   echoes on "x"; the fleet (a child process, this program re-executed, so the server's heap holds only
@@ -147,7 +147,7 @@ func budgetLines(w io.Writer, runs []budgetRun, suffix string) {
 			continue
 		}
 		fmt.Fprintf(w, "BenchmarkBudget/sockets=%d%s\t1\t%d ns/op\t%.1f peak-rise-MiB\t%.1f live-rise-MiB\t%.0f accepted-MB\t%.0f bystander-p50-us\t%.0f bystander-p99-us\n",
-			run.sockets, suffix, r.Fill.Nanoseconds(), float64(r.PeakRise())/(1<<20), float64(r.LiveRise())/(1<<20),
+			r.Config.Sockets, suffix, r.Fill.Nanoseconds(), float64(r.PeakRise())/(1<<20), float64(r.LiveRise())/(1<<20),
 			float64(r.AcceptedBytes)/1e6, float64(r.Bystander.P50)/1e3, float64(r.Bystander.P99)/1e3)
 	}
 }

@@ -436,7 +436,7 @@ server talk over 127.0.0.1 and share the machine's cores; compare within a row.
 `, what, count, benchtime)
 	var skipped []string
 	if short {
-		skipped = append(skipped, "Memory* (-short)")
+		skipped = append(skipped, "Memory* and WAN100ms (-short)")
 	} else if !all && only == "" {
 		for name := range slow {
 			if _, ran := results[name]; !ran {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/pulsyflux/tcp-conn/bench"
@@ -13,6 +14,10 @@ import (
 func printWAN(w io.Writer, workloads []bench.Workload, results map[string]map[string]*result, cells map[string][]bench.Transport, benchtime time.Duration, short bool) {
 	fmt.Fprintf(w, "\nWide area: one logical connection streams 64 KiB messages one way through a proxy on 127.0.0.1\nthat delays each direction by half the round-trip time (RTT), bandwidth unlimited:\n")
 	fmt.Fprintf(w, "%-12s %-14s %9s %7s %7s %10s\n", "workload", "transport", "MB/s", "spread", "of raw", "per RTT")
+	var passLengths []string
+	for _, wl := range workloads {
+		passLengths = append(passLengths, fmt.Sprintf("%v for %s", max(benchtime, wl.MinBenchtime()), wl.Name))
+	}
 	eachResult(w, workloads, results, cells, func(wl bench.Workload, tr bench.Transport, r *result) {
 		ofRaw := "-"
 		if raw := results[wl.Name]["raw"]; raw != nil && raw.failed == "" && raw.mbs > 0 {
@@ -27,7 +32,7 @@ func printWAN(w io.Writer, workloads []bench.Workload, results map[string]map[st
 	})
 	fmt.Fprintf(w, `  MB/s     payload the server received and checked per second (1 MB = 10^6 bytes), measured
            after the first message and a warm-up of 10 RTTs (3 with -short); median over passes.
-           A pass lasts max(-benchtime, 30 RTTs): here %v at 20 ms, %v at 100 ms.
+           A pass lasts max(-benchtime, 30 RTTs): here %s.
   spread   (slowest - fastest pass) / median, of the time per message.
   of raw   MB/s divided by raw's on the same path: raw has no flow control, so it shows what the
            path (the proxy and this machine's loopback) carries.
@@ -42,7 +47,7 @@ func printWAN(w io.Writer, workloads []bench.Workload, results map[string]map[st
   control never see the delay: only a protocol's own window does (as on a well-tuned long path).
   It reads as data arrives and writes each read when due, holding up to 128 MiB per direction
   (a cap of 2.7 GB/s at 100 ms, above what it forwards here).
-`, max(benchtime, 30*20*time.Millisecond), max(benchtime, 30*100*time.Millisecond))
+`, strings.Join(passLengths, ", "))
 	if short {
 		fmt.Fprint(w, "  -short: only WAN20ms, with a warm-up of 3 RTTs (a smoke run).\n")
 	}
