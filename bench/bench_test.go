@@ -9,8 +9,8 @@ func run(b *testing.B, name string) {
 	if !ok {
 		b.Fatalf("no workload %q", name)
 	}
-	if w.Kind == Memory && testing.Short() {
-		b.Skip("memory workloads skipped with -short")
+	if w.SkippedByShort() && testing.Short() {
+		b.Skip("skipped with -short")
 	}
 	for _, tr := range TransportsFor(w) {
 		b.Run("transport="+tr.Name, func(b *testing.B) { w.Run(b, tr) })
@@ -44,9 +44,15 @@ func BenchmarkTLSMixed4MB(b *testing.B) { run(b, "TLSMixed4MB") }
 // Fairness of two bulk senders on one socket: slow-MB/s, fast-MB/s, slow/fast.
 func BenchmarkFair4MB(b *testing.B) { run(b, "Fair4MB") }
 
+// One bulk flow through a proxy that adds a round-trip delay (wan.go): an
+// op is one 64 KiB message delivered, MB/s the throughput. The 100 ms case
+// wants -benchtime 3s or more (Workload.MinBenchtime).
+func BenchmarkWAN20ms(b *testing.B)  { run(b, "WAN20ms") }
+func BenchmarkWAN100ms(b *testing.B) { run(b, "WAN100ms") }
+
 // TestWorkloadNames keeps the Benchmark functions above and the table in step.
 func TestWorkloadNames(t *testing.T) {
-	if n := len(Workloads) + len(TLSWorkloads) + len(HOLWorkloads); n != 18 {
+	if n := len(AllWorkloads()); n != 20 {
 		t.Fatalf("the tables have %d workloads; add or remove a Benchmark function", n)
 	}
 }

@@ -3,6 +3,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,7 @@ type env struct {
 	closeCl func() error
 
 	ln          net.Listener
+	path        io.Closer // a delayProxy between client and server, if any
 	accepts     atomic.Int32
 	wantAccepts int32 // 1, or n for a SocketPerConn transport
 	mu          sync.Mutex
@@ -45,11 +47,27 @@ type env struct {
 // env is being torn down.
 func setup(b *testing.B, tr Transport, n int, perConn bool, handle func(Conn) error) *env {
 	b.Helper()
+	return setupDelayed(b, tr, n, perConn, 0, handle)
+}
+
+// setupDelayed is setup with the client dialling through a delayProxy that
+// adds rtt to every round trip (none if rtt is 0).
+func setupDelayed(b *testing.B, tr Transport, n int, perConn bool, rtt time.Duration, handle func(Conn) error) *env {
+	b.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
 	e := &env{b: b, ln: ln, failed: make(chan struct{}), wantAccepts: 1}
+	dialAddr := ln.Addr().String()
+	if rtt > 0 {
+		p, err := newDelayProxy(dialAddr, rtt/2)
+		if err != nil {
+			ln.Close()
+			b.Fatal(err)
+		}
+		e.path, dialAddr = p, p.Addr()
+	}
 	if tr.SocketPerConn {
 		e.wantAccepts = int32(n)
 	}
@@ -78,9 +96,12 @@ func setup(b *testing.B, tr Transport, n int, perConn bool, handle func(Conn) er
 			}()
 		}
 	}()
-	e.conns, e.closeCl, err = tr.Dial(ln.Addr().String(), n)
+	e.conns, e.closeCl, err = tr.Dial(dialAddr, n)
 	if err != nil {
 		ln.Close()
+		if e.path != nil {
+			e.path.Close()
+		}
 		b.Fatal(err)
 	}
 	if !tr.LazyDial {
@@ -153,6 +174,9 @@ func (e *env) teardown() {
 	case <-done:
 	case <-time.After(teardownLimit):
 		e.b.Errorf("server goroutines still running %v after close", teardownLimit)
+	}
+	if e.path != nil {
+		e.path.Close()
 	}
 	if accepts != e.wantAccepts {
 		msg := fmt.Sprintf("want exactly %d TCP accept(s), got %d", e.wantAccepts, accepts)

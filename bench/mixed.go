@@ -199,6 +199,26 @@ func percentile(v []time.Duration, p float64) time.Duration {
 	return v[max(0, min(i, len(v)-1))]
 }
 
+// discardFor consumes notes for d, then empties the channel, so that the
+// timed loop after it counts only deliveries that happen during it; false
+// if the run failed meanwhile.
+func discardFor(e *env, note <-chan struct{}, d time.Duration) bool {
+	for deadline := time.After(d); ; {
+		select {
+		case <-note:
+			continue
+		case <-e.failed:
+			return false
+		case <-deadline:
+		}
+		break
+	}
+	for len(note) > 0 {
+		<-note
+	}
+	return true
+}
+
 func (w Workload) fair(b *testing.B, tr Transport) {
 	size := w.bulkSize()
 	var got [2]atomic.Int64 // bytes received and checked, per connection
@@ -230,19 +250,9 @@ func (w Workload) fair(b *testing.B, tr Transport) {
 	}
 
 	_, _, warm := warmup()
-	for deadline := time.After(warm); ; {
-		select {
-		case <-note:
-			continue
-		case <-e.failed:
-			end()
-			e.fatalf("warm-up failed")
-		case <-deadline:
-		}
-		break
-	}
-	for len(note) > 0 {
-		<-note
+	if !discardFor(e, note, warm) {
+		end()
+		e.fatalf("warm-up failed")
 	}
 	b.SetBytes(int64(size))
 	a0, b0, t0 := got[0].Load(), got[1].Load(), time.Now()

@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Kind is the shape of a workload.
@@ -31,59 +33,80 @@ const (
 	// Fair: two connections on one socket each send Size-byte messages back
 	// to back; an op is one message delivered, either connection (mixed.go).
 	Fair
+	// WAN: one connection sends Size-byte messages back to back through a
+	// proxy that adds PathRTT to every round trip; an op is one message
+	// delivered (wan.go).
+	WAN
 )
 
 // Workload is one row of the comparison.
 type Workload struct {
-	Name  string
-	Kind  Kind
-	Size  int  // message size in bytes
-	Conns int  // logical connections on the one socket
-	TLS   bool // over TLS 1.3 (tls.go)
+	Name    string
+	Kind    Kind
+	Size    int           // message size in bytes
+	Conns   int           // logical connections on the one socket
+	TLS     bool          // over TLS 1.3 (tls.go)
+	PathRTT time.Duration // round-trip delay a proxy adds (WAN only)
 }
 
 // Workloads is the table every transport runs.
 var Workloads = []Workload{
-	{"RTT100B", RTT, 100, 1, false},
-	{"RTT1KB", RTT, 1 << 10, 1, false},
-	{"RTT200KB", RTT, 200 << 10, 1, false},
-	{"RTT1MB", RTT, 1 << 20, 1, false},
-	{"SendOnly1KB", SendOnly, 1 << 10, 1, false},
-	{"RecvOnly1KB", RecvOnly, 1 << 10, 1, false},
-	{"Mux16x1KB", RTT, 1 << 10, 16, false},
-	{"Mux256x1KB", RTT, 1 << 10, 256, false},
-	{"Stream64KB", SendOnly, 64 << 10, 1, false},
-	{"Memory10k", Memory, hdrLen, 10_000, false},
-	{"Memory100k", Memory, hdrLen, 100_000, false},
+	{Name: "RTT100B", Kind: RTT, Size: 100, Conns: 1},
+	{Name: "RTT1KB", Kind: RTT, Size: 1 << 10, Conns: 1},
+	{Name: "RTT200KB", Kind: RTT, Size: 200 << 10, Conns: 1},
+	{Name: "RTT1MB", Kind: RTT, Size: 1 << 20, Conns: 1},
+	{Name: "SendOnly1KB", Kind: SendOnly, Size: 1 << 10, Conns: 1},
+	{Name: "RecvOnly1KB", Kind: RecvOnly, Size: 1 << 10, Conns: 1},
+	{Name: "Mux16x1KB", Kind: RTT, Size: 1 << 10, Conns: 16},
+	{Name: "Mux256x1KB", Kind: RTT, Size: 1 << 10, Conns: 256},
+	{Name: "Stream64KB", Kind: SendOnly, Size: 64 << 10, Conns: 1},
+	{Name: "Memory10k", Kind: Memory, Size: hdrLen, Conns: 10_000},
+	{Name: "Memory100k", Kind: Memory, Size: hdrLen, Conns: 100_000},
 }
 
 // TLSWorkloads are round trips over TLS 1.3; in them raw is
 // length-prefixed messages on a plain *tls.Conn.
 var TLSWorkloads = []Workload{
-	{"TLSRTT100B", RTT, 100, 1, true},
-	{"TLSRTT1KB", RTT, 1 << 10, 1, true},
-	{"TLSRTT64KB", RTT, 64 << 10, 1, true},
+	{Name: "TLSRTT100B", Kind: RTT, Size: 100, Conns: 1, TLS: true},
+	{Name: "TLSRTT1KB", Kind: RTT, Size: 1 << 10, Conns: 1, TLS: true},
+	{Name: "TLSRTT64KB", Kind: RTT, Size: 64 << 10, Conns: 1, TLS: true},
 }
 
 // HOLWorkloads measure head-of-line blocking and fairness on one socket
 // (mixed.go).
 var HOLWorkloads = []Workload{
-	{"Mixed4MB", Mixed, 4 << 20, 2, false},
-	{"Mixed16MB", Mixed, 16 << 20, 2, false},
-	{"TLSMixed4MB", Mixed, 4 << 20, 2, true},
-	{"Fair4MB", Fair, 4 << 20, 2, false},
+	{Name: "Mixed4MB", Kind: Mixed, Size: 4 << 20, Conns: 2},
+	{Name: "Mixed16MB", Kind: Mixed, Size: 16 << 20, Conns: 2},
+	{Name: "TLSMixed4MB", Kind: Mixed, Size: 4 << 20, Conns: 2, TLS: true},
+	{Name: "Fair4MB", Kind: Fair, Size: 4 << 20, Conns: 2},
 }
 
-// Find returns the workload with that name, from any of the three lists.
+// WANWorkloads stream 64 KiB messages one way through a delaying proxy
+// (wan.go), at two round-trip times.
+var WANWorkloads = []Workload{
+	{Name: "WAN20ms", Kind: WAN, Size: 64 << 10, Conns: 1, PathRTT: 20 * time.Millisecond},
+	{Name: "WAN100ms", Kind: WAN, Size: 64 << 10, Conns: 1, PathRTT: 100 * time.Millisecond},
+}
+
+// AllWorkloads returns every list above, in table order.
+func AllWorkloads() []Workload {
+	return slices.Concat(Workloads, TLSWorkloads, HOLWorkloads, WANWorkloads)
+}
+
+// Find returns the workload with that name, from any of the lists.
 func Find(name string) (Workload, bool) {
-	for _, list := range [][]Workload{Workloads, TLSWorkloads, HOLWorkloads} {
-		for _, w := range list {
-			if w.Name == name {
-				return w, true
-			}
-		}
+	i := slices.IndexFunc(AllWorkloads(), func(w Workload) bool { return w.Name == name })
+	if i < 0 {
+		return Workload{}, false
 	}
-	return Workload{}, false
+	return AllWorkloads()[i], true
+}
+
+// SkippedByShort says whether -short (testing.Short) leaves w out: the
+// memory workloads, and the WAN ones beyond a 20 ms round trip, whose
+// passes take seconds each.
+func (w Workload) SkippedByShort() bool {
+	return w.Kind == Memory || (w.Kind == WAN && w.PathRTT > 20*time.Millisecond)
 }
 
 // TransportsFor returns the transports that run w, in table order.
@@ -94,7 +117,7 @@ func TransportsFor(w Workload) []Transport {
 		return []Transport{floorOver(tls), tcpconnTLS(false)}
 	case w.Kind == Mixed:
 		return append([]Transport{floorOver(plainTCP)}, Transports()...)
-	case w.Kind == Fair:
+	case w.Kind == Fair || w.Kind == WAN:
 		return []Transport{rawTransport(), yamuxTransport(), smuxTransport(), tcpconnTransport(false)}
 	case w.TLS:
 		tls := tlsSockets()
@@ -116,6 +139,9 @@ func (w Workload) Run(b *testing.B, tr Transport) {
 		return
 	case Fair:
 		w.fair(b, tr)
+		return
+	case WAN:
+		w.wan(b, tr)
 		return
 	}
 	b.ReportAllocs()

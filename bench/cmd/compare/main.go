@@ -3,11 +3,14 @@
 // with legends: the main one with the ratio to raw and, beside the tcpconn
 // rows, the seed's published numbers; round trips over TLS with the ratio
 // to raw TLS; head-of-line blocking (a probe beside a bulk sender, ratios to
-// the two-socket floor); fairness of two bulk senders. The tables, the raw
+// the two-socket floor); fairness of two bulk senders; with -all or an
+// -only naming them, one bulk flow over a delayed path (WAN) and the heap a
+// fleet of clients can occupy on a server (Budget). The tables, the raw
 // benchmark lines and SVG charts go into a fresh folder,
 // results/run-YYYYMMDD-HHMMSS by default.
 //
 //	cd bench && go run ./cmd/compare [-count 5] [-benchtime 300ms] [-only re] [-short | -all] [-out dir] [-svg file]
+//	                                 [-budget-sockets 50,200] [-budget-stop-gib 12] [-budget-over-bound]
 package main
 
 import (
@@ -21,7 +24,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -40,9 +42,11 @@ var seed = map[string]float64{
 	"Mux16x1KB":   34.2e3, // the seed's "Multiple connections"
 }
 
-// slow are the workloads left out unless -all: each pass of each transport
-// opens 100,000 logical connections first (several seconds a cell here).
-var slow = map[string]bool{"Memory100k": true}
+// slow are the tables left out unless -all or an -only that names them:
+// each pass of Memory100k opens 100,000 logical connections first (several
+// seconds a cell here); the WAN ones span 30 round trips of a delayed path
+// after a warm-up of 10 (seconds a cell at 100 ms); Budget moves gigabytes.
+var slow = map[string]bool{"Memory100k": true, "WAN20ms": true, "WAN100ms": true, "Budget": true}
 
 // result is the median of the passes of one workload over one transport.
 type result struct {
@@ -55,12 +59,18 @@ type result struct {
 }
 
 func main() {
+	if bench.IsAttackerProcess() { // the Budget table's fleet, re-executed
+		os.Exit(bench.RunAttackerProcess())
+	}
 	testing.Init()
 	benchtime := flag.Duration("benchtime", 300*time.Millisecond, "target run time of each pass of each cell")
 	count := flag.Int("count", 5, "passes of each cell; the table shows the median")
-	only := flag.String("only", "", "run only workloads or transports matching this regexp (matched against \"Workload/transport\")")
-	short := flag.Bool("short", false, "skip the memory workloads; shorter warm-up in Mixed and Fair (testing.Short)")
-	all := flag.Bool("all", false, "also run Memory100k (100,000 logical connections, several seconds per pass; -only Memory100k runs it too)")
+	only := flag.String("only", "", "run only workloads or transports matching this regexp (matched against \"Workload/transport\", and \"Budget\")")
+	short := flag.Bool("short", false, "skip the memory workloads and WAN100ms; shorter warm-up in Mixed, Fair and WAN (testing.Short)")
+	all := flag.Bool("all", false, "also run Memory100k, WAN20ms, WAN100ms and Budget with 50 and 200 sockets (minutes more; an -only naming one runs it too)")
+	budgetSockets := flag.String("budget-sockets", "", "fleet sizes of the Budget table, comma-separated (default 50; 50,200 with -all)")
+	budgetStop := flag.Float64("budget-stop-gib", 12, "cut a Budget run short when the server's heap in use passes this many GiB")
+	budgetOverBound := flag.Bool("budget-over-bound", false, "run Budget fleets whose worst case, sockets x (LinkWindow + MaxMessageSize), exceeds 16 GiB")
 	out := flag.String("out", "", "write table.txt, bench.txt, chart.svg and hol.svg into this new or empty folder (default results/run-YYYYMMDD-HHMMSS)")
 	svg := flag.String("svg", "", "also write the chart to this file")
 	flag.Parse()
@@ -93,8 +103,8 @@ func main() {
 	var workloads []bench.Workload
 	cells := map[string][]bench.Transport{}
 	ncells := 0
-	for _, w := range slices.Concat(bench.Workloads, bench.TLSWorkloads, bench.HOLWorkloads) {
-		if (*short && w.Kind == bench.Memory) || (slow[w.Name] && !*all && (*only == "" || !re.MatchString(w.Name))) {
+	for _, w := range bench.AllWorkloads() {
+		if (*short && w.SkippedByShort()) || (slow[w.Name] && !*all && (*only == "" || !re.MatchString(w.Name))) {
 			continue
 		}
 		for _, tr := range bench.TransportsFor(w) {
@@ -107,7 +117,13 @@ func main() {
 			ncells += len(cells[w.Name])
 		}
 	}
-	fmt.Fprintf(os.Stderr, "compare: %d cells (workload x transport), %s each, -benchtime %v; output in %s\n", ncells, plural(*count, "pass"), *benchtime, dir)
+	var sizes []int
+	if re.MatchString("Budget") && (*all || *only != "") {
+		if sizes, err = budgetSizes(*budgetSockets, *all); err != nil {
+			fatal(2, err)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "compare: %d cells (workload x transport), %s each, -benchtime %v; Budget with %v sockets; output in %s\n", ncells, plural(*count, "pass"), *benchtime, sizes, dir)
 
 	// Passes are interleaved: pass k of every transport of a workload runs
 	// before pass k+1 of any, so drift on a shared machine hits all of a
@@ -117,6 +133,11 @@ func main() {
 		results[w.Name] = map[string]*result{}
 		for _, tr := range cells[w.Name] {
 			results[w.Name][tr.Name] = &result{}
+		}
+		// A WAN pass must span enough round trips of its path to mean
+		// something; testing.Benchmark reads the flag at each run.
+		if err := flag.Set("test.benchtime", max(*benchtime, w.MinBenchtime()).String()); err != nil {
+			fatal(2, err)
 		}
 		for pass := 1; pass <= *count; pass++ {
 			fmt.Fprintf(os.Stderr, "[%s] %2d/%d %-11s pass %d/%d:", clock(time.Since(start)), wi+1, len(workloads), w.Name, pass, *count)
@@ -140,15 +161,19 @@ func main() {
 			summarize(r)
 		}
 	}
+	heapStop := uint64(*budgetStop * (1 << 30))
+	budget := runBudget(sizes, heapStop, *budgetOverBound, start)
 	elapsed := time.Since(start).Round(time.Second)
 
-	var mainW, tlsW, holW, fairW []bench.Workload
+	var mainW, tlsW, holW, fairW, wanW []bench.Workload
 	for _, w := range workloads {
 		switch {
 		case w.Kind == bench.Mixed:
 			holW = append(holW, w)
 		case w.Kind == bench.Fair:
 			fairW = append(fairW, w)
+		case w.Kind == bench.WAN:
+			wanW = append(wanW, w)
 		case w.TLS:
 			tlsW = append(tlsW, w)
 		default:
@@ -159,7 +184,9 @@ func main() {
 	if len(mainW) > 0 {
 		printTable(&table, mainW, results, cells)
 	}
-	printLegend(&table, results, *count, *benchtime, slow, *all, *short, *only)
+	if len(workloads) > 0 {
+		printLegend(&table, results, *count, *benchtime, slow, *all, *short, *only)
+	}
 	if len(tlsW) > 0 {
 		fmt.Fprintf(&table, "\nOver TLS 1.3 (loopback, self-signed P-256 certificate, handshakes outside the timer):\n")
 		printTable(&table, tlsW, results, cells)
@@ -171,11 +198,18 @@ func main() {
 	if len(fairW) > 0 {
 		printFair(&table, fairW, results, cells, *short)
 	}
+	if len(wanW) > 0 {
+		printWAN(&table, wanW, results, cells, *benchtime, *short)
+	}
+	if len(budget) > 0 {
+		printBudget(&table, budget, heapStop)
+	}
 	fmt.Fprintf(&table, "\ntotal %v; command: compare %s\n", elapsed, strings.Join(os.Args[1:], " "))
 	os.Stdout.Write(table.Bytes())
 
 	var lines bytes.Buffer
 	benchLines(&lines, workloads, results, cells, *count)
+	budgetLines(&lines, budget, procSuffix())
 	files := map[string][]byte{"table.txt": table.Bytes(), "bench.txt": lines.Bytes()}
 	conditions := fmt.Sprintf("-benchtime %v, %s/%s, GOMAXPROCS %d, one process over 127.0.0.1", *benchtime, runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0))
 	if len(mainW) > 0 {
@@ -402,7 +436,7 @@ server talk over 127.0.0.1 and share the machine's cores; compare within a row.
 `, what, count, benchtime)
 	var skipped []string
 	if short {
-		skipped = append(skipped, "Memory* (-short)")
+		skipped = append(skipped, "Memory* and WAN100ms (-short)")
 	} else if !all && only == "" {
 		for name := range slow {
 			if _, ran := results[name]; !ran {
@@ -423,10 +457,7 @@ func benchLines(w io.Writer, workloads []bench.Workload, results map[string]map[
 	if cpu := cpuName(); cpu != "" {
 		fmt.Fprintf(w, "cpu: %s\n", cpu)
 	}
-	suffix := ""
-	if p := runtime.GOMAXPROCS(0); p != 1 {
-		suffix = fmt.Sprintf("-%d", p)
-	}
+	suffix := procSuffix()
 	for pass := range count {
 		for _, wl := range workloads {
 			for _, tr := range cells[wl.Name] {
@@ -439,6 +470,15 @@ func benchLines(w io.Writer, workloads []bench.Workload, results map[string]map[
 			}
 		}
 	}
+}
+
+// procSuffix is what go test appends to benchmark names: -GOMAXPROCS,
+// unless that is 1.
+func procSuffix() string {
+	if p := runtime.GOMAXPROCS(0); p != 1 {
+		return fmt.Sprintf("-%d", p)
+	}
+	return ""
 }
 
 func cpuName() string {
