@@ -44,7 +44,10 @@ type LinkStats struct {
 	BytesIn     uint64
 	BytesOut    uint64
 	BytesQueued int64         // bytes waiting in its write queue
-	RTT         time.Duration // measured by the last keepalive PING/PONG; 0 before one
+	RTT         time.Duration // measured by the last PING/PONG (one follows the HELLO); 0 before one
+	// Window is the link's receive window now: LinkWindow, grown (with
+	// bytes from the Budget) while its reader kept up, or shrunk back.
+	Window int64
 }
 
 type linkCounters struct {
@@ -131,6 +134,7 @@ func (l *link) stats() LinkStats {
 		BytesOut:    l.counters.bytesOut.Load(),
 		BytesQueued: int64(queued),
 		RTT:         time.Duration(l.rtt.Load()),
+		Window:      max(l.linkWindow.size.Load(), 0),
 	}
 }
 
