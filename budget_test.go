@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,6 +28,8 @@ func TestRecvWindowTuning(t *testing.T) {
 		wantUsed int64 // reserved afterwards, others' included
 	}{
 		{"half consumed within 2 RTTs: doubles", base, time.Millisecond, 64 << 20, 0, 2 * base, base},
+		{"round trip under growMinRTT (loopback): stays", base, time.Microsecond, 64 << 20, 0, base, 0},
+		{"round trip not measured yet: stays", base, time.Millisecond, 64 << 20, 0, base, 0},
 		{"a stream grows without a budget", base, time.Millisecond, -1, 0, 2 * base, 0},
 		{"slow reader: stays", base, 10 * time.Millisecond, 64 << 20, 0, base, 0},
 		{"at its maximum: stays", max, time.Millisecond, 64 << 20, max - base, max, max - base},
@@ -47,7 +50,14 @@ func TestRecvWindowTuning(t *testing.T) {
 			w.size.Store(tc.size)
 			w.epoch.Store(nanotime() - int64(tc.since))
 			owed := tc.size / 2
-			got := w.consumed(owed, max, rtt, b)
+			how := windowTuning{max: max, rtt: rtt, minRTT: int64(growMinRTT), budget: b}
+			switch {
+			case strings.HasPrefix(tc.name, "round trip under"):
+				how.rtt = int64(50 * time.Microsecond)
+			case strings.HasPrefix(tc.name, "round trip not"):
+				how.rtt = 0
+			}
+			got := w.consumed(owed, how)
 			if size := w.size.Load(); size != tc.wantSize {
 				t.Errorf("window %d -> %d, want %d", tc.size, size, tc.wantSize)
 			}
@@ -67,16 +77,17 @@ func TestRecvWindowReleaseOnce(t *testing.T) {
 	b := NewBudget(64 << 20)
 	var w recvWindow
 	w.init(1<<20, nanotime())
+	how := windowTuning{max: 16 << 20, rtt: int64(time.Second), minRTT: int64(growMinRTT), budget: b}
 	for range 3 {
 		w.epoch.Store(nanotime())
-		w.consumed(w.size.Load()/2, 16<<20, int64(time.Second), b)
+		w.consumed(w.size.Load()/2, how)
 	}
 	if w.size.Load() != 8<<20 || b.InUse() != 7<<20 {
 		t.Fatalf("after 3 fast returns: window %d, budget in use %d; want 8 MiB and 7 MiB", w.size.Load(), b.InUse())
 	}
 	w.release(b)
 	w.release(b)
-	if got := w.consumed(8<<20, 16<<20, int64(time.Second), b); got != 8<<20 || b.InUse() != 0 {
+	if got := w.consumed(8<<20, how); got != 8<<20 || b.InUse() != 0 {
 		t.Fatalf("after release: returned %d, budget in use %d; want the owed 8 MiB and 0", got, b.InUse())
 	}
 }
@@ -119,7 +130,8 @@ func TestBudgetBoundsAFleet(t *testing.T) {
 		ids     = 8
 	)
 	budget := NewBudget(8 << 20)
-	srvCfg := &Config{StreamWindow: InitialWindow, LinkWindow: InitialWindow, MaxLinkWindow: 4 << 20, MaxStreamWindow: 4 << 20, Budget: budget}
+	srvCfg := &Config{StreamWindow: InitialWindow, LinkWindow: InitialWindow, MaxLinkWindow: 4 << 20, MaxStreamWindow: 4 << 20, Budget: budget,
+		growMinRTT: 1} // windows grow on loopback too
 	ln := listenTCP(t)
 	serveConns(t, ln, func(conn net.Conn) {
 		c, err := Wrap(conn, WithID("x"), WithConfig(srvCfg))

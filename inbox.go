@@ -149,7 +149,7 @@ func receive(src source, cancel <-chan struct{}) (*stream, message, error) {
 		b.mu.Lock()
 		if s, m, ok := src.popLocked(); ok {
 			b.mu.Unlock()
-			s.consumed(m.cost())
+			s.consumed(m)
 			return s, m, nil
 		}
 		if b.err != nil {

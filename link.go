@@ -78,6 +78,7 @@ type link struct {
 	recvLinkCredit atomic.Int64 // the peer may send while positive
 	linkWindow     recvWindow   // the peer's credit for the link, auto-tuned (budget.go)
 	budget         *Budget      // what linkWindow grows with
+	lentOut        atomic.Int64 // link credit lent to messages in parts, not yet given back (lend)
 
 	// Write side (writer.go); guarded by wmu.
 	wmu           sync.Mutex

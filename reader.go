@@ -33,6 +33,7 @@ type partial struct {
 	got   int
 	total int
 	cost  int64
+	lent  int64 // link credit lent for it (link.lend)
 }
 
 // handBackDelay is how long the token must stay unused by receivers before
@@ -78,6 +79,9 @@ func (l *link) readLoop() {
 				}
 			case <-l.done:
 				t.Stop()
+				l.rmu.Lock() // once the holder lets go: what it left unfinished
+				l.dropPartials()
+				l.rmu.Unlock()
 				return
 			}
 			if l.rmu.TryLock() {
@@ -119,6 +123,7 @@ func (l *link) readUntil(src source) error {
 				continue
 			}
 			l.direct.Store(false)
+			l.dropPartials()
 			l.rmu.Unlock()
 			l.fail(readFailure(err))
 			return l.linkError()

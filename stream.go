@@ -56,6 +56,7 @@ type stream struct {
 type message struct {
 	data   []byte
 	pooled *byteBuffer
+	lent   int64 // link credit granted for it in advance, from the Budget (link.lend)
 }
 
 func (m message) cost() int64 { return int64(len(m.data)) + messageOverhead }
@@ -345,9 +346,9 @@ func (s *stream) popLocked() (*stream, message, bool) {
 func (s *stream) hasMessageLocked() bool { return s.queue.len() > 0 }
 
 // consumed returns credit for a message that left the queue.
-func (s *stream) consumed(cost int64) {
-	s.returnCredit(cost, controlLazy)
-	s.link.consumedLink(cost, controlLazy)
+func (s *stream) consumed(m message) {
+	s.returnCredit(m.cost(), controlLazy)
+	s.link.consumedMessage(m.cost(), m.lent, controlLazy)
 }
 
 // returnCredit gives n bytes of stream credit back to the peer, with a
@@ -359,7 +360,7 @@ func (s *stream) returnCredit(n int64, how controlMode) {
 	if s.state.Load() != 0 {
 		return
 	}
-	if v := s.window.consumed(n, int64(l.cfg.MaxStreamWindow), l.rtt.Load(), nil); v > 0 {
+	if v := s.window.consumed(n, l.tuning(int64(l.cfg.MaxStreamWindow), nil)); v > 0 {
 		s.recvCredit.Add(v)
 		var fb [maxControlFrame]byte
 		l.queueControl(appendIDControl(fb[:0], frameWindow, s.id, uint32(v)), how)
@@ -369,18 +370,19 @@ func (s *stream) returnCredit(n int64, how controlMode) {
 // drain releases every queued message (the owner is gone).
 func (s *stream) drain() {
 	s.mu.Lock()
-	var total int64
+	var total, lent int64
 	for {
 		m, ok := s.popMessageLocked()
 		if !ok {
 			break
 		}
 		total += m.cost()
+		lent += m.lent
 		m.release()
 	}
 	s.mu.Unlock()
 	if total > 0 {
-		s.link.consumedLink(total, controlAsync) // never a write on the caller's goroutine: it may hold Connection.mu
+		s.link.consumedMessage(total, lent, controlAsync) // never a write on the caller's goroutine: it may hold Connection.mu
 	}
 }
 

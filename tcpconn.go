@@ -218,6 +218,8 @@ type Config struct {
 	// Logger receives rare events (link failures, peers going away);
 	// default: discard.
 	Logger *slog.Logger
+
+	growMinRTT time.Duration // tests only: 0 means growMinRTT (budget.go)
 }
 
 // DefaultConfig returns a Config with every default filled in.
