@@ -43,17 +43,17 @@ const (
 	// (README, "Flow control").
 	DefaultStreamWindow = 1 << 20
 	// DefaultMaxStreamWindow is how far a logical connection's window may
-	// grow: 32 MiB fills a 20 ms path at 1.2 GB/s (go-yamux stops at
-	// 16 MiB; through a 20 ms proxy here one stream used 12-14 MiB per
-	// round trip, and 64 MiB measured no faster: PERFORMANCE.md).
-	DefaultMaxStreamWindow = 32 << 20
+	// grow (on paths of 1 ms round trip or more): through a 20 ms proxy,
+	// raw TCP kept 20-40 MiB in flight, as the proxy buffers for it;
+	// go-yamux stops at 16 MiB (PERFORMANCE.md, "Wide-area paths").
+	DefaultMaxStreamWindow = 64 << 20
 	// DefaultLinkWindow is the window a physical link starts with, all its
 	// logical connections together: what any peer may make this process
 	// hold without drawing on the Budget (plus one message in flight).
 	DefaultLinkWindow = 1 << 20
 	// DefaultMaxLinkWindow is how far a link's window may grow, with
-	// bytes reserved from its Budget.
-	DefaultMaxLinkWindow = 64 << 20
+	// bytes reserved from its Budget: two streams at their largest.
+	DefaultMaxLinkWindow = 128 << 20
 	// DefaultFrameSize: messages above it are sent in parts, so a small
 	// message waits behind at most one part of another. 64 KiB is the
 	// seed's chunk size; 32 KiB (smux's) cost 23 % on Stream64KB and a
