@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/yamux"
 	"github.com/xtaci/smux"
@@ -80,34 +81,66 @@ func streamTransport(name string, so sockets, client, server func(net.Conn) (ses
 func yamuxTransport() Transport { return yamuxOver(plainTCP) }
 
 func yamuxOver(so sockets) Transport {
-	cfg := func() *yamux.Config {
-		c := yamux.DefaultConfig()
-		c.LogOutput = io.Discard
-		return c
-	}
-	wrap := func(s *yamux.Session) session {
-		return session{
-			open:   func() (io.ReadWriteCloser, error) { return s.OpenStream() },
-			accept: func() (io.ReadWriteCloser, error) { return s.AcceptStream() },
-			close:  s.Close,
-		}
-	}
 	return streamTransport("yamux", so,
-		func(c net.Conn) (session, error) { s, err := yamux.Client(c, cfg()); return wrap(s), err },
-		func(c net.Conn) (session, error) { s, err := yamux.Server(c, cfg()); return wrap(s), err })
+		func(c net.Conn) (session, error) { return yamuxSession(c, false, 0) },
+		func(c net.Conn) (session, error) { return yamuxSession(c, true, 0) })
+}
+
+// yamuxSession starts a yamux session on c, logging discarded. A positive
+// keepAlive replaces yamux's 30 s ping interval, and its connection write
+// timeout (which is also how long a ping waits for its answer) becomes
+// three intervals, as smux's and tcpconn's keepalive timeouts are.
+func yamuxSession(c net.Conn, server bool, keepAlive time.Duration) (session, error) {
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	if keepAlive > 0 {
+		cfg.KeepAliveInterval = keepAlive
+		cfg.ConnectionWriteTimeout = 3 * keepAlive
+	}
+	start := yamux.Client
+	if server {
+		start = yamux.Server
+	}
+	s, err := start(c, cfg)
+	if err != nil {
+		return session{}, err
+	}
+	return session{
+		open:   func() (io.ReadWriteCloser, error) { return s.OpenStream() },
+		accept: func() (io.ReadWriteCloser, error) { return s.AcceptStream() },
+		close:  s.Close,
+	}, nil
 }
 
 func smuxTransport() Transport { return smuxOver(plainTCP) }
 
 func smuxOver(so sockets) Transport {
-	wrap := func(s *smux.Session) session {
-		return session{
-			open:   func() (io.ReadWriteCloser, error) { return s.OpenStream() },
-			accept: func() (io.ReadWriteCloser, error) { return s.AcceptStream() },
-			close:  s.Close,
-		}
-	}
 	return streamTransport("smux", so,
-		func(c net.Conn) (session, error) { s, err := smux.Client(c, nil); return wrap(s), err },
-		func(c net.Conn) (session, error) { s, err := smux.Server(c, nil); return wrap(s), err })
+		func(c net.Conn) (session, error) { return smuxSession(c, false, 0) },
+		func(c net.Conn) (session, error) { return smuxSession(c, true, 0) })
+}
+
+// smuxSession starts an smux session on c. A positive keepAlive replaces
+// smux's 10 s NOP interval, and its keepalive timeout becomes three
+// intervals (smux's own ratio, 10 s / 30 s).
+func smuxSession(c net.Conn, server bool, keepAlive time.Duration) (session, error) {
+	var cfg *smux.Config // nil: smux's defaults
+	if keepAlive > 0 {
+		cfg = smux.DefaultConfig()
+		cfg.KeepAliveInterval = keepAlive
+		cfg.KeepAliveTimeout = 3 * keepAlive
+	}
+	start := smux.Client
+	if server {
+		start = smux.Server
+	}
+	s, err := start(c, cfg)
+	if err != nil {
+		return session{}, err
+	}
+	return session{
+		open:   func() (io.ReadWriteCloser, error) { return s.OpenStream() },
+		accept: func() (io.ReadWriteCloser, error) { return s.AcceptStream() },
+		close:  s.Close,
+	}, nil
 }
