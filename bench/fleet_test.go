@@ -6,10 +6,14 @@ import (
 	"time"
 )
 
-// TestMain lets the test binary be the fleet's child process too.
+// TestMain lets the test binary be the fleet's child process too, and an
+// end of a Sockets cell.
 func TestMain(m *testing.M) {
 	if IsAttackerProcess() {
 		os.Exit(RunAttackerProcess())
+	}
+	if IsSocketsEndProcess() {
+		os.Exit(RunSocketsEndProcess())
 	}
 	os.Exit(m.Run())
 }
