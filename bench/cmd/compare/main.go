@@ -4,8 +4,9 @@
 // rows, the seed's published numbers; round trips over TLS with the ratio
 // to raw TLS; head-of-line blocking (a probe beside a bulk sender, ratios to
 // the two-socket floor); fairness of two bulk senders; with -all or an
-// -only naming them, one bulk flow over a delayed path (WAN) and the heap a
-// fleet of clients can occupy on a server (Budget). The tables, the raw
+// -only naming them, one bulk flow over a delayed path (WAN), the heap a
+// fleet of clients can occupy on a server (Budget) and what an idle socket
+// costs at each end (Sockets). The tables, the raw
 // benchmark lines and SVG charts go into a fresh folder,
 // results/run-YYYYMMDD-HHMMSS by default.
 //
@@ -45,8 +46,10 @@ var seed = map[string]float64{
 // slow are the tables left out unless -all or an -only that names them:
 // each pass of Memory100k opens 100,000 logical connections first (several
 // seconds a cell here); the WAN ones span 30 round trips of a delayed path
-// after a warm-up of 10 (seconds a cell at 100 ms); Budget moves gigabytes.
-var slow = map[string]bool{"Memory100k": true, "WAN20ms": true, "WAN100ms": true, "Budget": true}
+// after a warm-up of 10 (seconds a cell at 100 ms); Budget moves gigabytes;
+// Sockets opens up to 10,000 sockets per cell, each pair of processes idling
+// for seconds.
+var slow = map[string]bool{"Memory100k": true, "WAN20ms": true, "WAN100ms": true, "Budget": true, "Sockets": true}
 
 // result is the median of the passes of one workload over one transport.
 type result struct {
@@ -62,12 +65,15 @@ func main() {
 	if bench.IsAttackerProcess() { // the Budget table's fleet, re-executed
 		os.Exit(bench.RunAttackerProcess())
 	}
+	if bench.IsSocketsEndProcess() { // an end of a Sockets cell, re-executed
+		os.Exit(bench.RunSocketsEndProcess())
+	}
 	testing.Init()
 	benchtime := flag.Duration("benchtime", 300*time.Millisecond, "target run time of each pass of each cell")
 	count := flag.Int("count", 5, "passes of each cell; the table shows the median")
 	only := flag.String("only", "", "run only workloads or transports matching this regexp (matched against \"Workload/transport\", and \"Budget\")")
-	short := flag.Bool("short", false, "skip the memory workloads and WAN100ms; shorter warm-up in Mixed, Fair and WAN (testing.Short)")
-	all := flag.Bool("all", false, "also run Memory100k, WAN20ms, WAN100ms and Budget with 50 and 200 sockets (minutes more; an -only naming one runs it too)")
+	short := flag.Bool("short", false, "skip the memory workloads, WAN100ms and Sockets10k; shorter warm-up in Mixed, Fair and WAN (testing.Short)")
+	all := flag.Bool("all", false, "also run Memory100k, WAN20ms, WAN100ms, Budget with 50 and 200 sockets, and Sockets1k/10k (minutes more; an -only naming one runs it too)")
 	budgetSockets := flag.String("budget-sockets", "", "fleet sizes of the Budget table, comma-separated (default 50; 50,200 with -all)")
 	budgetStop := flag.Float64("budget-stop-gib", 12, "cut a Budget run short when the server's heap in use passes this many GiB")
 	budgetOverBound := flag.Bool("budget-over-bound", false, "run Budget fleets whose worst case, sockets x (LinkWindow + MaxMessageSize), exceeds 16 GiB")
@@ -123,7 +129,8 @@ func main() {
 			fatal(2, err)
 		}
 	}
-	fmt.Fprintf(os.Stderr, "compare: %d cells (workload x transport), %s each, -benchtime %v; Budget with %v sockets; output in %s\n", ncells, plural(*count, "pass"), *benchtime, sizes, dir)
+	sockets := socketsCells(re, *only, *all, *short)
+	fmt.Fprintf(os.Stderr, "compare: %d cells (workload x transport), %s each, -benchtime %v; Budget with %v sockets; %s; output in %s\n", ncells, plural(*count, "pass"), *benchtime, sizes, plural(len(sockets), "Sockets cell"), dir)
 
 	// Passes are interleaved: pass k of every transport of a workload runs
 	// before pass k+1 of any, so drift on a shared machine hits all of a
@@ -163,6 +170,7 @@ func main() {
 	}
 	heapStop := uint64(*budgetStop * (1 << 30))
 	budget := runBudget(sizes, heapStop, *budgetOverBound, start)
+	runSockets(sockets, start)
 	elapsed := time.Since(start).Round(time.Second)
 
 	var mainW, tlsW, holW, fairW, wanW []bench.Workload
@@ -204,12 +212,16 @@ func main() {
 	if len(budget) > 0 {
 		printBudget(&table, budget, heapStop)
 	}
+	if len(sockets) > 0 {
+		printSockets(&table, sockets, *short)
+	}
 	fmt.Fprintf(&table, "\ntotal %v; command: compare %s\n", elapsed, strings.Join(os.Args[1:], " "))
 	os.Stdout.Write(table.Bytes())
 
 	var lines bytes.Buffer
 	benchLines(&lines, workloads, results, cells, *count)
 	budgetLines(&lines, budget, procSuffix())
+	socketsLines(&lines, sockets, procSuffix())
 	files := map[string][]byte{"table.txt": table.Bytes(), "bench.txt": lines.Bytes()}
 	conditions := fmt.Sprintf("-benchtime %v, %s/%s, GOMAXPROCS %d, one process over 127.0.0.1", *benchtime, runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0))
 	if len(mainW) > 0 {
