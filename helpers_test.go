@@ -78,6 +78,16 @@ func eventuallyWithin(t testing.TB, d time.Duration, what string, cond func() bo
 	}
 }
 
+// pollFor reports whether cond holds within d, checking every millisecond.
+func pollFor(d time.Duration, cond func() bool) bool {
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
+
 func mustSend(t testing.TB, c *Connection, data []byte) {
 	t.Helper()
 	if err := c.SendContext(testContext(t), data); err != nil {

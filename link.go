@@ -66,6 +66,7 @@ type link struct {
 	parked         atomic.Int32        // receivers waiting for a message from this link
 	rkick          chan struct{}       // wakes the background reader
 	releases       atomic.Uint64       // tokens released by receivers: the background reader stays away while they read
+	dormant        atomic.Bool         // the background reader sleeps until a receiver releases the token (awaitToken)
 	lastHit        *stream             // one-entry route cache
 	partials       map[string]*partial // messages in parts being reassembled, by ID
 	ctrlTokens     float64             // control-frame rate limiter

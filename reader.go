@@ -62,31 +62,66 @@ func (l *link) readLoop() {
 			}
 			return
 		}
-		seen := l.releases.Load()
 		if t == nil {
 			t = time.NewTimer(handBackDelay)
-		} else {
-			t.Reset(handBackDelay)
 		}
-		for {
-			select {
-			case <-l.rkick:
-			case <-t.C:
+		if !l.awaitToken(t) {
+			return
+		}
+	}
+}
+
+// awaitToken takes the token back for the background reader: at once when
+// kicked (receivers wait for a message someone must read), or when no
+// receiver has released it for handBackDelay. A receiver that holds it that
+// long is blocked reading for itself (an idle link); then, instead of
+// checking again every handBackDelay, the background reader sleeps until
+// that receiver lets go (releaseToken wakes it): 10,000 idle links that
+// polled kept a server's two cores busy and made it miss keepalives. It
+// reports false once the link is done.
+func (l *link) awaitToken(t *time.Timer) bool {
+	seen := l.releases.Load()
+	t.Reset(handBackDelay)
+	tick := t.C
+	for {
+		select {
+		case <-l.rkick:
+			if tick == nil && l.parked.Load() == 0 {
+				// Woken from sleep by a release: watch again, leaving the
+				// token to the receiver's next call for handBackDelay.
+				seen = l.releases.Load()
 				t.Reset(handBackDelay)
-				if r := l.releases.Load(); r != seen {
-					seen = r // receivers are reading for themselves
-					continue
-				}
-			case <-l.done:
-				t.Stop()
-				l.rmu.Lock() // once the holder lets go: what it left unfinished
-				l.dropPartials()
-				l.rmu.Unlock()
-				return
+				tick = t.C
+				continue
 			}
 			if l.rmu.TryLock() {
-				break
+				l.dormant.Store(false)
+				return true
 			}
+		case <-tick:
+			if r := l.releases.Load(); r != seen {
+				seen = r // receivers are reading for themselves
+				t.Reset(handBackDelay)
+				continue
+			}
+			if l.rmu.TryLock() {
+				return true
+			}
+			l.dormant.Store(true)
+			if r := l.releases.Load(); r != seen {
+				// Released after all, maybe before it could see us asleep.
+				l.dormant.Store(false)
+				seen = r
+				t.Reset(handBackDelay)
+				continue
+			}
+			tick = nil
+		case <-l.done:
+			t.Stop()
+			l.rmu.Lock() // once the holder lets go: what it left unfinished
+			l.dropPartials()
+			l.rmu.Unlock()
+			return false
 		}
 	}
 }
@@ -144,6 +179,9 @@ func (l *link) releaseToken() {
 		l.kickReader()
 	} else {
 		l.releases.Add(1)
+		if l.dormant.Load() && l.dormant.CompareAndSwap(true, false) {
+			l.kickReader() // it sleeps since we took the token: watch again
+		}
 	}
 }
 
