@@ -255,7 +255,11 @@ func (l *link) readPending() (bool, error) {
 			if isTimeout(err) {
 				return false, err // resumable
 			}
-			p.m.release()
+			if p.part != nil {
+				p.part.m = p.m // the partial's buffer now; dropPartials releases it
+			} else {
+				p.m.release()
+			}
 			p.active = false
 			return false, truncated(err, "a message payload")
 		}
