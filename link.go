@@ -25,7 +25,8 @@ import (
 //
 // Concurrency:
 //   - Goroutines: readLoop (background reader) is the only one an idle
-//     link keeps; it ends when done is closed. A writer goroutine (flush)
+//     link keeps, and none while a receiver reads for itself (it sleeps,
+//     awaitToken); it ends when done is closed. A writer goroutine (flush)
 //     runs only while frames are written behind senders, and keepalive
 //     runs from a timer (keepalive.go). User goroutines read (holding the
 //     token) and write (inline flush) too.
@@ -66,7 +67,8 @@ type link struct {
 	parked         atomic.Int32        // receivers waiting for a message from this link
 	rkick          chan struct{}       // wakes the background reader
 	releases       atomic.Uint64       // tokens released by receivers: the background reader stays away while they read
-	dormant        atomic.Bool         // the background reader sleeps until a receiver releases the token (awaitToken)
+	dormant        atomic.Bool         // the background reader's goroutine ended until a receiver releases the token (awaitToken)
+	backTimer      *time.Timer         // the background reader's hand-back timer; made on first use
 	lastHit        *stream             // one-entry route cache
 	partials       map[string]*partial // messages in parts being reassembled, by ID
 	ctrlTokens     float64             // control-frame rate limiter

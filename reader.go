@@ -54,76 +54,92 @@ func (l *link) readLoop() {
 		l.fail(err)
 		return
 	}
-	var t *time.Timer // made when first needed: an idle link never steps back
+	l.readBehind(true)
+}
+
+// readBehind runs the background reader from the token in hand, or (when
+// woken from sleep) from waiting for it.
+func (l *link) readBehind(token bool) {
 	for {
-		if err := l.readUntil(nil); err != nil {
-			if t != nil {
-				t.Stop()
+		if token {
+			if err := l.readUntil(nil); err != nil {
+				if l.backTimer != nil {
+					l.backTimer.Stop()
+				}
+				return
 			}
-			return
 		}
-		if t == nil {
-			t = time.NewTimer(handBackDelay)
-		}
-		if !l.awaitToken(t) {
-			return
+		token = l.awaitToken()
+		if !token {
+			return // the link is done, or the reader sleeps (wakeReader)
 		}
 	}
 }
 
 // awaitToken takes the token back for the background reader: at once when
-// kicked (receivers wait for a message someone must read), or when no
+// receivers wait for a message someone must read (kicked), or when no
 // receiver has released it for handBackDelay. A receiver that holds it that
-// long is blocked reading for itself (an idle link); then, instead of
-// checking again every handBackDelay, the background reader sleeps until
-// that receiver lets go (releaseToken wakes it): 10,000 idle links that
-// polled kept a server's two cores busy and made it miss keepalives. It
-// reports false once the link is done.
-func (l *link) awaitToken(t *time.Timer) bool {
+// long is blocked reading for itself (an idle link); then the background
+// reader goes to sleep: its goroutine ends, and releaseToken or kickReader
+// starts a new one (wakeReader). So a link whose application reads for
+// itself has no goroutine of its own while idle, and no timer firing: at
+// 10,000 idle links, background readers checking every handBackDelay kept
+// a server's two cores busy and made it miss keepalives. It reports
+// whether it took the token (false: the link is done, or it sleeps).
+func (l *link) awaitToken() bool {
 	seen := l.releases.Load()
-	t.Reset(handBackDelay)
-	tick := t.C
+	if l.parked.Load() > 0 && l.rmu.TryLock() {
+		return true
+	}
+	if l.backTimer == nil {
+		l.backTimer = time.NewTimer(handBackDelay) // kept: a hand-back per message must not allocate
+	} else {
+		l.backTimer.Reset(handBackDelay)
+	}
 	for {
 		select {
 		case <-l.rkick:
-			if tick == nil && l.parked.Load() == 0 {
-				// Woken from sleep by a release: watch again, leaving the
-				// token to the receiver's next call for handBackDelay.
-				seen = l.releases.Load()
-				t.Reset(handBackDelay)
-				tick = t.C
-				continue
-			}
 			if l.rmu.TryLock() {
-				l.dormant.Store(false)
 				return true
 			}
-		case <-tick:
+		case <-l.backTimer.C:
 			if r := l.releases.Load(); r != seen {
 				seen = r // receivers are reading for themselves
-				t.Reset(handBackDelay)
+				l.backTimer.Reset(handBackDelay)
 				continue
 			}
 			if l.rmu.TryLock() {
 				return true
 			}
 			l.dormant.Store(true)
-			if r := l.releases.Load(); r != seen {
-				// Released after all, maybe before it could see us asleep.
-				l.dormant.Store(false)
-				seen = r
-				t.Reset(handBackDelay)
-				continue
+			if l.releases.Load() == seen && l.parked.Load() == 0 && len(l.rkick) == 0 {
+				return false // asleep; whoever clears dormant starts a reader
 			}
-			tick = nil
+			// A release or a kick came as we fell asleep, maybe before it
+			// could see us asleep: stay, unless it already woke a reader.
+			if !l.dormant.CompareAndSwap(true, false) {
+				return false
+			}
+			seen = l.releases.Load()
+			l.backTimer.Reset(handBackDelay)
 		case <-l.done:
-			t.Stop()
+			l.backTimer.Stop()
 			l.rmu.Lock() // once the holder lets go: what it left unfinished
 			l.dropPartials()
 			l.rmu.Unlock()
 			return false
 		}
 	}
+}
+
+// wakeReader starts the background reader again if it sleeps, and reports
+// whether it did.
+func (l *link) wakeReader() bool {
+	if l.dormant.Load() && l.dormant.CompareAndSwap(true, false) {
+		go l.readBehind(false) // on a failed link: drops what partials it left, and ends
+		return true
+	}
+	return false
 }
 
 // readDirect lets a receiver with nothing queued read for itself if the
@@ -179,9 +195,7 @@ func (l *link) releaseToken() {
 		l.kickReader()
 	} else {
 		l.releases.Add(1)
-		if l.dormant.Load() && l.dormant.CompareAndSwap(true, false) {
-			l.kickReader() // it sleeps since we took the token: watch again
-		}
+		l.wakeReader() // if it sleeps since we took the token: watch again
 	}
 }
 
@@ -196,6 +210,9 @@ func (l *link) ensureReader() {
 }
 
 func (l *link) kickReader() {
+	if l.wakeReader() {
+		return // a new reader looks at parked first
+	}
 	select {
 	case l.rkick <- struct{}{}:
 	default:

@@ -10,10 +10,10 @@ import (
 )
 
 // TestIdleReaderSleeps: while a receiver blocks reading for itself on an
-// idle link, the background reader sleeps instead of checking every
-// handBackDelay (10,000 idle links polling kept a server's cores busy); once
-// that receiver has its message and goes away, the background reader
-// watches again and reads what arrives for others.
+// idle link, the background reader sleeps (its goroutine ends) instead of
+// checking every handBackDelay (10,000 idle links polling kept a server's
+// cores busy); once that receiver has its message and goes away, the
+// background reader runs again and reads what arrives for others.
 func TestIdleReaderSleeps(t *testing.T) {
 	ln := listenTCP(t)
 	srvA := make(chan *Connection, 1)
