@@ -150,6 +150,24 @@ func getGather() *byteBuffer {
 	return &byteBuffer{B: make([]byte, 0, gatherChunk)}
 }
 
+// Read buffers (frameReader) are the same 64 KiB class in a list of their
+// own: a link takes one only while bytes wait to be parsed, and shared with
+// the gather buffers, which a streaming sender holds by the dozen, the
+// list ran dry and RecvOnly1KB allocated 124 B per message.
+var readFree = make(freeList[*byteBuffer], gatherFreeDepth)
+
+func getReadBuffer() *byteBuffer {
+	if b, ok := readFree.tryGet(); ok {
+		return b
+	}
+	return &byteBuffer{B: make([]byte, 0, gatherChunk)}
+}
+
+func putReadBuffer(b *byteBuffer) {
+	b.B = b.B[:0]
+	readFree.put(b)
+}
+
 // putGather returns b for reuse; b must not be touched afterwards.
 func putGather(b *byteBuffer) {
 	if cap(b.B) != gatherChunk {

@@ -161,7 +161,7 @@ func (fr *frameReader) grow() {
 	if fr.pooled != nil {
 		return
 	}
-	b := getGather()
+	b := getReadBuffer()
 	b.B = b.B[:cap(b.B)]
 	copy(b.B, fr.buf[fr.r:fr.w])
 	fr.w -= fr.r
@@ -172,7 +172,7 @@ func (fr *frameReader) grow() {
 // release returns the pooled buffer; nothing may be buffered.
 func (fr *frameReader) release() {
 	if fr.pooled != nil {
-		putGather(fr.pooled)
+		putReadBuffer(fr.pooled)
 	}
 	fr.buf, fr.pooled = nil, nil
 	fr.r, fr.w = 0, 0
