@@ -78,13 +78,18 @@ func (b *Budget) tight() bool { return b.used.Load() > b.limit-b.limit/8 }
 // is reserved from its Budget; a stream's is bounded by its link's window
 // and needs none.
 //
-// Windows grow only on paths whose round trip is at least growMinRTT. On a
-// shorter one the window a link starts with (1 MiB) already carries a
-// gigabyte a second, and "consumed fast" is no sign of a window-limited
-// sender: the reader drains bytes that wait in the socket buffer at memory
-// speed. Growing there only queued more bulk bytes ahead of small
-// messages: on loopback, a bulk stream's window grew to 16 MiB and a
-// small message's p99 beside it went from 2 to 21 ms (PERFORMANCE.md).
+// "Consumed fast" is a sign of a window-limited sender only when the bytes
+// were not waiting for the reader: one that drains bytes queued in its
+// socket buffer consumes at memory speed, and growing its window only
+// queues more bulk bytes ahead of small messages (on loopback a bulk
+// stream's window grew to 16 MiB and a small message's p99 beside it went
+// from 2 to 21 ms; PERFORMANCE.md). So a window grows only when the path's
+// smallest measured round trip is at least growMinRTT (on a shorter one the
+// window a link starts with, 1 MiB, already carries a gigabyte a second),
+// and, where the kernel tells (Linux), when less than a quarter of the
+// window waits unread in the socket: round trips measured under load are
+// inflated by the very queue they would grow (2 ms on loopback beside a
+// 16 MiB bulk stream).
 type recvWindow struct {
 	base  int64        // the announced window: growth is counted above it
 	size  atomic.Int64 // the current window; windowReleased once released
@@ -112,6 +117,7 @@ const (
 type windowTuning struct {
 	max, rtt, minRTT int64
 	budget           *Budget
+	link             *link // asked whether its reader is behind; nil in tests
 }
 
 func (w *recvWindow) init(base, now int64) {
@@ -150,7 +156,8 @@ func (w *recvWindow) tune(owed int64, how windowTuning) int64 {
 			budget.release(shrink)
 			return -shrink
 		}
-	case size < how.max && how.rtt >= how.minRTT && how.rtt > 0 && elapsed < growWithin*how.rtt:
+	case size < how.max && how.rtt >= how.minRTT && how.rtt > 0 && elapsed < growWithin*how.rtt &&
+		(how.link == nil || !how.link.readerBehind(size)):
 		grow := min(size, how.max-size)
 		if budget != nil && !budget.reserve(grow) {
 			return 0
@@ -178,5 +185,15 @@ func (l *link) tuning(max int64, budget *Budget) windowTuning {
 	if l.cfg.growMinRTT != 0 {
 		minRTT = int64(l.cfg.growMinRTT) // tests: grow on loopback
 	}
-	return windowTuning{max: max, rtt: l.rtt.Load(), minRTT: minRTT, budget: budget}
+	return windowTuning{max: max, rtt: l.minRTT.Load(), minRTT: minRTT, budget: budget, link: l}
+}
+
+// readerBehind reports that more than a quarter of window waits unread in
+// the socket (Linux; elsewhere it cannot tell and reports false).
+func (l *link) readerBehind(window int64) bool {
+	if l.sock == nil {
+		return false
+	}
+	n, ok := unreadBytes(l.sock)
+	return ok && int64(n) > window/4
 }

@@ -137,9 +137,9 @@ func TestHostilePeers(t *testing.T) {
 		},
 		rounds: 2048, want: ErrKeepAliveTimeout, because: "nothing heard", maxHeap: 24 << 20,
 	}, {
-		// Many messages in parts, each 1 KiB of a claimed 64 KiB. Each is
-		// lent its link credit (lend, up to half of MaxLinkWindow), so the
-		// stream limit cuts the attacker before the link window does.
+		// Many messages in parts, each 1 KiB of a claimed 64 KiB. Each
+		// that overdraws the link grows its window (growForMessage, from
+		// the Budget), so the stream limit cuts the attacker first.
 		name: "parts-started-never-finished",
 		attack: func(a *attacker, i int) bool {
 			a.raw(appendPartHeader(nil, fmt.Sprintf("part-%d", i), 63<<10, 1<<10))

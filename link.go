@@ -52,6 +52,7 @@ import (
 type link struct {
 	conn   net.Conn
 	tcp    *net.TCPConn // non-nil when writev is available
+	sock   *net.TCPConn // the TCP socket, under TLS too; nil for other net.Conns
 	cfg    *Config
 	client bool
 	log    atomic.Pointer[slog.Logger] // logger(); carries the link's ID
@@ -81,7 +82,6 @@ type link struct {
 	recvLinkCredit atomic.Int64 // the peer may send while positive
 	linkWindow     recvWindow   // the peer's credit for the link, auto-tuned (budget.go)
 	budget         *Budget      // what linkWindow grows with
-	lentOut        atomic.Int64 // link credit lent to messages in parts, not yet given back (lend)
 
 	// Write side (writer.go); guarded by wmu.
 	wmu           sync.Mutex
@@ -110,6 +110,7 @@ type link struct {
 
 	counters  linkCounters
 	rtt       atomic.Int64  // nanoseconds, from the last keepalive PING/PONG
+	minRTT    atomic.Int64  // the smallest of them: queueing inflates the others
 	pingSent  atomic.Int64  // nanotime of the PING in flight, 0 if none
 	pingSeq   atomic.Uint32 // its value
 	keepAlive keepAlive
@@ -158,6 +159,7 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 	}
 	l.br = newFrameReader(conn, l.tcp)
 	if tc, ok := raw.(*net.TCPConn); ok {
+		l.sock = tc
 		if err := tuneTCP(tc, cfg); err != nil {
 			l.logger().Warn("tcpconn: socket tuning failed", "err", err)
 		}

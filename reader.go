@@ -33,7 +33,6 @@ type partial struct {
 	got   int
 	total int
 	cost  int64
-	lent  int64 // link credit lent for it (link.lend)
 }
 
 // handBackDelay is how long the token must stay unused by receivers before

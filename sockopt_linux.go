@@ -37,3 +37,17 @@ func tuneTCP(c *net.TCPConn, cfg *Config) error {
 	}
 	return serr
 }
+
+// unreadBytes is what the kernel holds received for c and not yet read
+// (SIOCINQ); ok is false where it cannot tell.
+func unreadBytes(c *net.TCPConn) (n int, ok bool) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var ierr error
+	if err := raw.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil || ierr != nil {
+		return 0, false
+	}
+	return n, true
+}

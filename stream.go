@@ -56,7 +56,6 @@ type stream struct {
 type message struct {
 	data   []byte
 	pooled *byteBuffer
-	lent   int64 // link credit granted for it in advance, from the Budget (link.lend)
 }
 
 func (m message) cost() int64 { return int64(len(m.data)) + messageOverhead }
@@ -348,7 +347,7 @@ func (s *stream) hasMessageLocked() bool { return s.queue.len() > 0 }
 // consumed returns credit for a message that left the queue.
 func (s *stream) consumed(m message) {
 	s.returnCredit(m.cost(), controlLazy)
-	s.link.consumedMessage(m.cost(), m.lent, controlLazy)
+	s.link.consumedLink(m.cost(), controlLazy)
 }
 
 // returnCredit gives n bytes of stream credit back to the peer, with a
@@ -370,19 +369,18 @@ func (s *stream) returnCredit(n int64, how controlMode) {
 // drain releases every queued message (the owner is gone).
 func (s *stream) drain() {
 	s.mu.Lock()
-	var total, lent int64
+	var total int64
 	for {
 		m, ok := s.popMessageLocked()
 		if !ok {
 			break
 		}
 		total += m.cost()
-		lent += m.lent
 		m.release()
 	}
 	s.mu.Unlock()
 	if total > 0 {
-		s.link.consumedMessage(total, lent, controlAsync) // never a write on the caller's goroutine: it may hold Connection.mu
+		s.link.consumedLink(total, controlAsync) // never a write on the caller's goroutine: it may hold Connection.mu
 	}
 }
 
