@@ -85,7 +85,7 @@ func (b *Budget) tight() bool { return b.used.Load() > b.limit-b.limit/8 }
 // stream's window grew to 16 MiB and a small message's p99 beside it went
 // from 2 to 21 ms; PERFORMANCE.md). So a window grows only when the path's
 // smallest measured round trip is at least growMinRTT (on a shorter one the
-// window a link starts with, 1 MiB, already carries a gigabyte a second),
+// window a link starts with, 1 MiB, already carries 200 MB/s or more),
 // and, where the kernel tells (Linux), when less than a quarter of the
 // window waits unread in the socket: round trips measured under load are
 // inflated by the very queue they would grow (2 ms on loopback beside a
@@ -106,8 +106,10 @@ const (
 	// maxWindow is the largest credit a window may grow to (the protocol's
 	// bound: a WINDOW past it is an error).
 	maxWindow = 1<<31 - 1
-	// growMinRTT: see recvWindow.
-	growMinRTT = time.Millisecond
+	// growMinRTT: see recvWindow. 1 ms let a loopback link grow now and
+	// then: its one round-trip sample, taken as a bulk flow started, read
+	// 1-2 ms (Mixed16MB: one pass in six at p99 13.7 ms).
+	growMinRTT = 5 * time.Millisecond
 )
 
 // windowTuning is how one window may change: its maximum, the link's

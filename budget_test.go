@@ -17,7 +17,7 @@ import (
 // TestRecvWindowTuning drives one window through a credit return with a
 // chosen pace and budget.
 func TestRecvWindowTuning(t *testing.T) {
-	const base, max, rtt = 1 << 20, 8 << 20, int64(time.Millisecond)
+	const base, max, rtt = 1 << 20, 8 << 20, int64(10 * time.Millisecond)
 	tests := []struct {
 		name     string
 		size     int64         // the window before the return
@@ -27,16 +27,16 @@ func TestRecvWindowTuning(t *testing.T) {
 		wantSize int64
 		wantUsed int64 // reserved afterwards, others' included
 	}{
-		{"half consumed within 2 RTTs: doubles", base, time.Millisecond, 64 << 20, 0, 2 * base, base},
+		{"half consumed within 2 RTTs: doubles", base, 10 * time.Millisecond, 64 << 20, 0, 2 * base, base},
 		{"round trip under growMinRTT (loopback): stays", base, time.Microsecond, 64 << 20, 0, base, 0},
-		{"round trip not measured yet: stays", base, time.Millisecond, 64 << 20, 0, base, 0},
-		{"a stream grows without a budget", base, time.Millisecond, -1, 0, 2 * base, 0},
-		{"slow reader: stays", base, 10 * time.Millisecond, 64 << 20, 0, base, 0},
-		{"at its maximum: stays", max, time.Millisecond, 64 << 20, max - base, max, max - base},
-		{"near its maximum: up to it", 6 << 20, time.Millisecond, 64 << 20, 5 << 20, max, 7 << 20},
-		{"budget spent: stays", base, time.Millisecond, 8 << 20, 8<<20 - base/2, base, 8<<20 - base/2},
-		{"budget tight: a grown window halves", 4 * base, time.Millisecond, 8 << 20, 8 << 20, 2 * base, 8<<20 - 2*base},
-		{"budget tight: a window at its base stays", base, time.Millisecond, 8 << 20, 8 << 20, base, 8 << 20},
+		{"round trip not measured yet: stays", base, 10 * time.Millisecond, 64 << 20, 0, base, 0},
+		{"a stream grows without a budget", base, 10 * time.Millisecond, -1, 0, 2 * base, 0},
+		{"slow reader: stays", base, 100 * time.Millisecond, 64 << 20, 0, base, 0},
+		{"at its maximum: stays", max, 10 * time.Millisecond, 64 << 20, max - base, max, max - base},
+		{"near its maximum: up to it", 6 << 20, 10 * time.Millisecond, 64 << 20, 5 << 20, max, 7 << 20},
+		{"budget spent: stays", base, 10 * time.Millisecond, 8 << 20, 8<<20 - base/2, base, 8<<20 - base/2},
+		{"budget tight: a grown window halves", 4 * base, 10 * time.Millisecond, 8 << 20, 8 << 20, 2 * base, 8<<20 - 2*base},
+		{"budget tight: a window at its base stays", base, 10 * time.Millisecond, 8 << 20, 8 << 20, base, 8 << 20},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -43,7 +43,7 @@ const (
 	// (README, "Flow control").
 	DefaultStreamWindow = 1 << 20
 	// DefaultMaxStreamWindow is how far a logical connection's window may
-	// grow (on paths of 1 ms round trip or more): through a 20 ms proxy,
+	// grow (on paths of 5 ms round trip or more): through a 20 ms proxy,
 	// raw TCP kept 20-40 MiB in flight, as the proxy buffers for it;
 	// go-yamux stops at 16 MiB (PERFORMANCE.md, "Wide-area paths").
 	DefaultMaxStreamWindow = 64 << 20
