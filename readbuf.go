@@ -45,9 +45,6 @@ const smallReadSize = 1 << 10
 // has: Peek is used for headers only (payloads are read past the buffer).
 var errPeekTooLarge = errors.New("tcpconn: peek beyond the read buffer")
 
-// errNoProgress: a connection returning no bytes and no error, repeatedly.
-var errNoProgress = io.ErrNoProgress
-
 func newFrameReader(conn io.Reader, tcp *net.TCPConn) *frameReader {
 	fr := &frameReader{conn: conn}
 	if tcp != nil {
@@ -124,7 +121,7 @@ func (fr *frameReader) fill(n int) error {
 			return err
 		}
 	}
-	return errNoProgress
+	return io.ErrNoProgress // no bytes and no error, a hundred times
 }
 
 // fillRaw waits for the socket to be readable, then reads into a pooled
