@@ -35,7 +35,16 @@ const (
 // size.
 const smallClassMin = 6 // 64 B
 
-var payloadPools [smallClassMax + 1]bytebufferpool.Pool
+// Each is allocated on its own: a Pool uses 64-bit atomics, and only the
+// first word of an allocation is 64-bit aligned on 32-bit platforms (an
+// array of Pools crashed the 386 tests).
+var payloadPools [smallClassMax + 1]*bytebufferpool.Pool
+
+func init() {
+	for c := range payloadPools {
+		payloadPools[c] = new(bytebufferpool.Pool)
+	}
+}
 
 // smallClass is the size class of a small payload of n bytes.
 func smallClass(n int) int { return max(smallClassMin, sizeClass(max(n, 1))) }
