@@ -209,3 +209,41 @@ func Example_sendBeforeAccept() {
 	fmt.Println(string(msg))
 	// Output: sent before Accept
 }
+
+// A Listener with a memory budget of its own: whatever its clients send,
+// its sockets hold at most their starting windows plus 32 MiB together,
+// and senders wait (nothing is dropped) once it is spent.
+func ExampleNewBudget() {
+	budget := tcpconn.NewBudget(32 << 20)
+	ln, err := tcpconn.Listen("tcp", "127.0.0.1:0", &tcpconn.Config{Budget: budget, LinkWindow: 256 << 10, StreamWindow: 256 << 10})
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for {
+			if _, err := c.Receive(); err != nil {
+				return
+			}
+		}
+	}()
+
+	c, err := tcpconn.Dial(context.Background(), ln.Addr().String(), tcpconn.WithID("upload"))
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	msg := make([]byte, 1<<20) // larger than the link's window: it grows from the budget
+	for range 8 {
+		if err := c.Send(msg); err != nil {
+			panic(err)
+		}
+	}
+	fmt.Printf("8 MiB sent; in use within the %d MiB budget: %v\n", budget.Limit()>>20, budget.InUse() <= budget.Limit())
+	// Output: 8 MiB sent; in use within the 32 MiB budget: true
+}
