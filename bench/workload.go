@@ -117,8 +117,10 @@ func TransportsFor(w Workload) []Transport {
 		return []Transport{floorOver(tls), tcpconnTLS(false)}
 	case w.Kind == Mixed:
 		return append([]Transport{floorOver(plainTCP)}, Transports()...)
-	case w.Kind == Fair || w.Kind == WAN:
+	case w.Kind == Fair:
 		return []Transport{rawTransport(), yamuxTransport(), smuxTransport(), tcpconnTransport(false)}
+	case w.Kind == WAN:
+		return []Transport{rawTransport(), yamuxTransport(), smuxTransport(), tcpconnTransport(false), tcpconnTransport(true)}
 	case w.TLS:
 		tls := tlsSockets()
 		return []Transport{rawOver(tls), yamuxOver(tls), smuxOver(tls), tcpconnTLS(false), tcpconnTLS(true)}
