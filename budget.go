@@ -9,11 +9,12 @@ import (
 )
 
 // Budget bounds the receive credit that links sharing it grant beyond their
-// initial windows, and so the bytes their peers can make this process hold.
-// Every link starts with InitialWindow of credit for the whole link, which
-// it may always use; it grows its window (window auto-tuning, README "Flow
-// control") only with bytes reserved from its Budget, and gives them back
-// when its window shrinks or it closes. When the budget is spent, windows
+// starting windows, and so the bytes their peers can make this process
+// hold. Every link starts with Config.LinkWindow of credit, which it may
+// always use; it grows its window (window auto-tuning, and room for a
+// message larger than the window: README "Flow control") only with bytes
+// reserved from its Budget, and gives them back when its window shrinks or
+// it closes. When the budget is spent, windows
 // stop growing and large ones shrink as their readers consume: senders feel
 // backpressure (credit is withheld), nothing is dropped.
 //
@@ -26,17 +27,17 @@ type Budget struct {
 	used  atomic.Int64
 }
 
-// DefaultBudgetBytes is DefaultBudget's limit: enough for a few hundred
-// MiB of messages in flight or queued, for example 16 bulk streams at the
-// default 16 MiB window, while a fleet of sockets that never let their
-// messages be read holds InitialWindow (plus one message) each beyond it.
+// DefaultBudgetBytes is DefaultBudget's limit: room for a few wide-area
+// bulk streams at their largest windows, while a fleet of sockets whose
+// messages are never read holds its LinkWindow (plus one message) each
+// beyond it (50 such sockets: +89 to +115 MiB of heap, PERFORMANCE.md).
 const DefaultBudgetBytes = 256 << 20
 
 // DefaultBudget is shared by every link whose Config has no Budget.
 var DefaultBudget = NewBudget(DefaultBudgetBytes)
 
-// NewBudget returns a Budget of limit bytes. A limit of 0 lets no window
-// grow past InitialWindow.
+// NewBudget returns a Budget of limit bytes. A limit of 0 lets no link
+// window grow past its LinkWindow.
 func NewBudget(limit int64) *Budget {
 	if limit < 0 {
 		panic(fmt.Sprintf("tcpconn: NewBudget(%d): negative limit", limit))
@@ -113,9 +114,9 @@ const (
 )
 
 // windowTuning is how one window may change: its maximum, the link's
-// round trip now (0: unknown yet, which does not grow), the shortest round
-// trip that grows windows, and the Budget growth is reserved from (nil for
-// a stream's window).
+// smallest measured round trip (0: none yet, which does not grow), the
+// shortest round trip that grows windows, and the Budget growth is
+// reserved from (nil for a stream's window).
 type windowTuning struct {
 	max, rtt, minRTT int64
 	budget           *Budget

@@ -14,7 +14,7 @@ import (
 //
 // Ownership: a buffer obtained here belongs to exactly one holder (the read
 // loop, then the queue of one logical connection, then Receive) and must not
-// be touched after putPayload or putGather.
+// be touched after putPayload or a chunkList put.
 
 // smallMessageLimit: payloads up to this size are copied out of their
 // pooled buffer by Receive (the buffer is reused); larger ones are handed
@@ -149,41 +149,33 @@ func (f freeList[T]) put(v T) {
 // workload, PERFORMANCE.md). Bounded: gatherFreeDepth buffers are kept.
 const gatherFreeDepth = 16
 
-var gatherFree = make(freeList[*byteBuffer], gatherFreeDepth)
+// chunkList is a free list of buffers of capacity gatherChunk.
+type chunkList freeList[*byteBuffer]
 
-// getGather returns an empty buffer of capacity gatherChunk.
-func getGather() *byteBuffer {
-	if b, ok := gatherFree.tryGet(); ok {
+// get returns an empty buffer of capacity gatherChunk.
+func (f chunkList) get() *byteBuffer {
+	if b, ok := freeList[*byteBuffer](f).tryGet(); ok {
 		return b
 	}
 	return &byteBuffer{B: make([]byte, 0, gatherChunk)}
+}
+
+// put keeps b for reuse; b must not be touched afterwards.
+func (f chunkList) put(b *byteBuffer) {
+	if cap(b.B) != gatherChunk {
+		return // grown past its class: let it go
+	}
+	b.B = b.B[:0]
+	freeList[*byteBuffer](f).put(b)
 }
 
 // Read buffers (frameReader) are the same 64 KiB class in a list of their
 // own: a link takes one only while bytes wait to be parsed, and shared with
 // the gather buffers, which a streaming sender holds by the dozen, the
 // list ran dry and RecvOnly1KB allocated 124 B per message.
-var readFree = make(freeList[*byteBuffer], gatherFreeDepth)
-
-func getReadBuffer() *byteBuffer {
-	if b, ok := readFree.tryGet(); ok {
-		return b
-	}
-	return &byteBuffer{B: make([]byte, 0, gatherChunk)}
-}
-
-func putReadBuffer(b *byteBuffer) {
-	b.B = b.B[:0]
-	readFree.put(b)
-}
-
-// putGather returns b for reuse; b must not be touched afterwards.
-func putGather(b *byteBuffer) {
-	if cap(b.B) != gatherChunk {
-		return // grown past its class: let it go
-	}
-	b.B = b.B[:0]
-	gatherFree.put(b)
-}
+var (
+	gatherFree = make(chunkList, gatherFreeDepth)
+	readFree   = make(chunkList, gatherFreeDepth)
+)
 
 type byteBuffer = bytebufferpool.ByteBuffer

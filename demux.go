@@ -269,13 +269,7 @@ func (l *link) readPending() (bool, error) {
 			// The part is off the socket: its stream credit goes back, so
 			// a message larger than the window keeps moving while the
 			// bytes in flight stay bounded by the window.
-			how := controlAsync
-			if l.direct.Load() {
-				// A receiver reading for itself writes it with its next
-				// write, or before it waits again (flushLazy).
-				how = controlLazy
-			}
-			s.returnCredit(int64(p.end-pt.got), how)
+			s.returnCredit(int64(p.end-pt.got), l.readerControl())
 		}
 		if p.got < p.total { // more PARTs to come
 			pt.m, pt.got = p.m, p.got
@@ -552,13 +546,24 @@ func (l *link) growForMessage(cost int64) {
 		}
 		l.budget.release(cost)
 	}
-	l.recvLinkCredit.Add(cost)
-	how := controlAsync
+	l.grantLink(cost, l.readerControl())
+}
+
+// readerControl is how the token holder queues a window update: a
+// receiver reading for itself writes it with its next write, or before it
+// waits again (flushLazy); the background reader has the writer send it.
+func (l *link) readerControl() controlMode {
 	if l.direct.Load() {
-		how = controlLazy // as for the part credit returned in readPending
+		return controlLazy
 	}
+	return controlAsync
+}
+
+// grantLink gives the peer v bytes of link credit with a LINK_WINDOW.
+func (l *link) grantLink(v int64, how controlMode) {
+	l.recvLinkCredit.Add(v)
 	var fb [sizeOfIDLen + sizeOfType + sizeOfLength]byte
-	l.queueControl(appendValueControl(fb[:0], frameLinkWindow, uint32(cost)), how)
+	l.queueControl(appendValueControl(fb[:0], frameLinkWindow, uint32(v)), how)
 }
 
 // dropPartials discards every unfinished message in parts; the token
@@ -574,8 +579,6 @@ func (l *link) dropPartials() {
 // how is a control* constant: user goroutines may write inline or lazily.
 func (l *link) consumedLink(cost int64, how controlMode) {
 	if v := l.linkWindow.consumed(cost, l.tuning(int64(l.cfg.MaxLinkWindow), l.budget)); v > 0 {
-		l.recvLinkCredit.Add(v)
-		var fb [sizeOfIDLen + sizeOfType + sizeOfLength]byte
-		l.queueControl(appendValueControl(fb[:0], frameLinkWindow, uint32(v)), how)
+		l.grantLink(v, how)
 	}
 }

@@ -158,7 +158,7 @@ func (fr *frameReader) grow() {
 	if fr.pooled != nil {
 		return
 	}
-	b := getReadBuffer()
+	b := readFree.get()
 	b.B = b.B[:cap(b.B)]
 	copy(b.B, fr.buf[fr.r:fr.w])
 	fr.w -= fr.r
@@ -169,7 +169,7 @@ func (fr *frameReader) grow() {
 // release returns the pooled buffer; nothing may be buffered.
 func (fr *frameReader) release() {
 	if fr.pooled != nil {
-		putReadBuffer(fr.pooled)
+		readFree.put(fr.pooled)
 	}
 	fr.buf, fr.pooled = nil, nil
 	fr.r, fr.w = 0, 0

@@ -89,7 +89,7 @@ func (b *writeBatch) appendCopy(hdr, data []byte) {
 			// InitialWindow is copied: a buffer of its own, not pooled.
 			b.tail = &byteBuffer{B: make([]byte, 0, n)}
 		} else {
-			b.tail = getGather()
+			b.tail = gatherFree.get()
 		}
 		b.owned = append(b.owned, b.tail)
 		b.segs = append(b.segs, nil)
@@ -119,7 +119,7 @@ func (b *writeBatch) finish(err error) {
 		r.done <- struct{}{}
 	}
 	for _, o := range b.owned {
-		putGather(o)
+		gatherFree.put(o)
 	}
 	clear(b.segs) // do not pin callers' payloads
 	clear(b.waiters)
@@ -522,8 +522,8 @@ func (l *link) writeOut(b *writeBatch) error {
 		_, err := l.wv.WriteTo(l.conn)
 		return err
 	}
-	g := getGather()
-	defer putGather(g)
+	g := gatherFree.get()
+	defer gatherFree.put(g)
 	for _, seg := range b.segs {
 		if len(g.B) > 0 && len(g.B)+len(seg) > gatherChunk {
 			if _, err := l.conn.Write(g.B); err != nil {
