@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -243,4 +244,43 @@ func liveHeap() int64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapAlloc)
+}
+
+// TestRecvWindowReturnSteps: credit goes back in returnStep pieces (half
+// of a small window, an eighth of a grown one), and the window is tuned
+// once half of it went back, whatever the steps.
+func TestRecvWindowReturnSteps(t *testing.T) {
+	for _, tc := range []struct {
+		size, step int64
+	}{
+		{256 << 10, 128 << 10},
+		{1 << 20, 512 << 10},
+		{4 << 20, 1 << 20},
+		{64 << 20, 8 << 20},
+	} {
+		t.Run(fmt.Sprint(tc.size>>10, "KiB"), func(t *testing.T) {
+			var w recvWindow
+			w.init(tc.size, nanotime())
+			// A round trip of an hour: half the window is consumed well
+			// within two, so the window doubles at the tuning.
+			how := windowTuning{max: 1 << 30, rtt: int64(time.Hour), minRTT: 1}
+			var returns []int64
+			for consumed := int64(0); consumed < tc.size/2; consumed += 16 << 10 {
+				if v := w.consumed(16<<10, how); v != 0 {
+					returns = append(returns, v)
+				}
+			}
+			want := make([]int64, tc.size/2/tc.step)
+			for i := range want {
+				want[i] = tc.step
+			}
+			want[len(want)-1] += tc.size // the tuning's growth rides on the last
+			if !slices.Equal(returns, want) {
+				t.Errorf("credit returned %v, want %v", returns, want)
+			}
+			if got := w.size.Load(); got != 2*tc.size {
+				t.Errorf("window %d after half of it was consumed, want %d", got, 2*tc.size)
+			}
+		})
+	}
 }

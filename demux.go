@@ -246,7 +246,7 @@ func (l *link) readPending() (bool, error) {
 		}
 		// Read in chunks so that a long payload counts as the peer being
 		// heard (keepalive) while it arrives.
-		k, err := l.readPayload(p.m.data[p.got:min(len(p.m.data), p.got+readProgressChunk, p.end)])
+		k, err := l.br.ReadFull(p.m.data[p.got:min(len(p.m.data), p.got+readProgressChunk, p.end)])
 		p.got += k
 		if k > 0 { // a read cut short by a deadline heard nothing
 			l.framesIn.Add(1)
@@ -290,21 +290,6 @@ func (l *link) readPending() (bool, error) {
 		return false, nil
 	}
 	return s.deliver(m), nil
-}
-
-// readPayload fills dst: first from what br holds, then straight from the
-// socket. Through br, a payload smaller than br's buffer (a 32 KiB part,
-// say) would be copied twice.
-func (l *link) readPayload(dst []byte) (int, error) {
-	n := 0
-	if b := l.br.Buffered(); b > 0 {
-		n = l.br.Read(dst[:min(b, len(dst))])
-	}
-	if n == len(dst) {
-		return n, nil
-	}
-	k, err := io.ReadFull(l.conn, dst[n:])
-	return n + k, err
 }
 
 // drop releases a message nobody will receive and returns its link credit.
