@@ -53,6 +53,12 @@ const smallReadSize = 1 << 10
 // of the process's CPU, PERFORMANCE.md).
 const prefetchSize = smallReadSize
 
+// directReadMin: a ReadFull with less than this left to fill reads into
+// the whole buffer after it, as Peek would: a stream of small messages
+// that straddle reads would otherwise go on with 1 KiB reads, one system
+// call per message (RecvOnly1KB took twice as long).
+const directReadMin = readBufferSize / 2
+
 // errPeekTooLarge would mean a frame header longer than any the protocol
 // has: Peek is used for headers only (payloads are read past the buffer).
 var errPeekTooLarge = errors.New("tcpconn: peek beyond the read buffer")
@@ -108,9 +114,10 @@ func (fr *frameReader) Read(p []byte) int {
 
 // ReadFull fills dst: first with buffered bytes, then from the connection.
 // Where the socket is read with readv (Linux TCP), the read that completes
-// dst takes up to prefetchSize bytes after it into the buffer, so a
-// payload larger than what is buffered costs no copy beyond that and the
-// next header no read of its own. Its errors are io.ReadFull's.
+// dst takes up to prefetchSize bytes after it into the buffer (the whole
+// buffer if less than directReadMin is left), so a payload larger than
+// what is buffered costs no copy beyond that and the next header no read
+// of its own. Its errors are io.ReadFull's.
 func (fr *frameReader) ReadFull(dst []byte) (int, error) {
 	n := 0
 	if fr.w > fr.r {
@@ -157,7 +164,11 @@ func (fr *frameReader) ReadFull(dst []byte) (int, error) {
 // of dst and then the buffer's prefetch room, and reports false (wait for
 // the socket to be readable) when there is nothing to read yet.
 func (fr *frameReader) readvRaw(fd uintptr) bool {
-	n, err, wait := sysReadv(fd, fr.dst, fr.buf[fr.w:min(len(fr.buf), fr.w+prefetchSize)])
+	spare := fr.buf[fr.w:]
+	if len(fr.dst) >= directReadMin {
+		spare = spare[:min(len(spare), prefetchSize)]
+	}
+	n, err, wait := sysReadv(fd, fr.dst, spare)
 	if wait {
 		return false
 	}
