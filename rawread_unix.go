@@ -27,14 +27,19 @@ func sysRead(fd uintptr, p []byte) (n int, err error, wait bool) {
 	for {
 		n, err = syscall.Read(int(fd), p)
 		if err != syscall.EINTR {
-			break
+			return readOutcome("read", n, err)
 		}
 	}
+}
+
+// readOutcome turns a non-blocking read's result into sysRead's: EAGAIN is
+// wait, a read of 0 bytes is the end of the stream.
+func readOutcome(op string, n int, err error) (int, error, bool) {
 	switch {
 	case err == syscall.EAGAIN:
 		return 0, nil, true
 	case err != nil:
-		return 0, os.NewSyscallError("read", err), false
+		return 0, os.NewSyscallError(op, err), false
 	case n == 0:
 		return 0, io.EOF, false
 	}

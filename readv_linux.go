@@ -2,12 +2,7 @@
 
 package tcpconn
 
-import (
-	"io"
-	"os"
-
-	"golang.org/x/sys/unix"
-)
+import "golang.org/x/sys/unix"
 
 // canReadv: frameReader.ReadFull reads a payload and the bytes after it in
 // one readv.
@@ -20,16 +15,7 @@ func sysReadv(fd uintptr, dst, spare []byte) (n int, err error, wait bool) {
 	for {
 		n, err = unix.Readv(int(fd), iov[:])
 		if err != unix.EINTR {
-			break
+			return readOutcome("readv", n, err)
 		}
 	}
-	switch {
-	case err == unix.EAGAIN:
-		return 0, nil, true
-	case err != nil:
-		return 0, os.NewSyscallError("readv", err), false
-	case n == 0:
-		return 0, io.EOF, false
-	}
-	return n, nil, false
 }
