@@ -199,6 +199,21 @@ func percentile(v []time.Duration, p float64) time.Duration {
 	return v[max(0, min(i, len(v)-1))]
 }
 
+// countNotes is the timed loop of a bulk workload: an op is one note (a
+// message the server checked); a failure ends the senders (end) and the
+// benchmark.
+func countNotes(b *testing.B, e *env, note <-chan struct{}, end func()) {
+	for b.Loop() {
+		select {
+		case <-note:
+		case <-e.failed:
+			b.StopTimer()
+			end()
+			e.fatalf("bulk failed")
+		}
+	}
+}
+
 // discardFor consumes notes for d, then empties the channel, so that the
 // timed loop after it counts only deliveries that happen during it; false
 // if the run failed meanwhile.
@@ -256,15 +271,7 @@ func (w Workload) fair(b *testing.B, tr Transport) {
 	}
 	b.SetBytes(int64(size))
 	a0, b0, t0 := got[0].Load(), got[1].Load(), time.Now()
-	for b.Loop() {
-		select {
-		case <-note:
-		case <-e.failed:
-			b.StopTimer()
-			end()
-			e.fatalf("bulk failed")
-		}
-	}
+	countNotes(b, e, note, end)
 	elapsed := time.Since(t0).Seconds()
 	a1, b1 := got[0].Load(), got[1].Load()
 	end()

@@ -77,15 +77,7 @@ func (w Workload) wan(b *testing.B, tr Transport) {
 		e.fatalf("warm-up failed")
 	}
 	b.SetBytes(int64(w.Size))
-	for b.Loop() {
-		select {
-		case <-note:
-		case <-e.failed:
-			b.StopTimer()
-			end()
-			e.fatalf("bulk failed")
-		}
-	}
+	countNotes(b, e, note, end)
 	end()
 	e.finish()
 }
