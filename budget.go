@@ -71,9 +71,9 @@ func (b *Budget) tight() bool { return b.used.Load() > b.limit-b.limit/8 }
 
 // recvWindow is the receive window of a stream or a link: how much credit
 // its peer may have outstanding. It starts at the window announced in the
-// HELLO (Config.StreamWindow, LinkWindow) and is tuned at every credit
-// return (once half of it is owed): doubled, up to its maximum, when that
-// half was consumed within growWithin round trips (the sender is limited by
+// HELLO (Config.StreamWindow, LinkWindow) and is tuned each time half of
+// it has gone back (in returnStep pieces): doubled, up to its maximum, when
+// that half was consumed within growWithin round trips (the sender is limited by
 // the window, not by the reader), as QUIC and go-yamux tune theirs; halved
 // back towards where it started when its Budget is tight. A link's growth
 // is reserved from its Budget; a stream's is bounded by its link's window
@@ -135,8 +135,8 @@ func (w *recvWindow) init(base, now int64) {
 }
 
 // consumed records n bytes consumed and returns the credit to grant now:
-// 0 until half the window is owed, then what is owed adjusted by the
-// window's growth or shrinkage.
+// 0 until returnStep is owed, then what is owed, adjusted by the window's
+// growth or shrinkage when half of it has gone back since its last tuning.
 func (w *recvWindow) consumed(n int64, how windowTuning) int64 {
 	size := w.size.Load()
 	if w.owed.Add(n) < returnStep(size) {

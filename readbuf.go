@@ -157,6 +157,7 @@ func (fr *frameReader) ReadFull(dst []byte) (int, error) {
 			return n + got, err
 		}
 	}
+	fr.dst = nil // do not keep the message alive
 	return n + got, nil
 }
 
