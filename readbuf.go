@@ -136,9 +136,10 @@ func (fr *frameReader) ReadFull(dst []byte) (int, error) {
 	}
 	fr.dst = dst[n:]
 	got := 0
-	for len(fr.dst) > 0 {
+	var err error
+	for len(fr.dst) > 0 && err == nil {
 		fr.rawN, fr.rawErr = 0, nil
-		err := fr.raw.Read(fr.readvFn)
+		err = fr.raw.Read(fr.readvFn)
 		k := fr.rawN
 		if k > len(fr.dst) {
 			fr.w += k - len(fr.dst)
@@ -149,16 +150,12 @@ func (fr *frameReader) ReadFull(dst []byte) (int, error) {
 		if err == nil {
 			err = fr.rawErr
 		}
-		if err != nil {
-			if err == io.EOF && got > 0 {
-				err = io.ErrUnexpectedEOF
-			}
-			fr.dst = nil
-			return n + got, err
-		}
 	}
 	fr.dst = nil // do not keep the message alive
-	return n + got, nil
+	if err == io.EOF && got > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	return n + got, err
 }
 
 // readvRaw is ReadFull's RawConn.Read callback: it reads into what is left
