@@ -3,8 +3,11 @@
 package tcpconn
 
 import (
+	"errors"
+	"io"
 	"net"
 	"os"
+	"syscall"
 	"testing"
 )
 
@@ -29,5 +32,30 @@ func TestTimedOutReadIsNotHearingThePeer(t *testing.T) {
 	}
 	if n := l.framesIn.Load(); n != 0 {
 		t.Fatalf("3 reads that timed out with nothing counted as hearing the peer %d times", n)
+	}
+}
+
+// TestWriteFailureNamesThePeersClose: a write that finds the peer gone
+// (EPIPE) is the link lost and, like a read that finds it, io.EOF; other
+// write errors are the link lost only.
+func TestWriteFailureNamesThePeersClose(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		err     error
+		wantEOF bool
+	}{
+		{"broken pipe", &net.OpError{Op: "writev", Net: "tcp", Err: os.NewSyscallError("writev", syscall.EPIPE)}, true},
+		{"reset", &net.OpError{Op: "writev", Net: "tcp", Err: os.NewSyscallError("writev", syscall.ECONNRESET)}, false},
+		{"deadline", os.ErrDeadlineExceeded, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := writeFailure(tc.err)
+			if !errors.Is(err, ErrLinkLost) || !errors.Is(err, tc.err) {
+				t.Errorf("%v: want ErrLinkLost wrapping %v", err, tc.err)
+			}
+			if errors.Is(err, io.EOF) != tc.wantEOF {
+				t.Errorf("%v: errors.Is(io.EOF) = %v, want %v", err, !tc.wantEOF, tc.wantEOF)
+			}
+		})
 	}
 }

@@ -5,8 +5,10 @@ package tcpconn
 import (
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"slices"
+	"syscall"
 	"time"
 )
 
@@ -488,7 +490,7 @@ func (l *link) flush() {
 			l.adaptBurst(nanotime() - start)
 		}
 		if err != nil {
-			l.fail(fmt.Errorf("%w: write: %w", ErrLinkLost, err))
+			l.fail(writeFailure(err))
 			err = l.linkError()
 		}
 		b.finish(err)
@@ -584,3 +586,16 @@ func (l *link) failWrites(err error) {
 // maxControlFrame is the longest control frame (CLOSE or GOAWAY with a
 // 254-byte ID or reason).
 const maxControlFrame = sizeOfIDLen + sizeOfType + sizeOfLength + sizeOfIDLen + maxIDLen
+
+// writeFailure is the link's error for a failed write. EPIPE means the
+// peer closed its end (on Linux: its FIN came, then a reset), which a read
+// reports as io.EOF; a write that notices first says the same, so a
+// server's receive loop sees a client that went away as io.EOF whichever
+// side of the link failed first (TestClientPoolingSharesOneSocket failed
+// once in CI with "writev: broken pipe").
+func writeFailure(err error) error {
+	if errors.Is(err, syscall.EPIPE) {
+		return fmt.Errorf("%w: write: %w (%w)", ErrLinkLost, err, io.EOF)
+	}
+	return fmt.Errorf("%w: write: %w", ErrLinkLost, err)
+}
