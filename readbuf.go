@@ -39,6 +39,12 @@ type frameReader struct {
 	// what is left to fill.
 	readvFn func(fd uintptr) bool
 	dst     []byte
+	// largePayload: ReadFull is reading, or last read, a payload of at
+	// least directReadMin past the buffer. Until the buffer is filled
+	// again, reads take only prefetchSize into it: the next payload is
+	// likely large too, and reading the whole buffer pulled most of it
+	// through the buffer, a copy per message.
+	largePayload bool
 }
 
 // smallReadSize is the idle read buffer where the socket cannot be polled
@@ -53,10 +59,10 @@ const smallReadSize = 1 << 10
 // of the process's CPU, PERFORMANCE.md).
 const prefetchSize = smallReadSize
 
-// directReadMin: a ReadFull with less than this left to fill reads into
-// the whole buffer after it, as Peek would: a stream of small messages
-// that straddle reads would otherwise go on with 1 KiB reads, one system
-// call per message (RecvOnly1KB took twice as long).
+// directReadMin: a ReadFull of less than this reads into the whole buffer
+// after it, as Peek would: a stream of small messages that straddle reads
+// would otherwise go on with 1 KiB reads, one system call per message
+// (RecvOnly1KB took twice as long).
 const directReadMin = readBufferSize / 2
 
 // errPeekTooLarge would mean a frame header longer than any the protocol
@@ -115,9 +121,10 @@ func (fr *frameReader) Read(p []byte) int {
 // ReadFull fills dst: first with buffered bytes, then from the connection.
 // Where the socket is read with readv (Linux TCP), the read that completes
 // dst takes up to prefetchSize bytes after it into the buffer (the whole
-// buffer if less than directReadMin is left), so a payload larger than
-// what is buffered costs no copy beyond that and the next header no read
-// of its own. Its errors are io.ReadFull's.
+// buffer if dst is shorter than directReadMin), and so does the next read
+// that fills the buffer: a payload larger than what is buffered costs no
+// copy beyond that, and the next header no read of its own. Its errors are
+// io.ReadFull's.
 func (fr *frameReader) ReadFull(dst []byte) (int, error) {
 	n := 0
 	if fr.w > fr.r {
@@ -135,6 +142,7 @@ func (fr *frameReader) ReadFull(dst []byte) (int, error) {
 		fr.grow()
 	}
 	fr.dst = dst[n:]
+	fr.largePayload = len(dst) >= directReadMin
 	got := 0
 	var err error
 	for len(fr.dst) > 0 && err == nil {
@@ -163,7 +171,7 @@ func (fr *frameReader) ReadFull(dst []byte) (int, error) {
 // the socket to be readable) when there is nothing to read yet.
 func (fr *frameReader) readvRaw(fd uintptr) bool {
 	spare := fr.buf[fr.w:]
-	if len(fr.dst) >= directReadMin {
+	if fr.largePayload {
 		spare = spare[:min(len(spare), prefetchSize)]
 	}
 	n, err, wait := sysReadv(fd, fr.dst, spare)
@@ -213,6 +221,7 @@ func (fr *frameReader) fillRaw() error {
 	fr.rawN, fr.rawErr = 0, nil
 	err := fr.raw.Read(fr.rawFn)
 	fr.w += fr.rawN
+	fr.largePayload = false
 	if err != nil {
 		return err
 	}
@@ -225,7 +234,11 @@ func (fr *frameReader) readRaw(fd uintptr) bool {
 	if fr.buf == nil {
 		fr.grow()
 	}
-	n, err, wait := sysRead(fd, fr.buf[fr.w:])
+	room := fr.buf[fr.w:]
+	if fr.largePayload {
+		room = room[:min(len(room), prefetchSize)]
+	}
+	n, err, wait := sysRead(fd, room)
 	if wait {
 		if fr.w == 0 {
 			fr.release() // nothing yet: wait without it
