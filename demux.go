@@ -127,7 +127,7 @@ func (l *link) readData(idLen int) (bool, error) {
 		return false, err
 	}
 	l.br.Discard(len(hdr))
-	l.pend = pendingData{active: true, s: s, end: int(n), total: int(n), cost: cost, m: newPayload(int(n))}
+	l.pend = pendingData{active: true, s: s, end: int(n), total: int(n), cost: cost, m: l.payloadFor(s, int(n))}
 	return l.readPending()
 }
 
@@ -285,9 +285,12 @@ func (l *link) readPending() (bool, error) {
 	*p = pendingData{}
 	l.counters.messagesIn.Add(1)
 	l.counters.bytesIn.Add(uint64(len(m.data)))
-	if s == nil {
+	switch {
+	case s == nil:
 		l.drop(m, cost)
 		return false, nil
+	case m.inPlace:
+		return l.deliverInPlace(s, m), nil
 	}
 	return s.deliver(m), nil
 }

@@ -590,3 +590,79 @@ func closePromptlyAtCleanup(t testing.TB, c *Connection) *Connection {
 	})
 	return c
 }
+
+// inPlaceFixture is a server link over a net.Pipe driven by a raw peer,
+// with a ReceiveAppend blocked reading the socket for itself on recv (the
+// catch-all, or the ID "a") into buf, whose first bytes are prefix, and a
+// bystander Connection "b" on the same link.
+type inPlaceFixture struct {
+	srv       net.Conn
+	peer      *rawPeer
+	recv      *Connection
+	bystander *Connection
+	prefix    []byte
+	buf       []byte
+	done      chan inPlaceResult // nil once result took the outcome
+}
+
+type inPlaceResult struct {
+	out []byte
+	err error
+}
+
+func newInPlaceFixture(t *testing.T, catchAll bool) *inPlaceFixture {
+	t.Helper()
+	srv, peerEnd := net.Pipe()
+	ip := &inPlaceFixture{srv: srv, peer: newRawPeer(t, peerEnd), prefix: []byte("prefix:")}
+	id, settleID := "a", "a"
+	if catchAll {
+		id, settleID = "", "s"
+	}
+	ip.recv = mustWrap(t, srv, WithID(id))
+	ip.bystander = mustWrap(t, srv, WithID("b"))
+	ip.peer.expectHello(helloBytes(nil))
+	ip.peer.write(helloBytes(nil))
+	go io.Copy(io.Discard, ip.peer.br) // what the library writes must not block it
+
+	// The background reader steps back once it handed a message over, so
+	// a few messages settle who reads.
+	ip.buf = make([]byte, 0, 64<<10)
+	l := linkOf(ip.recv)
+	for i := 0; ; i++ {
+		ip.receive()
+		if pollFor(200*time.Millisecond, l.direct.Load) {
+			return ip
+		}
+		if i == 20 {
+			t.Fatal("no ReceiveAppend read the socket for itself")
+		}
+		ip.peer.write(dataFrame(settleID, "settle"))
+		ip.result(t)
+	}
+}
+
+// receive starts a ReceiveAppend of the next message after prefix.
+func (ip *inPlaceFixture) receive() {
+	ip.buf = append(ip.buf[:0], ip.prefix...)
+	ip.done = make(chan inPlaceResult, 1)
+	go func(buf []byte, done chan<- inPlaceResult) {
+		out, err := ip.recv.ReceiveAppend(context.Background(), buf)
+		done <- inPlaceResult{out, err}
+	}(ip.buf, ip.done)
+}
+
+// result waits for the ReceiveAppend that receive started.
+func (ip *inPlaceFixture) result(t *testing.T) inPlaceResult {
+	t.Helper()
+	select {
+	case r := <-ip.done:
+		ip.done = nil
+		return r
+	case <-time.After(testTimeout):
+		t.Fatal("ReceiveAppend did not return")
+		return inPlaceResult{}
+	}
+}
+
+// spare is buf's capacity beyond prefix.
+func (ip *inPlaceFixture) spare() []byte { return ip.buf[len(ip.prefix):cap(ip.buf)] }

@@ -141,8 +141,10 @@ func isReady(src source) bool {
 
 // receive waits for src's next message; cancel closes when the caller gives
 // up. Without cancel (plain Receive) the caller reads the socket itself when
-// nobody else does: no hand-off between goroutines on a round trip.
-func receive(src source, cancel <-chan struct{}) (*stream, message, error) {
+// nobody else does: no hand-off between goroutines on a round trip. into is
+// the spare capacity of a ReceiveAppend caller's buffer, or nil: the
+// message may then be read there (inPlace; readInto).
+func receive(src source, cancel <-chan struct{}, into []byte) (*stream, message, error) {
 	b := src.box()
 	l := b.link
 	for {
@@ -159,7 +161,11 @@ func receive(src source, cancel <-chan struct{}) (*stream, message, error) {
 		}
 		if cancel == nil && !l.failed() {
 			b.mu.Unlock()
-			if l.readDirect(src) {
+			if from, m, ok := l.readDirect(src, into); ok {
+				if from != nil {
+					from.consumed(m)
+					return from, m, nil
+				}
 				continue
 			}
 			b.mu.Lock()
@@ -173,8 +179,12 @@ func receive(src source, cancel <-chan struct{}) (*stream, message, error) {
 		if cancel == nil {
 			// Whoever held the token may have released it before seeing
 			// us parked: try again to read for ourselves.
-			if l.readDirect(src) {
+			if from, m, ok := l.readDirect(src, into); ok {
 				b.unpark(w, src)
+				if from != nil {
+					from.consumed(m)
+					return from, m, nil
+				}
 				continue
 			}
 		} else {

@@ -31,7 +31,7 @@ import (
 //     runs from a timer (keepalive.go). User goroutines read (holding the
 //     token) and write (inline flush) too.
 //   - The read token rmu: held by the background reader or by one receiver
-//     reading for itself; br, pend, lastHit and the control-frame limiter
+//     reading for itself; br, pend, into, lastHit and the control-frame limiter
 //     belong to its holder. Only its holder parses frames, so the route
 //     table is written by the holder (peer-opened records) and by
 //     register/sendStream (local records), never by two parsers.
@@ -65,6 +65,7 @@ type link struct {
 	br             *frameReader
 	pend           pendingData
 	direct         atomic.Bool         // a receiver holds rmu (interrupt it with a deadline)
+	into           readInto            // where that receiver wants its next message (reader.go)
 	parked         atomic.Int32        // receivers waiting for a message from this link
 	rkick          chan struct{}       // wakes the background reader
 	releases       atomic.Uint64       // tokens released by receivers: the background reader stays away while they read

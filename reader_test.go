@@ -3,7 +3,9 @@
 package tcpconn
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"net"
 	"testing"
 	"time"
@@ -69,5 +71,82 @@ func TestIdleReaderSleeps(t *testing.T) {
 	defer cancel()
 	if m, err := sb.ReceiveContext(ctx); err != nil || string(m) != "for b" {
 		t.Fatalf("ReceiveContext on b = %q, %v; want \"for b\"", m, err)
+	}
+}
+
+// TestReceiveAppendInPlace: a ReceiveAppend that reads the socket for
+// itself gets its message read straight into its buffer's spare capacity,
+// and that memory is never written once the call returned: a Close in the
+// middle of the payload moves what arrived to a buffer of the library's,
+// and a catch-all's message whose ID is claimed while it arrives goes to
+// the new owner. The payload arrives in two writes over a net.Pipe, whose
+// Write returns only once the library has read it all.
+func TestReceiveAppendInPlace(t *testing.T) {
+	const size = 48 << 10
+	payload := pattern(size, 5)
+	header := appendDataHeader(nil, "a", size)
+	for _, tc := range []struct {
+		name     string
+		catchAll bool // the receiver is the catch-all, the message's ID unclaimed
+		// midway runs between the payload's halves; it returns the
+		// Connection the message must reach (nil: nobody, it is dropped).
+		midway func(t *testing.T, ip *inPlaceFixture) *Connection
+	}{
+		{"whole", false, func(*testing.T, *inPlaceFixture) *Connection { return nil }},
+		{"catch-all", true, func(*testing.T, *inPlaceFixture) *Connection { return nil }},
+		{"closed midway", false, func(t *testing.T, ip *inPlaceFixture) *Connection {
+			ip.recv.Close()
+			if r := ip.result(t); !errors.Is(r.err, ErrClosed) || len(r.out) != len(ip.prefix) {
+				t.Fatalf("ReceiveAppend after Close = %d bytes, %v; want the prefix, ErrClosed", len(r.out), r.err)
+			}
+			return nil
+		}},
+		{"claimed midway", true, func(t *testing.T, ip *inPlaceFixture) *Connection {
+			return mustWrap(t, ip.srv, WithID("a"))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ip := newInPlaceFixture(t, tc.catchAll)
+			ip.peer.write(append(header, payload[:size/2]...))
+			owner := tc.midway(t, ip)
+			returned := ip.done == nil
+			if returned { // nothing may write to the receiver's buffer any more
+				for i := range ip.spare() {
+					ip.spare()[i] = 0xee
+				}
+			}
+			ip.peer.write(payload[size/2:], dataFrame("b", "after"))
+			if m := recvWithin(t, ip.bystander, testTimeout); string(m) != "after" {
+				t.Fatalf("bystander got %q, want \"after\"", m)
+			}
+			switch {
+			case owner != nil:
+				if m := recvWithin(t, owner, testTimeout); !bytes.Equal(m, payload) {
+					t.Fatalf("the new owner got %d bytes, want the %d-byte message", len(m), size)
+				}
+			case ip.done != nil:
+				r := ip.result(t)
+				if r.err != nil || !bytes.Equal(r.out[:len(ip.prefix)], ip.prefix) || !bytes.Equal(r.out[len(ip.prefix):], payload) {
+					t.Fatalf("ReceiveAppend = %d bytes, %v; want the prefix and the %d-byte message", len(r.out), r.err, size)
+				}
+				if &r.out[0] != &ip.buf[0] {
+					t.Error("ReceiveAppend returned a new slice: the message was not read in place")
+				}
+			}
+			if returned {
+				for i, b := range ip.spare() {
+					if b != 0xee {
+						t.Fatalf("byte %d of the buffer was written after ReceiveAppend returned", i)
+					}
+				}
+			}
+			if tc.catchAll && owner != nil {
+				// The catch-all did not take the claimed message.
+				ip.peer.write(dataFrame("z", "last"))
+				if r := ip.result(t); r.err != nil || string(r.out[len(ip.prefix):]) != "last" {
+					t.Fatalf("catch-all ReceiveAppend = %q, %v; want \"last\"", r.out[len(ip.prefix):], r.err)
+				}
+			}
+		})
 	}
 }

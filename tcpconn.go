@@ -561,7 +561,7 @@ func (c *Connection) ReceiveContext(ctx context.Context) ([]byte, error) {
 // ReceiveFrom returns the next message and the ID it was sent with (for a
 // catch-all, the logical connection it came from).
 func (c *Connection) ReceiveFrom(ctx context.Context) (string, []byte, error) {
-	from, m, err := c.receive(ctx)
+	from, m, err := c.receive(ctx, nil)
 	if err != nil {
 		return "", nil, err
 	}
@@ -576,18 +576,27 @@ func (c *Connection) ReceiveFrom(ctx context.Context) (string, []byte, error) {
 
 // ReceiveAppend appends the next message to dst and returns the extended
 // slice. With enough capacity in dst it does not allocate: the pooled path
-// for callers that reuse their buffer.
+// for callers that reuse their buffer. When the call reads the socket for
+// itself (ctx cannot be canceled, as with Receive) and the message fits in
+// dst's spare capacity, it is read straight into it, saving a copy; so the
+// bytes of dst beyond len(dst) may be overwritten even by a call that
+// returns an error, but never after it returned.
 func (c *Connection) ReceiveAppend(ctx context.Context, dst []byte) ([]byte, error) {
-	_, m, err := c.receive(ctx)
+	_, m, err := c.receive(ctx, dst[len(dst):cap(dst)])
 	if err != nil {
 		return dst, err
+	}
+	if m.inPlace { // read into dst's spare capacity already
+		return dst[:len(dst)+len(m.data)], nil
 	}
 	dst = append(dst, m.data...)
 	m.release()
 	return dst, nil
 }
 
-func (c *Connection) receive(ctx context.Context) (string, message, error) {
+// receive takes the next message; into is the spare capacity it may be
+// read into (ReceiveAppend), or nil.
+func (c *Connection) receive(ctx context.Context, into []byte) (string, message, error) {
 	if err := ctx.Err(); err != nil {
 		return "", message{}, err
 	}
@@ -595,7 +604,7 @@ func (c *Connection) receive(ctx context.Context) (string, message, error) {
 	if err != nil {
 		return "", message{}, err
 	}
-	from, m, err := receive(b.source(), ctx.Done())
+	from, m, err := receive(b.source(), ctx.Done(), into)
 	if err != nil {
 		return "", message{}, c.afterError(ctx, b, err)
 	}
