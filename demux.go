@@ -127,7 +127,8 @@ func (l *link) readData(idLen int) (bool, error) {
 		return false, err
 	}
 	l.br.Discard(len(hdr))
-	l.pend = pendingData{active: true, s: s, end: int(n), total: int(n), cost: cost, m: l.payloadFor(s, int(n))}
+	m, inPlace := l.payloadFor(s, int(n))
+	l.pend = pendingData{active: true, inPlace: inPlace, s: s, end: int(n), total: int(n), cost: cost, m: m}
 	return l.readPending()
 }
 
@@ -257,7 +258,7 @@ func (l *link) readPending() (bool, error) {
 			}
 			if p.part != nil {
 				p.part.m = p.m // the partial's buffer now; dropPartials releases it
-			} else {
+			} else if !p.inPlace {
 				p.m.release()
 			}
 			p.active = false
@@ -281,7 +282,7 @@ func (l *link) readPending() (bool, error) {
 			s.recvCredit.Add(-pt.cost) // now held whole, until consumed
 		}
 	}
-	s, m, cost := p.s, p.m, p.cost
+	s, m, cost, inPlace := p.s, p.m, p.cost, p.inPlace
 	*p = pendingData{}
 	l.counters.messagesIn.Add(1)
 	l.counters.bytesIn.Add(uint64(len(m.data)))
@@ -289,7 +290,7 @@ func (l *link) readPending() (bool, error) {
 	case s == nil:
 		l.drop(m, cost)
 		return false, nil
-	case m.inPlace:
+	case inPlace:
 		return l.deliverInPlace(s, m), nil
 	}
 	return s.deliver(m), nil

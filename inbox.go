@@ -143,8 +143,9 @@ func isReady(src source) bool {
 // up. Without cancel (plain Receive) the caller reads the socket itself when
 // nobody else does: no hand-off between goroutines on a round trip. into is
 // the spare capacity of a ReceiveAppend caller's buffer, or nil: the
-// message may then be read there (inPlace; readInto).
-func receive(src source, cancel <-chan struct{}, into []byte) (*stream, message, error) {
+// message may then be read there (inPlace: it is not ours to release;
+// readInto).
+func receive(src source, cancel <-chan struct{}, into []byte) (s *stream, m message, inPlace bool, err error) {
 	b := src.box()
 	l := b.link
 	for {
@@ -152,19 +153,19 @@ func receive(src source, cancel <-chan struct{}, into []byte) (*stream, message,
 		if s, m, ok := src.popLocked(); ok {
 			b.mu.Unlock()
 			s.consumed(m)
-			return s, m, nil
+			return s, m, false, nil
 		}
 		if b.err != nil {
 			err := b.err
 			b.mu.Unlock()
-			return nil, message{}, err
+			return nil, message{}, false, err
 		}
 		if cancel == nil && !l.failed() {
 			b.mu.Unlock()
 			if from, m, ok := l.readDirect(src, into); ok {
 				if from != nil {
 					from.consumed(m)
-					return from, m, nil
+					return from, m, true, nil
 				}
 				continue
 			}
@@ -183,7 +184,7 @@ func receive(src source, cancel <-chan struct{}, into []byte) (*stream, message,
 				b.unpark(w, src)
 				if from != nil {
 					from.consumed(m)
-					return from, m, nil
+					return from, m, true, nil
 				}
 				continue
 			}
@@ -195,7 +196,7 @@ func receive(src source, cancel <-chan struct{}, into []byte) (*stream, message,
 			waiterFree.put(w) // wakeLocked took it out of line
 		case <-cancel:
 			b.unpark(w, src)
-			return nil, message{}, errCanceled
+			return nil, message{}, false, errCanceled
 		}
 	}
 }

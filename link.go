@@ -65,7 +65,6 @@ type link struct {
 	br             *frameReader
 	pend           pendingData
 	direct         atomic.Bool         // a receiver holds rmu (interrupt it with a deadline)
-	into           readInto            // where that receiver wants its next message (reader.go)
 	parked         atomic.Int32        // receivers waiting for a message from this link
 	rkick          chan struct{}       // wakes the background reader
 	releases       atomic.Uint64       // tokens released by receivers: the background reader stays away while they read
@@ -119,6 +118,8 @@ type link struct {
 	done     chan struct{}
 	failOnce sync.Once
 	err      error // valid after done is closed
+
+	into readInto // the read token holder's: where a receiver wants its next message (reader.go)
 }
 
 // linkHooks connect a link to its owner (the client pool, the Wrap registry

@@ -11,14 +11,15 @@ import (
 // pendingData is a data frame or PART whose header was read and whose
 // payload is still arriving; it survives a read interrupted by a deadline.
 type pendingData struct {
-	active bool
-	s      *stream  // nil: discard
-	part   *partial // the message in parts this PART belongs to; nil for a data frame
-	got    int      // bytes of the message in m.data so far
-	end    int      // where this frame's payload ends in the message
-	total  int      // the message's size
-	cost   int64
-	m      message
+	active  bool
+	inPlace bool     // m is a receiver's buffer (readInto)
+	s       *stream  // nil: discard
+	part    *partial // the message in parts this PART belongs to; nil for a data frame
+	got     int      // bytes of the message in m.data so far
+	end     int      // where this frame's payload ends in the message
+	total   int      // the message's size
+	cost    int64
+	m       message
 }
 
 // partial is a message in parts being reassembled: PART frames for its ID
@@ -175,11 +176,12 @@ type readInto struct {
 	m    message
 }
 
-// payloadFor returns the buffer a data frame of n bytes for s is read into.
-func (l *link) payloadFor(s *stream, n int) message {
+// payloadFor returns the buffer a data frame of n bytes for s is read
+// into; inPlace: it is the receiver's (readInto), never to be released.
+func (l *link) payloadFor(s *stream, n int) (m message, inPlace bool) {
 	in := &l.into
 	if s == nil || n > len(in.buf) {
-		return newPayload(n)
+		return newPayload(n), false
 	}
 	ok := in.src == source(s)
 	if _, isCatchAll := in.src.(*catchAll); isCatchAll {
@@ -188,11 +190,11 @@ func (l *link) payloadFor(s *stream, n int) message {
 		s.mu.Unlock()
 	}
 	if !ok {
-		return newPayload(n)
+		return newPayload(n), false
 	}
-	m := message{data: in.buf[:n:n], inPlace: true}
+	m = message{data: in.buf[:n:n]}
 	in.buf = nil // one message per call
-	return m
+	return m, true
 }
 
 // deliverInPlace ends a message read into its receiver's buffer: src's
@@ -242,11 +244,13 @@ func ownPayload(got []byte, total int) message {
 // the receiver's buffer (its call is returning: Close or an idle timeout
 // interrupted it) to a buffer of ours, where the next holder resumes.
 func (l *link) endInto() (*stream, message) {
-	if p := &l.pend; p.active && p.m.inPlace {
-		p.m = ownPayload(p.m.data[:p.got], p.total)
+	if p := &l.pend; p.active && p.inPlace {
+		p.m, p.inPlace = ownPayload(p.m.data[:p.got], p.total), false
 	}
 	from, m := l.into.from, l.into.m
-	l.into = readInto{}
+	if l.into.src != nil {
+		l.into = readInto{}
+	}
 	return from, m
 }
 
@@ -254,7 +258,7 @@ func (l *link) endInto() (*stream, message) {
 // receiver reading for itself) or, for the background reader (src nil),
 // until it may step back. It always returns with the token released; an
 // error means the link failed. With from non-nil, m is a message read in
-// place (readInto).
+// place (readInto): it belongs to the receiver's buffer.
 func (l *link) readUntil(src source) (from *stream, m message, err error) {
 	for {
 		if src != nil && (l.into.from != nil || isReady(src)) {

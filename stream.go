@@ -52,21 +52,15 @@ type stream struct {
 }
 
 // message is one received payload; pooled is non-nil when data aliases a
-// small pooled buffer (bufpool.go). inPlace: data is the spare capacity of
-// a ReceiveAppend caller's buffer (readInto), never given to the pools.
+// small pooled buffer (bufpool.go).
 type message struct {
-	data    []byte
-	pooled  *byteBuffer
-	inPlace bool
+	data   []byte
+	pooled *byteBuffer
 }
 
 func (m message) cost() int64 { return int64(len(m.data)) + messageOverhead }
 
-func (m message) release() {
-	if !m.inPlace {
-		putPayload(m.data, m.pooled)
-	}
-}
+func (m message) release() { putPayload(m.data, m.pooled) }
 
 func bytesToString(b []byte) string {
 	if len(b) == 0 {

@@ -561,7 +561,7 @@ func (c *Connection) ReceiveContext(ctx context.Context) ([]byte, error) {
 // ReceiveFrom returns the next message and the ID it was sent with (for a
 // catch-all, the logical connection it came from).
 func (c *Connection) ReceiveFrom(ctx context.Context) (string, []byte, error) {
-	from, m, err := c.receive(ctx, nil)
+	from, m, _, err := c.receive(ctx, nil)
 	if err != nil {
 		return "", nil, err
 	}
@@ -582,11 +582,11 @@ func (c *Connection) ReceiveFrom(ctx context.Context) (string, []byte, error) {
 // bytes of dst beyond len(dst) may be overwritten even by a call that
 // returns an error, but never after it returned.
 func (c *Connection) ReceiveAppend(ctx context.Context, dst []byte) ([]byte, error) {
-	_, m, err := c.receive(ctx, dst[len(dst):cap(dst)])
+	_, m, inPlace, err := c.receive(ctx, dst[len(dst):cap(dst)])
 	if err != nil {
 		return dst, err
 	}
-	if m.inPlace { // read into dst's spare capacity already
+	if inPlace { // read into dst's spare capacity already
 		return dst[:len(dst)+len(m.data)], nil
 	}
 	dst = append(dst, m.data...)
@@ -595,24 +595,24 @@ func (c *Connection) ReceiveAppend(ctx context.Context, dst []byte) ([]byte, err
 }
 
 // receive takes the next message; into is the spare capacity it may be
-// read into (ReceiveAppend), or nil.
-func (c *Connection) receive(ctx context.Context, into []byte) (string, message, error) {
+// read into (ReceiveAppend), or nil; inPlace: m.data is part of into.
+func (c *Connection) receive(ctx context.Context, into []byte) (id string, m message, inPlace bool, err error) {
 	if err := ctx.Err(); err != nil {
-		return "", message{}, err
+		return "", message{}, false, err
 	}
 	b, err := c.current(ctx, false)
 	if err != nil {
-		return "", message{}, err
+		return "", message{}, false, err
 	}
-	from, m, err := receive(b.source(), ctx.Done(), into)
+	from, m, inPlace, err := receive(b.source(), ctx.Done(), into)
 	if err != nil {
-		return "", message{}, c.afterError(ctx, b, err)
+		return "", message{}, false, c.afterError(ctx, b, err)
 	}
 	if b.ca != nil {
 		c.reply.Store(from)
 	}
 	c.touch()
-	return from.id, m, nil
+	return from.id, m, inPlace, nil
 }
 
 // Close ends the logical connection: the peer is told, blocked calls return
