@@ -209,7 +209,8 @@ func (l *link) deliverInPlace(s *stream, m message) bool {
 	return s.deliver(ownPayload(m.data, len(m.data)))
 }
 
-// takes reports whether src would receive a message for s next.
+// takes reports whether src would receive a message for s next (payloadFor
+// chose s for it: its own stream, or an unclaimed one for a catch-all).
 func (in *readInto) takes(s *stream) bool {
 	ca, _ := in.src.(*catchAll)
 	if ca != nil {
@@ -221,10 +222,7 @@ func (in *readInto) takes(s *stream) bool {
 	if s.queue.len() > 0 || s.state.Load()&streamLocalClosed != 0 {
 		return false
 	}
-	if ca == nil {
-		return in.src == source(s)
-	}
-	return ca.err == nil && ca.ready.len() == 0 && s.owner == nil
+	return ca == nil || ca.err == nil && ca.ready.len() == 0 && s.owner == nil
 }
 
 // ownPayload returns a buffer of ours for a payload of total bytes that
