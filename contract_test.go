@@ -581,22 +581,60 @@ func (ta *tally) wait(t testing.TB) {
 	}
 }
 
-// receiveAll runs n goroutines receiving on c into ta with the plain call
-// (ReceiveFrom without a deadline is Receive, which may read the socket
-// itself), until an error. The returned stop closes c and waits (bounded)
-// for them: the user's way to end receive loops.
-func receiveAll(t testing.TB, c *Connection, n int, ta *tally) (stop func()) {
+// receiveMode is how receiveAll's goroutines receive; both may read the
+// socket themselves (no deadline).
+type receiveMode struct {
+	name string
+	// receiver returns goroutine i's receive call; from is "" where the
+	// call does not report the ID.
+	receiver func(c *Connection, i int) func() (from string, data []byte, err error)
+}
+
+var receiveModes = []receiveMode{
+	{"Receive", func(c *Connection, _ int) func() (string, []byte, error) {
+		return func() (string, []byte, error) { return c.ReceiveFrom(context.Background()) }
+	}},
+	// Each goroutine reuses a buffer of its own, which messages are read
+	// into in place; its first byte, the goroutine's number, must survive.
+	{"ReceiveAppend", func(c *Connection, i int) func() (string, []byte, error) {
+		buf := append(make([]byte, 0, 64<<10), byte(i))
+		return func() (string, []byte, error) {
+			out, err := c.ReceiveAppend(context.Background(), buf[:1])
+			if err == nil && out[0] != byte(i) {
+				err = fmt.Errorf("receiver %d: the first byte of its buffer became %d", i, out[0])
+			}
+			if err != nil {
+				return "", nil, err
+			}
+			return "", out[1:], nil
+		}
+	}},
+}
+
+// forEachReceiveMode runs f as the subtests "Receive" and "ReceiveAppend".
+func forEachReceiveMode(t *testing.T, f func(t *testing.T, mode receiveMode)) {
+	t.Helper()
+	for _, mode := range receiveModes {
+		t.Run(mode.name, func(t *testing.T) { f(t, mode) })
+	}
+}
+
+// receiveAll runs n goroutines receiving on c into ta as mode says, until
+// an error. The returned stop closes c and waits (bounded) for them: the
+// user's way to end receive loops.
+func receiveAll(t testing.TB, c *Connection, n int, mode receiveMode, ta *tally) (stop func()) {
 	var wg sync.WaitGroup
 	var stopping atomic.Bool
-	for range n {
+	for i := range n {
 		wg.Add(1)
+		receive := mode.receiver(c, i)
 		go func() {
 			defer wg.Done()
 			for {
-				from, data, err := c.ReceiveFrom(context.Background())
+				from, data, err := receive()
 				if err != nil {
 					if !stopping.Load() || !errors.Is(err, ErrClosed) {
-						ta.fail(fmt.Errorf("ReceiveFrom on %q: %w", c.ID(), err))
+						ta.fail(fmt.Errorf("%s on %q: %w", mode.name, c.ID(), err))
 					}
 					return
 				}
@@ -619,65 +657,69 @@ const concurrentReceivers = 4
 func TestContractConcurrentReceivers(t *testing.T) {
 	const messages = 2000
 	forEachTransport(t, func(t *testing.T, tr testTransport) {
-		ln, cfg := tr.listen(t, nil)
-		c := openClient(t, ln.Addr().String(), cfg, "a")
-		ctx, cancel := context.WithCancel(testContext(t))
-		defer cancel()
-		ta := newTally(messages)
-		stop := receiveAll(t, c, concurrentReceivers, ta)
-		s := wrapServer(t, acceptOne(t, ln), "a")
-		sent := async(func() error {
-			for seq := range messages {
-				if err := s.SendContext(ctx, numbered(0, seq)); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		ta.wait(t)
-		if err := await(t, sent, testTimeout, "the server's Sends"); err != nil {
-			t.Fatal(err)
-		}
-		stop()
-	})
-}
-
-// TestContractConcurrentReceiveFrom: four goroutines on one server catch-all
-// with ReceiveFrom get every message of four client IDs exactly once, each
-// with the ID it was sent on.
-func TestContractConcurrentReceiveFrom(t *testing.T) {
-	const perID = 500
-	forEachTransport(t, func(t *testing.T, tr testTransport) {
-		ln, cfg := tr.listen(t, nil)
-		ctx, cancel := context.WithCancel(testContext(t))
-		defer cancel()
-		var sends []<-chan error
-		for g := range 4 {
-			c := openClient(t, ln.Addr().String(), cfg, fmt.Sprintf("x%d", g))
-			sends = append(sends, async(func() error {
-				for seq := range perID {
-					if err := c.SendContext(ctx, numbered(g, seq)); err != nil {
+		forEachReceiveMode(t, func(t *testing.T, mode receiveMode) {
+			ln, cfg := tr.listen(t, nil)
+			c := openClient(t, ln.Addr().String(), cfg, "a")
+			ctx, cancel := context.WithCancel(testContext(t))
+			defer cancel()
+			ta := newTally(messages)
+			stop := receiveAll(t, c, concurrentReceivers, mode, ta)
+			s := wrapServer(t, acceptOne(t, ln), "a")
+			sent := async(func() error {
+				for seq := range messages {
+					if err := s.SendContext(ctx, numbered(0, seq)); err != nil {
 						return err
 					}
 				}
 				return nil
-			}))
-		}
-		ca := wrapServer(t, acceptOne(t, ln), "")
-		ta := newTally(4 * perID)
-		stop := receiveAll(t, ca, concurrentReceivers, ta)
-		ta.wait(t)
-		for g, sent := range sends {
-			if err := await(t, sent, testTimeout, "the client's Sends"); err != nil {
-				t.Fatalf("sender x%d: %v", g, err)
+			})
+			ta.wait(t)
+			if err := await(t, sent, testTimeout, "the server's Sends"); err != nil {
+				t.Fatal(err)
 			}
-		}
-		stop()
-		for k := range ta.seen { // "from/g/seq": sender g sent on ID "x<g>"
-			if f := strings.Split(k, "/"); f[0] != "x"+f[1] {
-				t.Fatalf("message %s arrived with the wrong ID", k)
+			stop()
+		})
+	})
+}
+
+// TestContractConcurrentReceiveFrom: four goroutines on one server catch-all
+// get every message of four client IDs exactly once, each (ReceiveFrom)
+// with the ID it was sent on.
+func TestContractConcurrentReceiveFrom(t *testing.T) {
+	const perID = 500
+	forEachTransport(t, func(t *testing.T, tr testTransport) {
+		forEachReceiveMode(t, func(t *testing.T, mode receiveMode) {
+			ln, cfg := tr.listen(t, nil)
+			ctx, cancel := context.WithCancel(testContext(t))
+			defer cancel()
+			var sends []<-chan error
+			for g := range 4 {
+				c := openClient(t, ln.Addr().String(), cfg, fmt.Sprintf("x%d", g))
+				sends = append(sends, async(func() error {
+					for seq := range perID {
+						if err := c.SendContext(ctx, numbered(g, seq)); err != nil {
+							return err
+						}
+					}
+					return nil
+				}))
 			}
-		}
+			ca := wrapServer(t, acceptOne(t, ln), "")
+			ta := newTally(4 * perID)
+			stop := receiveAll(t, ca, concurrentReceivers, mode, ta)
+			ta.wait(t)
+			for g, sent := range sends {
+				if err := await(t, sent, testTimeout, "the client's Sends"); err != nil {
+					t.Fatalf("sender x%d: %v", g, err)
+				}
+			}
+			stop()
+			for k := range ta.seen { // "from/g/seq": sender g sent on ID "x<g>"
+				if f := strings.Split(k, "/"); f[0] != "" && f[0] != "x"+f[1] {
+					t.Fatalf("message %s arrived with the wrong ID", k)
+				}
+			}
+		})
 	})
 }
 
@@ -687,31 +729,33 @@ func TestContractConcurrentReceiveFrom(t *testing.T) {
 func TestContractConcurrentSendersAndReceivers(t *testing.T) {
 	const senders, perSender = 4, 250
 	forEachTransport(t, func(t *testing.T, tr testTransport) {
-		ln, cfg := tr.listen(t, nil)
-		c := openClient(t, ln.Addr().String(), cfg, "a")
-		ctx, cancel := context.WithCancel(testContext(t))
-		defer cancel()
-		var sends []<-chan error
-		for g := range senders {
-			sends = append(sends, async(func() error {
-				for seq := range perSender {
-					if err := c.SendContext(ctx, numbered(g, seq)); err != nil {
-						return err
+		forEachReceiveMode(t, func(t *testing.T, mode receiveMode) {
+			ln, cfg := tr.listen(t, nil)
+			c := openClient(t, ln.Addr().String(), cfg, "a")
+			ctx, cancel := context.WithCancel(testContext(t))
+			defer cancel()
+			var sends []<-chan error
+			for g := range senders {
+				sends = append(sends, async(func() error {
+					for seq := range perSender {
+						if err := c.SendContext(ctx, numbered(g, seq)); err != nil {
+							return err
+						}
 					}
-				}
-				return nil
-			}))
-		}
-		ta := newTally(senders * perSender)
-		stop := receiveAll(t, c, concurrentReceivers, ta)
-		go echoLoop(wrapServer(t, acceptOne(t, ln), "a"))
-		ta.wait(t)
-		for g, sent := range sends {
-			if err := await(t, sent, testTimeout, "the Sends"); err != nil {
-				t.Fatalf("sender %d: %v", g, err)
+					return nil
+				}))
 			}
-		}
-		stop()
+			ta := newTally(senders * perSender)
+			stop := receiveAll(t, c, concurrentReceivers, mode, ta)
+			go echoLoop(wrapServer(t, acceptOne(t, ln), "a"))
+			ta.wait(t)
+			for g, sent := range sends {
+				if err := await(t, sent, testTimeout, "the Sends"); err != nil {
+					t.Fatalf("sender %d: %v", g, err)
+				}
+			}
+			stop()
+		})
 	})
 }
 
