@@ -134,10 +134,18 @@ func serveFuzz(t *testing.T, input []byte, chunk int) {
 			continue
 		}
 		wg.Add(1)
+		buf := make([]byte, 0, 64<<10)
 		go func() {
 			defer wg.Done()
-			for {
-				if _, err := c.ReceiveAppend(ctx, nil); err != nil {
+			// Alternately reading the socket itself, into buf's spare
+			// capacity (in place), and waiting with a deadline for the
+			// background reader's hand-off.
+			for i := 0; ; i++ {
+				rctx := ctx
+				if i%2 == 0 {
+					rctx = context.Background()
+				}
+				if _, err := c.ReceiveAppend(rctx, buf[:0]); err != nil {
 					return
 				}
 			}
@@ -152,8 +160,11 @@ func serveFuzz(t *testing.T, input []byte, chunk int) {
 	if all != nil {
 		all.Close()
 	}
-	wg.Wait()
-	if ctx.Err() != nil {
+	received := make(chan struct{})
+	go func() { wg.Wait(); close(received) }()
+	select {
+	case <-received:
+	case <-ctx.Done():
 		t.Fatal("a Receive hung after the link ended")
 	}
 	checkFuzzEnd(t, l.err)
