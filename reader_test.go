@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -148,5 +149,31 @@ func TestReceiveAppendInPlace(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestReceiveAppendInPlaceCut: a socket cut in the middle of a payload
+// read into a ReceiveAppend caller's buffer ends the call with ErrLinkLost
+// (io.ErrUnexpectedEOF in its chain), and the caller's memory does not go
+// to the library's free lists, where a later message would be read into it.
+func TestReceiveAppendInPlaceCut(t *testing.T) {
+	ip := newInPlaceFixture(t, false)
+	ip.peer.write(append(appendDataHeader(nil, "a", 48<<10), pattern(24<<10, 5)...))
+	ip.peer.conn.Close()
+	r := ip.result(t)
+	if !errors.Is(r.err, ErrLinkLost) || !errors.Is(r.err, io.ErrUnexpectedEOF) || len(r.out) != len(ip.prefix) {
+		t.Fatalf("ReceiveAppend = %d bytes, %v; want the prefix and ErrLinkLost (unexpected EOF)", len(r.out), r.err)
+	}
+	spare := &ip.spare()[0]
+	for c := largeClassMin; c <= largeClassMax; c++ {
+		for {
+			b, ok := largeFree[c].tryGet()
+			if !ok {
+				break
+			}
+			if cap(b) > 0 && &b[:1][0] == spare {
+				t.Fatalf("the caller's buffer is in the free list of class %d", c)
+			}
+		}
 	}
 }
