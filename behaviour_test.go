@@ -737,6 +737,7 @@ func TestHostilePeerClosesOnlyItsLink(t *testing.T) {
 		{"garbage", true, garbage, ErrProtocol, "exceeds the limit"},
 		{"absurd length", true, []byte{1, 'x', 0xFF, 0xFF, 0xFF, 0xFF}, ErrProtocol, "exceeds the limit"},
 		{"truncated data frame", true, dataFrame("trunc", "payload")[:10], ErrProtocol, "ended inside"},
+		{"payload cut after some of its bytes", true, dataFrame("trunc", "payload")[:12], ErrProtocol, "ended inside a message payload"},
 		{"truncated control frame", true, []byte{0xFF, frameWindow, 5, 'a'}, ErrProtocol, "ended inside WINDOW"},
 		{"unknown control type", true, []byte{0xFF, 0x7F, 0, 0, 0, 0}, ErrProtocol, "unknown control frame type 0x7f"},
 		{"more IDs than MaxStreams", true, tooManyIDs, ErrProtocol, "logical connections"},

@@ -37,11 +37,16 @@ func protocolErrorf(frame, id, format string, args ...any) error {
 	return &ProtocolError{Frame: frame, ID: id, Reason: fmt.Sprintf(format, args...)}
 }
 
-// truncated turns a mid-frame EOF into a clear error: a peer that closes
-// inside a frame broke the framing, so it is a protocol violation.
+// truncated turns an EOF inside a frame into an error that names the
+// frame: the socket ended (ErrLinkLost, as any close) and its peer broke
+// the framing (a *ProtocolError). Whether the cut fell in a header or in a
+// payload, after some of its bytes or none, the error is the same: a cut
+// mid-payload used to be a bare "unexpected EOF", and a fault test that
+// wants ErrLinkLost for a cut could see ErrProtocol alone when it fell in
+// a header.
 func truncated(err error, what string) error {
-	if errors.Is(err, io.EOF) {
-		return fmt.Errorf("%w: %w", protocolErrorf(what, "", "connection ended inside %s", what), io.ErrUnexpectedEOF)
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: %w: %w", ErrLinkLost, protocolErrorf(what, "", "connection ended inside %s", what), io.ErrUnexpectedEOF)
 	}
 	return err
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -153,16 +154,18 @@ func TestReceiveAppendInPlace(t *testing.T) {
 }
 
 // TestReceiveAppendInPlaceCut: a socket cut in the middle of a payload
-// read into a ReceiveAppend caller's buffer ends the call with ErrLinkLost
-// (io.ErrUnexpectedEOF in its chain), and the caller's memory does not go
-// to the library's free lists, where a later message would be read into it.
+// read into a ReceiveAppend caller's buffer ends the call with the error of
+// a truncated frame (ErrLinkLost and ErrProtocol, naming the payload), and
+// the caller's memory does not go to the library's free lists, where a
+// later message would be read into it.
 func TestReceiveAppendInPlaceCut(t *testing.T) {
 	ip := newInPlaceFixture(t, false)
 	ip.peer.write(append(appendDataHeader(nil, "a", 48<<10), pattern(24<<10, 5)...))
 	ip.peer.conn.Close()
 	r := ip.result(t)
-	if !errors.Is(r.err, ErrLinkLost) || !errors.Is(r.err, io.ErrUnexpectedEOF) || len(r.out) != len(ip.prefix) {
-		t.Fatalf("ReceiveAppend = %d bytes, %v; want the prefix and ErrLinkLost (unexpected EOF)", len(r.out), r.err)
+	if !errors.Is(r.err, ErrLinkLost) || !errors.Is(r.err, ErrProtocol) || !errors.Is(r.err, io.ErrUnexpectedEOF) ||
+		!strings.Contains(r.err.Error(), "inside a message payload") || len(r.out) != len(ip.prefix) {
+		t.Fatalf("ReceiveAppend = %d bytes, %v; want the prefix and a truncated payload's ErrLinkLost and ErrProtocol", len(r.out), r.err)
 	}
 	spare := &ip.spare()[0]
 	for c := largeClassMin; c <= largeClassMax; c++ {
