@@ -38,12 +38,10 @@ func protocolErrorf(frame, id, format string, args ...any) error {
 }
 
 // truncated turns an EOF inside a frame into an error that names the
-// frame: the socket ended (ErrLinkLost, as any close) and its peer broke
-// the framing (a *ProtocolError). Whether the cut fell in a header or in a
-// payload, after some of its bytes or none, the error is the same: a cut
-// mid-payload used to be a bare "unexpected EOF", and a fault test that
-// wants ErrLinkLost for a cut could see ErrProtocol alone when it fell in
-// a header.
+// frame: the socket ended (ErrLinkLost, as any close, so code that handles
+// a lost socket sees every cut as one) and its peer broke the framing (a
+// *ProtocolError). It is the same wherever the cut fell: in a header, or
+// in a payload after some of its bytes (io.ErrUnexpectedEOF) or none.
 func truncated(err error, what string) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return fmt.Errorf("%w: %w: %w", ErrLinkLost, protocolErrorf(what, "", "connection ended inside %s", what), io.ErrUnexpectedEOF)
