@@ -256,7 +256,7 @@ func (l *link) readPending() (bool, error) {
 			l.framesIn.Add(1)
 		}
 		if err != nil {
-			if isTimeout(err) {
+			if isTimeout(err) || err == errWouldBlock {
 				return false, err // resumable
 			}
 			if p.part != nil {

@@ -141,13 +141,22 @@ func isReady(src source) bool {
 
 // receive waits for src's next message; cancel closes when the caller gives
 // up. Without cancel (plain Receive) the caller reads the socket itself when
-// nobody else does: no hand-off between goroutines on a round trip. into is
-// the spare capacity of a ReceiveAppend caller's buffer, or nil: the
-// message may then be read there (inPlace: it is not ours to release;
-// readInto).
+// nobody else does: no hand-off between goroutines on a round trip. With
+// cancel it does too where reads can be made not to wait (Linux TCP), for
+// what has arrived: only waiting for the socket is left to the background
+// reader, whose hand-off would otherwise cost a stream of messages half its
+// speed. into is the spare capacity of a ReceiveAppend caller's buffer, or
+// nil: the message may then be read there (inPlace: it is not ours to
+// release; readInto).
 func receive(src source, cancel <-chan struct{}, into []byte) (s *stream, m message, inPlace bool, err error) {
 	b := src.box()
 	l := b.link
+	canNoWait := cancel != nil && l.br.canNoWait()
+	tryNoWait := canNoWait && l.noWaitWorth()
+	if canNoWait {
+		l.noWaitReceivers.Add(1)
+		defer l.noWaitReceivers.Add(-1)
+	}
 	for {
 		b.mu.Lock()
 		if s, m, ok := src.popLocked(); ok {
@@ -160,15 +169,21 @@ func receive(src source, cancel <-chan struct{}, into []byte) (s *stream, m mess
 			b.mu.Unlock()
 			return nil, message{}, false, err
 		}
-		if cancel == nil && !l.failed() {
+		if cancel != nil && isClosed(cancel) {
 			b.mu.Unlock()
-			if from, m, ok := l.readDirect(src, into); ok {
-				if from != nil {
-					from.consumed(m)
-					return from, m, true, nil
-				}
+			return nil, message{}, false, errCanceled
+		}
+		if (cancel == nil || tryNoWait) && !l.failed() {
+			b.mu.Unlock()
+			from, m, did, wouldBlock := l.readDirect(src, into, cancel)
+			if from != nil {
+				from.consumed(m)
+				return from, m, true, nil
+			}
+			if did && !wouldBlock {
 				continue
 			}
+			tryNoWait = false // until woken: the background reader waits for the socket
 			b.mu.Lock()
 			if src.hasMessageLocked() || b.err != nil {
 				b.mu.Unlock()
@@ -180,7 +195,7 @@ func receive(src source, cancel <-chan struct{}, into []byte) (s *stream, m mess
 		if cancel == nil {
 			// Whoever held the token may have released it before seeing
 			// us parked: try again to read for ourselves.
-			if from, m, ok := l.readDirect(src, into); ok {
+			if from, m, did, _ := l.readDirect(src, into, nil); did {
 				b.unpark(w, src)
 				if from != nil {
 					from.consumed(m)
@@ -194,6 +209,7 @@ func receive(src source, cancel <-chan struct{}, into []byte) (s *stream, m mess
 		select {
 		case <-w.ch:
 			waiterFree.put(w) // wakeLocked took it out of line
+			tryNoWait = canNoWait
 		case <-cancel:
 			b.unpark(w, src)
 			return nil, message{}, false, errCanceled

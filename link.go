@@ -45,7 +45,9 @@ import (
 //     once, closes done, closes the socket, and wakes every waiter (inboxes,
 //     credit waiters, queued writers).
 //   - What may block: the token holder in Read (interrupted with a read
-//     deadline by interruptDirect), the flusher in Write (bounded by
+//     deadline by interruptDirect; a receiver with a context that can be
+//     canceled never waits there: it reads with noWait, or not at all), the
+//     flusher in Write (bounded by
 //     TCP_USER_TIMEOUT and keepalive, and by closeWriteTimeout on close);
 //     waits for messages or credit always also wake on the link's failure,
 //     on their Connection's Close and on their caller's context.
@@ -61,27 +63,30 @@ type link struct {
 	bound  atomic.Int64                // Connections bound to this link (Stats.Connections)
 
 	// Read side; br and pend belong to the holder of rmu.
-	rmu            sync.Mutex
-	br             *frameReader
-	pend           pendingData
-	direct         atomic.Bool         // a receiver holds rmu (interrupt it with a deadline)
-	parked         atomic.Int32        // receivers waiting for a message from this link
-	rkick          chan struct{}       // wakes the background reader
-	releases       atomic.Uint64       // tokens released by receivers: the background reader stays away while they read
-	dormant        atomic.Bool         // the background reader's goroutine ended until a receiver releases the token (awaitToken)
-	backTimer      *time.Timer         // the background reader's hand-back timer; made on first use
-	lastHit        *stream             // one-entry route cache
-	partials       map[string]*partial // messages in parts being reassembled, by ID
-	ctrlTokens     float64             // control-frame rate limiter
-	ctrlLast       time.Time
-	framesIn       atomic.Uint64 // keepalive: anything heard from the peer
-	routes         sync.Map      // string -> *stream; read lock-free
-	nstreams       atomic.Int64  // records in routes
-	peer           hello         // written before helloDone is closed
-	helloDone      chan struct{}
-	recvLinkCredit atomic.Int64 // the peer may send while positive
-	linkWindow     recvWindow   // the peer's credit for the link, auto-tuned (budget.go)
-	budget         *Budget      // what linkWindow grows with
+	rmu             sync.Mutex
+	br              *frameReader
+	pend            pendingData
+	direct          atomic.Bool   // a receiver holds rmu (interrupt it with a deadline)
+	parked          atomic.Int32  // receivers waiting for a message from this link
+	noWaitReceivers atomic.Int32  // receivers in a call that reads with noWait (receive)
+	noWaitMisses    atomic.Uint32 // noWait reads in a row that found nothing (noWaitWorth)
+	noWaitCalls     atomic.Uint32
+	rkick           chan struct{}       // wakes the background reader
+	releases        atomic.Uint64       // tokens released by receivers: the background reader stays away while they read
+	dormant         atomic.Bool         // the background reader's goroutine ended until a receiver releases the token (awaitToken)
+	backTimer       *time.Timer         // the background reader's hand-back timer; made on first use
+	lastHit         *stream             // one-entry route cache
+	partials        map[string]*partial // messages in parts being reassembled, by ID
+	ctrlTokens      float64             // control-frame rate limiter
+	ctrlLast        time.Time
+	framesIn        atomic.Uint64 // keepalive: anything heard from the peer
+	routes          sync.Map      // string -> *stream; read lock-free
+	nstreams        atomic.Int64  // records in routes
+	peer            hello         // written before helloDone is closed
+	helloDone       chan struct{}
+	recvLinkCredit  atomic.Int64 // the peer may send while positive
+	linkWindow      recvWindow   // the peer's credit for the link, auto-tuned (budget.go)
+	budget          *Budget      // what linkWindow grows with
 
 	// Write side (writer.go); guarded by wmu.
 	wmu           sync.Mutex

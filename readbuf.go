@@ -39,6 +39,9 @@ type frameReader struct {
 	// what is left to fill.
 	readvFn func(fd uintptr) bool
 	dst     []byte
+	// noWait: a read that finds nothing returns errWouldBlock instead of
+	// waiting (canWait says where it is supported).
+	noWait bool
 	// largePayload: ReadFull is reading, or last read, a payload of at
 	// least directReadMin past the buffer. Until the buffer is filled
 	// again, reads take only prefetchSize into it: the next payload is
@@ -65,6 +68,11 @@ const prefetchSize = smallReadSize
 // (RecvOnly1KB took twice as long).
 const directReadMin = readBufferSize / 2
 
+// errWouldBlock: a read in noWait mode found nothing to read. Like an
+// interrupted read, it loses nothing: Peek consumed nothing, and ReadFull
+// returns what it filled.
+var errWouldBlock = errors.New("tcpconn: read would block")
+
 // errPeekTooLarge would mean a frame header longer than any the protocol
 // has: Peek is used for headers only (payloads are read past the buffer).
 var errPeekTooLarge = errors.New("tcpconn: peek beyond the read buffer")
@@ -84,6 +92,11 @@ func newFrameReader(conn io.Reader, tcp *net.TCPConn) *frameReader {
 	}
 	return fr
 }
+
+// canNoWait reports whether reads can be made not to wait (noWait): where
+// both the buffer fill and the payload read go through the raw socket
+// (Linux TCP).
+func (fr *frameReader) canNoWait() bool { return fr.readvFn != nil }
 
 // Buffered is the number of bytes that can be read without a read call.
 func (fr *frameReader) Buffered() int { return fr.w - fr.r }
@@ -168,13 +181,17 @@ func (fr *frameReader) ReadFull(dst []byte) (int, error) {
 
 // readvRaw is ReadFull's RawConn.Read callback: it reads into what is left
 // of dst and then the buffer's prefetch room, and reports false (wait for
-// the socket to be readable) when there is nothing to read yet.
+// the socket to be readable) when there is nothing to read yet, unless
+// noWait.
 func (fr *frameReader) readvRaw(fd uintptr) bool {
 	spare := fr.buf[fr.w:]
 	if fr.largePayload {
 		spare = spare[:min(len(spare), prefetchSize)]
 	}
 	n, err, wait := sysReadv(fd, fr.dst, spare)
+	if wait && fr.noWait {
+		n, err, wait = 0, errWouldBlock, false
+	}
 	if wait {
 		return false
 	}
@@ -221,7 +238,9 @@ func (fr *frameReader) fillRaw() error {
 	fr.rawN, fr.rawErr = 0, nil
 	err := fr.raw.Read(fr.rawFn)
 	fr.w += fr.rawN
-	fr.largePayload = false
+	if fr.rawN > 0 {
+		fr.largePayload = false
+	}
 	if err != nil {
 		return err
 	}
@@ -229,7 +248,7 @@ func (fr *frameReader) fillRaw() error {
 }
 
 // readRaw is RawConn.Read's callback: it reports false (wait for the
-// socket to be readable) when there is nothing to read yet.
+// socket to be readable) when there is nothing to read yet, unless noWait.
 func (fr *frameReader) readRaw(fd uintptr) bool {
 	if fr.buf == nil {
 		fr.grow()
@@ -243,7 +262,10 @@ func (fr *frameReader) readRaw(fd uintptr) bool {
 		if fr.w == 0 {
 			fr.release() // nothing yet: wait without it
 		}
-		return false
+		if !fr.noWait {
+			return false
+		}
+		n, err = 0, errWouldBlock
 	}
 	fr.rawN, fr.rawErr = n, err
 	return true

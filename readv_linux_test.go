@@ -63,3 +63,52 @@ func TestReadFullPrefetch(t *testing.T) {
 		})
 	}
 }
+
+// TestFrameReaderNoWait: in noWait mode a read that finds the socket empty
+// returns errWouldBlock at once and loses nothing: Peek consumes nothing,
+// and ReadFull returns what it filled, then goes on from there.
+func TestFrameReaderNoWait(t *testing.T) {
+	w, r := tcpPair(t)
+	fr := newFrameReader(r, r)
+	if !fr.canNoWait() {
+		t.Fatal("reads on a TCP socket on Linux cannot be made not to wait")
+	}
+	fr.noWait = true
+	r.SetReadDeadline(time.Now().Add(2 * time.Second)) // a read that waited would end in a timeout
+	if _, err := fr.Peek(8); err != errWouldBlock {
+		t.Fatalf("Peek on an empty socket = %v, want errWouldBlock", err)
+	}
+	const first, size = 40 << 10, 100 << 10
+	want := pattern(8+size, 3)
+	if _, err := w.Write(want[:8+first]); err != nil {
+		t.Fatal(err)
+	}
+	dst := make([]byte, size)
+	got := 0
+	// read returns whether ReadFull filled dst; until then it must say
+	// errWouldBlock, having taken what had arrived.
+	read := func() bool {
+		n, err := fr.ReadFull(dst[got:])
+		got += n
+		if err != nil && err != errWouldBlock {
+			t.Fatalf("ReadFull = %d, %v; want errWouldBlock until the payload is in", n, err)
+		}
+		return err == nil
+	}
+	if !pollFor(testTimeout, func() bool { _, err := fr.Peek(8); return err == nil }) {
+		t.Fatal("the header never arrived")
+	}
+	fr.Discard(8)
+	if !pollFor(testTimeout, func() bool { read(); return got == first }) {
+		t.Fatalf("read %d bytes of the %d sent", got, first)
+	}
+	if _, err := w.Write(want[8+first:]); err != nil {
+		t.Fatal(err)
+	}
+	if !pollFor(testTimeout, read) {
+		t.Fatalf("read %d bytes of the %d-byte payload", got, size)
+	}
+	if !bytes.Equal(dst, want[8:]) {
+		t.Fatal("the bytes read differ from the bytes sent")
+	}
+}
