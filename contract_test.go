@@ -596,22 +596,37 @@ var receiveModes = []receiveMode{
 	}},
 	// Each goroutine reuses a buffer of its own, which messages are read
 	// into in place; its first byte, the goroutine's number, must survive.
-	{"ReceiveAppend", func(c *Connection, i int) func() (string, []byte, error) {
+	{"ReceiveAppend", appendReceiver(false)},
+	// The same with a context that can be canceled: on Linux TCP the
+	// receivers read with noWait, elsewhere the background reader hands
+	// every message over.
+	{"ReceiveAppendContext", appendReceiver(true)},
+}
+
+// appendReceiver is receiveModes' ReceiveAppend, with a context that can
+// be canceled or context.Background.
+func appendReceiver(cancelable bool) func(c *Connection, i int) func() (string, []byte, error) {
+	return func(c *Connection, i int) func() (string, []byte, error) {
 		buf := append(make([]byte, 0, 64<<10), byte(i))
+		ctx, cancel := context.Background(), context.CancelFunc(func() {})
+		if cancelable {
+			ctx, cancel = context.WithCancel(ctx)
+		}
 		return func() (string, []byte, error) {
-			out, err := c.ReceiveAppend(context.Background(), buf[:1])
+			out, err := c.ReceiveAppend(ctx, buf[:1])
 			if err == nil && out[0] != byte(i) {
 				err = fmt.Errorf("receiver %d: the first byte of its buffer became %d", i, out[0])
 			}
 			if err != nil {
+				cancel() // the loop ends
 				return "", nil, err
 			}
 			return "", out[1:], nil
 		}
-	}},
+	}
 }
 
-// forEachReceiveMode runs f as the subtests "Receive" and "ReceiveAppend".
+// forEachReceiveMode runs f as a subtest per receiveModes entry.
 func forEachReceiveMode(t *testing.T, f func(t *testing.T, mode receiveMode)) {
 	t.Helper()
 	for _, mode := range receiveModes {

@@ -40,7 +40,7 @@ type frameReader struct {
 	readvFn func(fd uintptr) bool
 	dst     []byte
 	// noWait: a read that finds nothing returns errWouldBlock instead of
-	// waiting (canWait says where it is supported).
+	// waiting (canNoWait says where it is supported).
 	noWait bool
 	// largePayload: ReadFull is reading, or last read, a payload of at
 	// least directReadMin past the buffer. Until the buffer is filled
