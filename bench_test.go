@@ -294,16 +294,12 @@ func BenchmarkReceiveContext(b *testing.B) {
 		b.Run("stream64KB/"+cc.name, func(b *testing.B) {
 			ln := listenTCP(b)
 			msg := make([]byte, 64<<10)
-			go func() {
-				conn, err := ln.Accept()
-				if err != nil {
-					return
-				}
+			serveConns(b, ln, func(conn net.Conn) {
 				s := WrapConnectionWithID(conn, "bench", 0)
 				defer s.Close()
-				for s.Send(msg) == nil {
+				for s.Send(msg) == nil { // until the client closes
 				}
-			}()
+			})
 			c := NewConnectionWithID(ln.Addr().String(), "bench", 0)
 			defer c.Close()
 			ctx, cancel := cc.ctx()
