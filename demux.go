@@ -130,7 +130,10 @@ func (l *link) readData(idLen int) (bool, error) {
 		return false, err
 	}
 	l.br.Discard(len(hdr))
-	m, inPlace := l.payloadFor(s, int(n))
+	m, inPlace := l.inPlaceFor(s, int(n))
+	if !inPlace {
+		m = newPayload(int(n))
+	}
 	l.pend = pendingData{active: true, inPlace: inPlace, s: s, end: int(n), total: int(n), cost: cost, m: m}
 	return l.readPending()
 }
@@ -217,9 +220,14 @@ func (l *link) readPart() (bool, error) {
 		if !s.closing() {
 			p.s = s
 		}
-		// Sized by what this part brings, not by the message it claims:
-		// a first part of one byte must not buy a buffer for megabytes.
-		p.m = newPayload(int(min(n, uint64(p.total))))
+		if p.m, p.inPlace = l.inPlaceFor(p.s, p.total); p.inPlace {
+			l.into.part = p // the caller's buffer is as large as it is
+		} else {
+			// Sized by what this part brings, not by the message it
+			// claims: a first part of one byte must not buy a buffer for
+			// megabytes.
+			p.m = newPayload(int(min(n, uint64(p.total))))
+		}
 		if l.partials == nil {
 			l.partials = make(map[string]*partial)
 		}
@@ -233,7 +241,7 @@ func (l *link) readPart() (bool, error) {
 		}
 	}
 	l.br.Discard(size)
-	l.pend = pendingData{active: true, s: p.s, part: p, got: p.got, end: p.got + int(n), total: p.total, cost: p.cost, m: p.m}
+	l.pend = pendingData{active: true, inPlace: p.inPlace, s: p.s, part: p, got: p.got, end: p.got + int(n), total: p.total, cost: p.cost, m: p.m}
 	return l.readPending()
 }
 
@@ -281,6 +289,7 @@ func (l *link) readPending() (bool, error) {
 			return false, nil
 		}
 		delete(l.partials, pt.id)
+		l.forgetPartial(pt)
 		if s := pt.s; s != nil {
 			s.recvCredit.Add(-pt.cost) // now held whole, until consumed
 		}
@@ -310,8 +319,21 @@ func (l *link) drop(m message, cost int64) {
 func (l *link) dropPartial(id string) {
 	if p := l.partials[id]; p != nil {
 		delete(l.partials, id)
+		if p.inPlace { // the receiver's buffer: not ours to release
+			p.m = message{}
+		}
+		l.forgetPartial(p)
 		l.drop(p.m, p.cost)
 	}
+}
+
+// forgetPartial ends p's hold on the receiver's buffer, if it had one:
+// the message is complete or dropped.
+func (l *link) forgetPartial(p *partial) {
+	if l.into.part == p {
+		l.into.part = nil
+	}
+	p.inPlace = false
 }
 
 // allowControl charges one frame against the control-frame rate limit.

@@ -28,12 +28,13 @@ type pendingData struct {
 // a whole at its first PART, so the bytes held in partials are bounded by
 // the windows like whole messages.
 type partial struct {
-	id    string
-	s     *stream // nil: an incarnation we closed, read and dropped
-	m     message
-	got   int
-	total int
-	cost  int64
+	id      string
+	s       *stream // nil: an incarnation we closed, read and dropped
+	m       message
+	inPlace bool // m is a receiver's buffer (readInto)
+	got     int
+	total   int
+	cost    int64
 }
 
 // handBackDelay is how long the token must stay unused by receivers before
@@ -199,25 +200,27 @@ func (l *link) noWaitRead(found bool) {
 type readInto struct {
 	src  source
 	buf  []byte
-	from *stream // the record of the message read into buf, once complete
+	part *partial // the message in parts being read into buf, if any
+	from *stream  // the record of the message read into buf, once complete
 	m    message
 }
 
-// payloadFor returns the buffer a data frame of n bytes for s is read
-// into; inPlace: it is the receiver's (readInto), never to be released.
-func (l *link) payloadFor(s *stream, n int) (m message, inPlace bool) {
+// inPlaceFor returns the receiver's buffer (readInto) for a message of n
+// bytes for s, if it takes that message; ok false: read it into one of
+// ours. The buffer is the receiver's, never to be released.
+func (l *link) inPlaceFor(s *stream, n int) (m message, ok bool) {
 	in := &l.into
 	if s == nil || n > len(in.buf) {
-		return newPayload(n), false
+		return message{}, false
 	}
-	ok := in.src == source(s)
+	ok = in.src == source(s)
 	if _, isCatchAll := in.src.(*catchAll); isCatchAll {
 		s.mu.Lock()
 		ok = s.owner == nil
 		s.mu.Unlock()
 	}
 	if !ok {
-		return newPayload(n), false
+		return message{}, false
 	}
 	m = message{data: in.buf[:n:n]}
 	in.buf = nil // one message per call
@@ -274,6 +277,12 @@ func (l *link) endDirect() (*stream, message) {
 	l.br.noWait = false
 	if p := &l.pend; p.active && p.inPlace {
 		p.m, p.inPlace = ownPayload(p.m.data[:p.got], p.total), false
+		if pt := p.part; pt != nil {
+			pt.m, pt.inPlace = p.m, false
+		}
+	}
+	if pt := l.into.part; pt != nil && pt.inPlace { // between its parts
+		pt.m, pt.inPlace = ownPayload(pt.m.data[:pt.got], pt.total), false
 	}
 	from, m := l.into.from, l.into.m
 	if l.into.src != nil {

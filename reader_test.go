@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -81,12 +82,22 @@ func TestIdleReaderSleeps(t *testing.T) {
 // and that memory is never written once the call returned: a Close in the
 // middle of the payload moves what arrived to a buffer of the library's,
 // and a catch-all's message whose ID is claimed while it arrives goes to
-// the new owner. The payload arrives in two writes over a net.Pipe, whose
-// Write returns only once the library has read it all.
+// the new owner. The message arrives in two writes over a net.Pipe, whose
+// Write returns only once the library has read it all: as a data frame
+// cut in its payload, and as two PARTs, cut between them or inside the
+// second.
 func TestReceiveAppendInPlace(t *testing.T) {
 	const size = 48 << 10
 	payload := pattern(size, 5)
-	header := appendDataHeader(nil, "a", size)
+	part := func(rest, n int) []byte { return appendPartHeader(nil, "a", rest, n) }
+	framings := []struct {
+		name        string
+		first, then []byte // written before and after midway
+	}{
+		{"data frame", append(appendDataHeader(nil, "a", size), payload[:size/2]...), payload[size/2:]},
+		{"parts", slices.Concat(part(size/2, size/2), payload[:size/2]), slices.Concat(part(0, size/2), payload[size/2:])},
+		{"inside a part", slices.Concat(part(size/2, size/2), payload[:size/2], part(0, size/2), payload[size/2:size*3/4]), payload[size*3/4:]},
+	}
 	for _, tc := range []struct {
 		name     string
 		catchAll bool // the receiver is the catch-all, the message's ID unclaimed
@@ -107,76 +118,97 @@ func TestReceiveAppendInPlace(t *testing.T) {
 			return mustWrap(t, ip.srv, WithID("a"))
 		}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ip := newInPlaceFixture(t, tc.catchAll)
-			ip.peer.write(append(header, payload[:size/2]...))
-			owner := tc.midway(t, ip)
-			returned := ip.done == nil
-			if returned { // nothing may write to the receiver's buffer any more
-				for i := range ip.spare() {
-					ip.spare()[i] = 0xee
-				}
-			}
-			ip.peer.write(payload[size/2:], dataFrame("b", "after"))
-			if m := recvWithin(t, ip.bystander, testTimeout); string(m) != "after" {
-				t.Fatalf("bystander got %q, want \"after\"", m)
-			}
-			switch {
-			case owner != nil:
-				if m := recvWithin(t, owner, testTimeout); !bytes.Equal(m, payload) {
-					t.Fatalf("the new owner got %d bytes, want the %d-byte message", len(m), size)
-				}
-			case ip.done != nil:
-				r := ip.result(t)
-				if r.err != nil || !bytes.Equal(r.out[:len(ip.prefix)], ip.prefix) || !bytes.Equal(r.out[len(ip.prefix):], payload) {
-					t.Fatalf("ReceiveAppend = %d bytes, %v; want the prefix and the %d-byte message", len(r.out), r.err, size)
-				}
-				if &r.out[0] != &ip.buf[0] {
-					t.Error("ReceiveAppend returned a new slice: the message was not read in place")
-				}
-			}
-			if returned {
-				for i, b := range ip.spare() {
-					if b != 0xee {
-						t.Fatalf("byte %d of the buffer was written after ReceiveAppend returned", i)
+		for _, fr := range framings {
+			t.Run(tc.name+"/"+fr.name, func(t *testing.T) {
+				ip := newInPlaceFixture(t, tc.catchAll)
+				ip.peer.write(fr.first)
+				owner := tc.midway(t, ip)
+				returned := ip.done == nil
+				if returned { // nothing may write to the receiver's buffer any more
+					for i := range ip.spare() {
+						ip.spare()[i] = 0xee
 					}
 				}
-			}
-			if tc.catchAll && owner != nil {
-				// The catch-all did not take the claimed message.
-				ip.peer.write(dataFrame("z", "last"))
-				if r := ip.result(t); r.err != nil || string(r.out[len(ip.prefix):]) != "last" {
-					t.Fatalf("catch-all ReceiveAppend = %q, %v; want \"last\"", r.out[len(ip.prefix):], r.err)
+				ip.peer.write(fr.then, dataFrame("b", "after"))
+				if m := recvWithin(t, ip.bystander, testTimeout); string(m) != "after" {
+					t.Fatalf("bystander got %q, want \"after\"", m)
 				}
-			}
-		})
+				switch {
+				case owner != nil:
+					if m := recvWithin(t, owner, testTimeout); !bytes.Equal(m, payload) {
+						t.Fatalf("the new owner got %d bytes, want the %d-byte message", len(m), size)
+					}
+				case ip.done != nil:
+					r := ip.result(t)
+					if r.err != nil || !bytes.Equal(r.out[:len(ip.prefix)], ip.prefix) || !bytes.Equal(r.out[len(ip.prefix):], payload) {
+						t.Fatalf("ReceiveAppend = %d bytes, %v; want the prefix and the %d-byte message", len(r.out), r.err, size)
+					}
+					if &r.out[0] != &ip.buf[0] {
+						t.Error("ReceiveAppend returned a new slice: the message was not read in place")
+					}
+				}
+				if returned {
+					for i, b := range ip.spare() {
+						if b != 0xee {
+							t.Fatalf("byte %d of the buffer was written after ReceiveAppend returned", i)
+						}
+					}
+				}
+				if tc.catchAll && owner != nil {
+					// The catch-all did not take the claimed message.
+					ip.peer.write(dataFrame("z", "last"))
+					if r := ip.result(t); r.err != nil || string(r.out[len(ip.prefix):]) != "last" {
+						t.Fatalf("catch-all ReceiveAppend = %q, %v; want \"last\"", r.out[len(ip.prefix):], r.err)
+					}
+				}
+			})
+		}
 	}
 }
 
-// TestReceiveAppendInPlaceCut: a socket cut in the middle of a payload
-// read into a ReceiveAppend caller's buffer ends the call with the error of
-// a truncated frame (ErrLinkLost and ErrProtocol, naming the payload), and
-// the caller's memory does not go to the library's free lists, where a
-// later message would be read into it.
+// TestReceiveAppendInPlaceCut: a message being read into a ReceiveAppend
+// caller's buffer that never completes (the socket cut inside its payload,
+// or the peer closing the ID between its parts) ends the call with the
+// cause, and the caller's memory does not go to the library's free lists,
+// where a later message would be read into it.
 func TestReceiveAppendInPlaceCut(t *testing.T) {
-	ip := newInPlaceFixture(t, false)
-	ip.peer.write(append(appendDataHeader(nil, "a", 48<<10), pattern(24<<10, 5)...))
-	ip.peer.conn.Close()
-	r := ip.result(t)
-	if !errors.Is(r.err, ErrLinkLost) || !errors.Is(r.err, ErrProtocol) || !errors.Is(r.err, io.ErrUnexpectedEOF) ||
-		!strings.Contains(r.err.Error(), "inside a message payload") || len(r.out) != len(ip.prefix) {
-		t.Fatalf("ReceiveAppend = %d bytes, %v; want the prefix and a truncated payload's ErrLinkLost and ErrProtocol", len(r.out), r.err)
-	}
-	spare := &ip.spare()[0]
-	for c := largeClassMin; c <= largeClassMax; c++ {
-		for {
-			b, ok := largeFree[c].tryGet()
-			if !ok {
-				break
+	const size = 48 << 10
+	for _, tc := range []struct {
+		name string
+		cut  func(p *rawPeer)
+		want []error
+		says string
+	}{
+		{"socket cut inside a payload", func(p *rawPeer) {
+			p.write(append(appendDataHeader(nil, "a", size), pattern(size/2, 5)...))
+			p.conn.Close()
+		}, []error{ErrLinkLost, ErrProtocol, io.ErrUnexpectedEOF}, "inside a message payload"},
+		{"ID closed between parts", func(p *rawPeer) {
+			p.write(appendPartHeader(nil, "a", size/2, size/2), pattern(size/2, 5),
+				appendIDControl(nil, frameClose, "a", uint32(closeNormal)))
+		}, []error{ErrPeerClosed}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ip := newInPlaceFixture(t, false)
+			tc.cut(ip.peer)
+			r := ip.result(t)
+			for _, want := range tc.want {
+				if !errors.Is(r.err, want) || !strings.Contains(r.err.Error(), tc.says) || len(r.out) != len(ip.prefix) {
+					t.Fatalf("ReceiveAppend = %d bytes, %v; want the prefix and %v, naming %q", len(r.out), r.err, tc.want, tc.says)
+				}
 			}
-			if cap(b) > 0 && &b[:1][0] == spare {
-				t.Fatalf("the caller's buffer is in the free list of class %d", c)
+			spare := &ip.spare()[0]
+			for c := largeClassMin; c <= largeClassMax; c++ {
+				for {
+					b, ok := largeFree[c].tryGet()
+					if !ok {
+						break
+					}
+					if cap(b) > 0 && &b[:1][0] == spare {
+						t.Fatalf("the caller's buffer is in the free list of class %d", c)
+					}
+				}
 			}
-		}
+		})
 	}
 }
