@@ -192,11 +192,11 @@ func (l *link) noWaitRead(found bool) {
 // wants its next message: read straight into the spare capacity of its
 // buffer, it skips a copy through one of ours (for 64 KiB messages over a
 // fast path, that copy was a tenth of the receiving process's CPU). Only a
-// whole data frame that fits and that src would take (its own stream's,
-// or an unclaimed record's for a catch-all) is read there. It belongs to
-// the token holder, and endDirect undoes it before the token goes: the
-// receiver's memory is written by nobody else, and never after its call
-// returned.
+// message that fits and that src would take (its own stream's, or an
+// unclaimed record's for a catch-all) is read there, a data frame or a
+// message in parts (then its partial holds buf). It belongs to the token
+// holder, and endDirect undoes it before the token goes: the receiver's
+// memory is written by nobody else, and never after its call returned.
 type readInto struct {
 	src  source
 	buf  []byte
