@@ -66,11 +66,11 @@ type link struct {
 	rmu             sync.Mutex
 	br              *frameReader
 	pend            pendingData
-	direct          atomic.Bool   // a receiver holds rmu (interrupt it with a deadline)
-	parked          atomic.Int32  // receivers waiting for a message from this link
-	noWaitReceivers atomic.Int32  // receivers in a call that reads with noWait (receive)
-	noWaitMisses    atomic.Uint32 // noWait reads in a row that found nothing (noWaitWorth)
-	noWaitCalls     atomic.Uint32
+	direct          atomic.Bool         // a receiver holds rmu (interrupt it with a deadline)
+	parked          atomic.Int32        // receivers waiting for a message from this link
+	noWaitReceivers atomic.Int32        // receivers in a call that reads with noWait (receive)
+	noWaitMisses    atomic.Uint32       // noWait reads in a row that found nothing (noWaitWorth)
+	noWaitCalls     atomic.Uint32       // receive calls of such receivers while tries miss (noWaitWorth)
 	rkick           chan struct{}       // wakes the background reader
 	releases        atomic.Uint64       // tokens released by receivers: the background reader stays away while they read
 	dormant         atomic.Bool         // the background reader's goroutine ended until a receiver releases the token (awaitToken)

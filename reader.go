@@ -239,7 +239,7 @@ func (l *link) deliverInPlace(s *stream, m message) bool {
 	return s.deliver(ownPayload(m.data, len(m.data)))
 }
 
-// takes reports whether src would receive a message for s next (payloadFor
+// takes reports whether src would receive a message for s next (inPlaceFor
 // chose s for it: its own stream, or an unclaimed one for a catch-all).
 func (in *readInto) takes(s *stream) bool {
 	ca, _ := in.src.(*catchAll)
