@@ -843,6 +843,7 @@ func TestConfigValidateNamesField(t *testing.T) {
 		{"MaxMessageSize", Config{MaxMessageSize: 1 << 10}},
 		{"LinkWindow", Config{LinkWindow: -5}},
 		{"LinkWindow", Config{StreamWindow: 1 << 20, LinkWindow: 1 << 10}},
+		{"LinkWindow", Config{StreamWindow: 1 << 20, LinkWindow: 1 << 20}}, // one unread ID could hold it all
 		{"MaxStreams", Config{MaxStreams: -1}},
 		{"AcceptBacklog", Config{AcceptBacklog: -1}},
 		{"KeepAliveTimeout", Config{KeepAliveInterval: time.Second, KeepAliveTimeout: time.Millisecond}},

@@ -86,6 +86,9 @@ func (c *Connection) detach(b *binding, why error) {
 	if b.ca != nil {
 		l.catchAll.CompareAndSwap(b.ca, nil)
 		b.ca.retire(why)
+		if l.failed() {
+			l.drainUnowned() // no catch-all will follow this one
+		}
 		if v, ok := l.routes.Load(""); ok && c.client {
 			// The client catch-all's own ID, opened by attach.
 			if s := v.(*stream); s.ownerIs(nil) {
@@ -118,7 +121,7 @@ func (c *Connection) connect(ctx context.Context) (*binding, error) {
 			return nil, b.link.linkError()
 		}
 		c.lost = true
-		c.unbindLocked(b, ErrClosed)
+		c.leaveLocked(b)
 	}
 	if !c.client {
 		c.mu.Unlock()
@@ -201,7 +204,7 @@ func (c *Connection) afterError(ctx context.Context, b *binding, err error) erro
 		c.mu.Lock()
 		if c.bind.Load() == b {
 			c.lost = c.lost || b.link.failed()
-			c.unbindLocked(b, ErrClosed)
+			c.leaveLocked(b)
 		}
 		c.mu.Unlock()
 	}
@@ -219,6 +222,14 @@ func (c *Connection) bindLocked(b *binding) {
 			c.idleTimer.Reset(c.idle)
 		}
 	}
+}
+
+// leaveLocked unbinds a client from a binding it cannot use any more (its
+// socket was lost, or the peer closed its ID), keeping what it had
+// received whole for Receive (carried).
+func (c *Connection) leaveLocked(b *binding) {
+	c.carried.take(b.source())
+	c.unbindLocked(b, ErrClosed)
 }
 
 // unbindLocked detaches c from its link: the peer is told (CLOSE), queued

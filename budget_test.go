@@ -131,7 +131,7 @@ func TestBudgetBoundsAFleet(t *testing.T) {
 		ids     = 8
 	)
 	budget := NewBudget(8 << 20)
-	srvCfg := &Config{StreamWindow: InitialWindow, LinkWindow: InitialWindow, MaxLinkWindow: 4 << 20, MaxStreamWindow: 4 << 20, Budget: budget,
+	srvCfg := &Config{StreamWindow: InitialWindow, LinkWindow: 2 * InitialWindow, MaxLinkWindow: 4 << 20, MaxStreamWindow: 4 << 20, Budget: budget,
 		growMinRTT: 1} // windows grow on loopback too
 	ln := listenTCP(t)
 	serveConns(t, ln, func(conn net.Conn) {
@@ -190,7 +190,7 @@ func TestBudgetBoundsAFleet(t *testing.T) {
 	// more, and the fleet fills that (measured: +86 MiB for 200 sockets
 	// with 20 round trips, where the bound is 57 MiB).
 	rise := liveHeap() - before
-	bound := budget.Limit() + int64(sockets)*(InitialWindow+msgSize+2*64<<10)
+	bound := budget.Limit() + int64(sockets)*(int64(srvCfg.LinkWindow)+msgSize+2*64<<10)
 	t.Logf("%d sockets: live heap rise %.1f MiB (bound %.1f MiB), budget in use %.1f MiB", sockets, mib(rise), mib(bound), mib(budget.InUse()))
 	if rise > bound {
 		t.Errorf("the live heap rose %.1f MiB, over the budget + per-socket bound of %.1f MiB", mib(rise), mib(bound))

@@ -589,6 +589,42 @@ func (l *link) dropPartials() {
 	}
 }
 
+// holdQueued decides whether a message of cost bytes, queued for a reader
+// that has not taken it yet, gives its link credit back now rather than
+// when it is consumed: it does while the Budget has room for it and the
+// link holds less than MaxLinkWindow that way, or, for an ID with no
+// reader (unclaimed, and no catch-all), less than LinkWindow. The link
+// window then bounds the bytes in flight, not the bytes waiting for
+// readers, so a logical connection whose reader is slow or absent never
+// holds credit the others need; its own window still bounds what it
+// holds, and the Budget what all of them hold. Unclaimed IDs get less
+// because anyone can open them: a peer that floods them fills LinkWindow
+// held plus LinkWindow of credit, then breaks the link window. When the
+// Budget is spent, messages hold their link credit until consumed, and
+// LinkWindow being at least twice StreamWindow keeps one ID from holding
+// all of it.
+func (l *link) holdQueued(cost int64, hasReader bool) bool {
+	limit := int64(l.cfg.LinkWindow)
+	if hasReader {
+		limit = int64(l.cfg.MaxLinkWindow)
+	}
+	if l.queuedHeld.Add(cost) > limit {
+		l.queuedHeld.Add(-cost)
+		return false
+	}
+	if !l.budget.reserve(cost) {
+		l.queuedHeld.Add(-cost)
+		return false
+	}
+	return true
+}
+
+// unholdQueued gives n bytes held by holdQueued back to the Budget.
+func (l *link) unholdQueued(n int64) {
+	l.queuedHeld.Add(-n)
+	l.budget.release(n)
+}
+
 // consumedLink returns link credit as messages leave the link.
 // how is a control* constant: user goroutines may write inline or lazily.
 func (l *link) consumedLink(cost int64, how controlMode) {

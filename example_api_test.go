@@ -215,7 +215,7 @@ func Example_sendBeforeAccept() {
 // and senders wait (nothing is dropped) once it is spent.
 func ExampleNewBudget() {
 	budget := tcpconn.NewBudget(32 << 20)
-	ln, err := tcpconn.Listen("tcp", "127.0.0.1:0", &tcpconn.Config{Budget: budget, LinkWindow: 256 << 10, StreamWindow: 256 << 10})
+	ln, err := tcpconn.Listen("tcp", "127.0.0.1:0", &tcpconn.Config{Budget: budget, LinkWindow: 512 << 10, StreamWindow: 256 << 10})
 	if err != nil {
 		panic(err)
 	}

@@ -339,7 +339,7 @@ func TestFaultBlackHoleKeepAlive(t *testing.T) {
 	cfg := fastReconnect()
 	cfg.KeepAliveInterval = interval
 	cfg.StreamWindow = 64 << 10
-	cfg.LinkWindow = 64 << 10
+	cfg.LinkWindow = 128 << 10
 	cfg.HandshakeTimeout = time.Second
 	c := mustDial(t, p.Addr(), WithID("bh"), WithConfig(cfg))
 	mustRoundTrip(t, c, []byte("before"))

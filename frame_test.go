@@ -14,11 +14,11 @@ import (
 // second implementation can check itself against these vectors.
 var (
 	// HELLO with the default limits: magic "TCPC", version 2, stream window
-	// 1 MiB, link window 1 MiB (both where they start), max message 16 MiB,
+	// 1 MiB, link window 2 MiB (both where they start), max message 16 MiB,
 	// max streams 65536, and a zero link ID (16 bytes; the dialling side
 	// sends a random UUID).
 	goldenDefaultHello = []byte{0xFF, 0x01, 'T', 'C', 'P', 'C', 0x02,
-		0x00, 0x10, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
+		0x00, 0x10, 0x00, 0x00, 0x00, 0x20, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
 		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 	// HELLO with the smallest windows (InitialWindow, 64 KiB), 8 streams and
 	// link ID 00 01 02 ... 0f.

@@ -297,11 +297,23 @@ func receiveBlocked(c *Connection) bool {
 	}
 }
 
-// queued returns how many received messages wait in c's queue.
+// queued returns how many received messages wait in c's queue (for a
+// catch-all, in the records of its ready line).
 func queued(c *Connection) int {
 	b := c.bind.Load()
-	if b == nil || b.st == nil {
+	switch {
+	case b == nil:
 		return 0
+	case b.ca != nil:
+		b.ca.mu.Lock()
+		defer b.ca.mu.Unlock()
+		n := 0
+		for _, s := range b.ca.ready.items[b.ca.ready.head:] {
+			s.mu.Lock()
+			n += s.queue.len()
+			s.mu.Unlock()
+		}
+		return n
 	}
 	b.st.mu.Lock()
 	defer b.st.mu.Unlock()

@@ -280,6 +280,7 @@ func (ca *catchAll) retire(err error) {
 	if ca.err == nil {
 		ca.err = err // push takes nothing from now on
 	}
+	var gone []*stream
 	for {
 		s, ok := ca.ready.pop()
 		if !ok {
@@ -287,10 +288,16 @@ func (ca *catchAll) retire(err error) {
 		}
 		s.mu.Lock()
 		s.inReady = false
+		if s.owner == nil && s.retired.Load() {
+			gone = append(gone, s)
+		}
 		s.mu.Unlock()
 	}
 	ca.mu.Unlock()
 	ca.fail(err)
+	for _, s := range gone {
+		s.drain() // out of the route table: no successor will find it
+	}
 }
 
 // installCatchAll makes ca the link's catch-all and hands it every

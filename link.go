@@ -86,7 +86,8 @@ type link struct {
 	helloDone       chan struct{}
 	recvLinkCredit  atomic.Int64 // the peer may send while positive
 	linkWindow      recvWindow   // the peer's credit for the link, auto-tuned (budget.go)
-	budget          *Budget      // what linkWindow grows with
+	budget          *Budget      // what linkWindow grows with, and what queued messages are held from
+	queuedHeld      atomic.Int64 // bytes of queued messages held from budget (holdQueued)
 
 	// Write side (writer.go); guarded by wmu.
 	wmu           sync.Mutex
@@ -212,6 +213,8 @@ func (l *link) fail(err error) {
 		})
 		if ca := l.catchAll.Load(); ca != nil {
 			ca.fail(err)
+		} else {
+			l.drainUnowned()
 		}
 		l.logger().Debug("tcpconn: link closed", "err", err)
 		processScope.remove(l)

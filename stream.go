@@ -47,7 +47,11 @@ type stream struct {
 	peerOpened atomic.Bool   // the peer sent OPEN for this incarnation
 	recvCredit atomic.Int64  // the peer may send while positive
 	window     recvWindow    // credit the peer may have outstanding (budget.go)
-	sendSpent  int64         // credit used minus credit returned; guarded by link.wmu
+	// held: bytes of messages queued here whose link credit went back
+	// when they were queued, reserved from the Budget until consumed
+	// (holdQueued).
+	held      atomic.Int64
+	sendSpent int64 // credit used minus credit returned; guarded by link.wmu
 	inParts    bool          // a message in parts is being queued; guarded by link.wmu
 }
 
@@ -223,6 +227,9 @@ func (l *link) onPeerClose(s *stream, code closeCode) error {
 	unclaimed := s.owner == nil
 	s.mu.Unlock()
 	if unclaimed {
+		if l.catchAll.Load() == nil {
+			s.drain() // out of the route table: nobody can claim it now
+		}
 		return l.allowControl() // open-then-reset churn is charged
 	}
 	return nil
@@ -311,6 +318,17 @@ func (l *link) expireUnclaimed(now time.Time) {
 	}
 }
 
+// drainUnowned releases the messages of records no Connection owns, once
+// the link failed and no catch-all is left to read them: nobody ever will.
+func (l *link) drainUnowned() {
+	l.routes.Range(func(_, v any) bool {
+		if s := v.(*stream); s.ownerIs(nil) {
+			s.drain()
+		}
+		return true
+	})
+}
+
 // deliver queues m and wakes whoever waits for it; it reports whether it
 // woke a receiver.
 func (s *stream) deliver(m message) bool {
@@ -323,9 +341,16 @@ func (s *stream) deliver(m message) bool {
 		return false
 	}
 	s.queue.push(m)
-	woke := s.wakeLocked()
 	unclaimed := s.owner == nil
+	held := s.link.holdQueued(m.cost(), !unclaimed || s.link.catchAll.Load() != nil)
+	if held {
+		s.held.Add(m.cost())
+	}
+	woke := s.wakeLocked()
 	s.mu.Unlock()
+	if held {
+		s.link.consumedLink(m.cost(), s.link.readerControl())
+	}
 	if unclaimed {
 		if ca := s.link.catchAll.Load(); ca != nil {
 			woke = ca.push(s) || woke
@@ -347,7 +372,31 @@ func (s *stream) hasMessageLocked() bool { return s.queue.len() > 0 }
 // consumed returns credit for a message that left the queue.
 func (s *stream) consumed(m message) {
 	s.returnCredit(m.cost(), controlLazy)
-	s.link.consumedLink(m.cost(), controlLazy)
+	s.releaseLink(m.cost(), controlLazy)
+}
+
+// releaseLink ends the link's hold on n bytes of s's messages: what was
+// held from the Budget goes back to it (its link credit went back when
+// the message was queued), the rest goes back to the peer as link credit.
+// Counting in bytes rather than per message keeps message small; the
+// totals agree because held never exceeds the bytes not yet released.
+func (s *stream) releaseLink(n int64, how controlMode) {
+	var fromBudget int64
+	for {
+		h := s.held.Load()
+		take := min(h, n)
+		if take == 0 {
+			break
+		}
+		if s.held.CompareAndSwap(h, h-take) {
+			fromBudget = take
+			s.link.unholdQueued(take)
+			break
+		}
+	}
+	if n > fromBudget {
+		s.link.consumedLink(n-fromBudget, how)
+	}
 }
 
 // returnCredit gives n bytes of stream credit back to the peer, with a
@@ -380,7 +429,7 @@ func (s *stream) drain() {
 	}
 	s.mu.Unlock()
 	if total > 0 {
-		s.link.consumedLink(total, controlAsync) // never a write on the caller's goroutine: it may hold Connection.mu
+		s.releaseLink(total, controlAsync) // never a write on the caller's goroutine: it may hold Connection.mu
 	}
 }
 

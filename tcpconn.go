@@ -52,7 +52,10 @@ const (
 	// DefaultLinkWindow is the window a physical link starts with, all its
 	// logical connections together: what any peer may make this process
 	// hold without drawing on the Budget (plus one message in flight).
-	DefaultLinkWindow = 1 << 20
+	// Twice DefaultStreamWindow, so that one logical connection whose
+	// reader is absent holds at most half of it even when the Budget is
+	// spent (README, "Flow control").
+	DefaultLinkWindow = 2 * DefaultStreamWindow
 	// DefaultMaxLinkWindow is how far a link's window may grow, with
 	// bytes reserved from its Budget: one stream at its largest, half of
 	// DefaultBudget.
@@ -168,9 +171,12 @@ type Config struct {
 	StreamWindow    int
 	MaxStreamWindow int
 	// LinkWindow is the window a physical link starts with, all IDs
-	// together (at least StreamWindow); it grows up to MaxLinkWindow
-	// (default the larger of DefaultMaxLinkWindow and LinkWindow) with
-	// bytes reserved from Budget.
+	// together (default and least: twice StreamWindow, so one ID whose
+	// reader is absent holds at most half of it); it grows up to
+	// MaxLinkWindow (default the larger of DefaultMaxLinkWindow and
+	// LinkWindow) with bytes reserved from Budget. Messages that wait
+	// for their reader give their link credit back at once while Budget
+	// has room (README, "Flow control").
 	LinkWindow    int
 	MaxLinkWindow int
 	// Budget bounds the link windows' growth, summed over every link that
@@ -236,7 +242,7 @@ func (c *Config) fill() {
 	setDefault(&c.IdleTimeout, DefaultIdleTimeout)
 	setDefault(&c.MaxMessageSize, DefaultMaxMessageSize)
 	setDefault(&c.StreamWindow, DefaultStreamWindow)
-	setDefault(&c.LinkWindow, max(DefaultLinkWindow, c.StreamWindow))
+	setDefault(&c.LinkWindow, int(min(max(DefaultLinkWindow, 2*int64(c.StreamWindow)), maxWindow)))
 	setDefault(&c.MaxStreamWindow, max(DefaultMaxStreamWindow, c.StreamWindow))
 	setDefault(&c.MaxLinkWindow, max(DefaultMaxLinkWindow, c.LinkWindow))
 	setDefault(&c.FrameSize, DefaultFrameSize)
@@ -273,8 +279,8 @@ func (c *Config) Validate() error {
 		return bad("StreamWindow", r.StreamWindow, "must be in 65536..2147483647 (at least InitialWindow)")
 	case r.LinkWindow < InitialWindow || r.LinkWindow > 1<<31-1:
 		return bad("LinkWindow", r.LinkWindow, "must be in 65536..2147483647 (at least InitialWindow)")
-	case r.LinkWindow < r.StreamWindow:
-		return bad("LinkWindow", r.LinkWindow, "must be at least StreamWindow")
+	case int64(r.LinkWindow) < 2*int64(r.StreamWindow):
+		return bad("LinkWindow", r.LinkWindow, "must be at least twice StreamWindow (one logical connection whose reader is absent must not hold its link's credit)")
 	case r.MaxStreamWindow < r.StreamWindow || r.MaxStreamWindow > maxWindow:
 		return bad("MaxStreamWindow", r.MaxStreamWindow, "must be in StreamWindow..2147483647")
 	case r.MaxLinkWindow < r.LinkWindow || r.MaxLinkWindow > maxWindow:
@@ -367,8 +373,9 @@ type Connection struct {
 	stop   context.CancelFunc
 	closed chan struct{}
 
-	bind  atomic.Pointer[binding]
-	reply atomic.Pointer[stream] // catch-all: where Send goes
+	bind    atomic.Pointer[binding]
+	reply   atomic.Pointer[stream] // catch-all: where Send goes
+	carried carried                // client: messages of a binding it left, received first
 
 	// mu serializes binding, idle release and Close; it is never held
 	// across a dial, a wait for the peer or a socket write (binding.go).
@@ -601,15 +608,34 @@ func (c *Connection) receive(ctx context.Context, into []byte) (id string, m mes
 	if err := ctx.Err(); err != nil {
 		return "", message{}, false, err
 	}
+	// Messages kept from a binding this client left come first; they are
+	// looked for again once the binding is known (a Send may have left
+	// the old one meanwhile) and when it fails (one of ours may have).
+	if from, m, ok := c.carried.pop(); ok {
+		return c.received(from, m, false)
+	}
 	b, err := c.current(ctx, false)
-	if err != nil {
-		return "", message{}, false, err
+	if err == nil {
+		if from, m, ok := c.carried.pop(); ok {
+			return c.received(from, m, false)
+		}
+		var from *stream
+		var m message
+		var inPlace bool
+		if from, m, inPlace, err = receive(b.source(), ctx.Done(), into); err == nil {
+			return c.received(from, m, inPlace)
+		}
+		err = c.afterError(ctx, b, err)
 	}
-	from, m, inPlace, err := receive(b.source(), ctx.Done(), into)
-	if err != nil {
-		return "", message{}, false, c.afterError(ctx, b, err)
+	if from, m, ok := c.carried.pop(); ok {
+		return c.received(from, m, false)
 	}
-	if b.ca != nil {
+	return "", message{}, false, err
+}
+
+// received ends a receive call that took m from its record from.
+func (c *Connection) received(from *stream, m message, inPlace bool) (string, message, bool, error) {
+	if c.catchAll {
 		c.reply.Store(from)
 	}
 	c.touch()
@@ -636,6 +662,7 @@ func (c *Connection) Close() error {
 	if b := c.bind.Load(); b != nil {
 		c.unbindLocked(b, ErrClosed)
 	}
+	c.carried.release()
 	if c.idleTimer != nil {
 		c.idleTimer.Stop()
 	}

@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: MIT
+
+package tcpconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+)
+
+// Flow control: a logical connection whose reader is slow, absent or
+// never claimed holds its own window and nothing its neighbours need.
+
+// unreadCase is one way to leave an ID unread: who sends to it, and
+// whether a Connection owns it on the receiving side.
+type unreadCase struct {
+	name string
+	// fill sends to the unread ID from the side that has the socket's
+	// other end (server or client Connection "fast").
+	fromServer bool
+	// claimed: the receiving side has a Connection for the ID that never
+	// reads; otherwise nobody claims it (an unclaimed record).
+	claimed bool
+}
+
+var unreadCases = []unreadCase{
+	{"server-to-unread-client-ID", true, true},
+	{"server-to-unclaimed-client-ID", true, false},
+	{"client-to-unclaimed-server-ID", false, false},
+	{"client-to-unread-server-ID", false, true},
+}
+
+// windowCases are Configs (both ends) with the message size that fills
+// their unread ID: the defaults, small and unequal windows, and a link
+// whose Budget has no room, where only the LinkWindow >= 2 x StreamWindow
+// rule keeps the link open.
+var windowCases = []struct {
+	name string
+	cfg  Config
+	size int
+}{
+	{"default/1KiB", Config{}, 1 << 10},
+	{"default/64KiB", Config{}, 64 << 10},
+	{"stream64KiB/1KiB", Config{StreamWindow: InitialWindow}, 1 << 10},
+	{"stream256KiB-link512KiB/16KiB", Config{StreamWindow: 256 << 10, LinkWindow: 512 << 10}, 16 << 10},
+	{"no-budget/1KiB", Config{Budget: NewBudget(0)}, 1 << 10},
+	{"no-budget/64KiB", Config{Budget: NewBudget(0), StreamWindow: InitialWindow}, 60 << 10},
+}
+
+func TestUnreadIDDoesNotBlockItsSocket(t *testing.T) {
+	for _, wc := range windowCases {
+		for _, uc := range unreadCases {
+			t.Run(wc.name+"/"+uc.name, func(t *testing.T) {
+				cfg := wc.cfg
+				testUnreadID(t, testTransports[0], &cfg, wc.size, uc)
+			})
+		}
+	}
+}
+
+func TestUnreadIDDoesNotBlockItsSocketOverEveryTransport(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr testTransport) {
+		for _, uc := range unreadCases {
+			t.Run(uc.name, func(t *testing.T) { testUnreadID(t, tr, &Config{}, 1<<10, uc) })
+		}
+	})
+}
+
+// testUnreadID fills the window of an ID nobody reads until its sender
+// blocks, then checks that a message on another ID of the same socket,
+// whose reader waits, still goes through at once in both directions.
+func testUnreadID(t *testing.T, tr testTransport, base *Config, size int, uc unreadCase) {
+	ln, cliCfg := tr.listen(t, base)
+	srvCfg := copyConfig(base)
+	servers := make(chan *Connection, 2)
+	serveConns(t, ln, func(conn net.Conn) {
+		fast, err := Wrap(conn, WithID("fast"), WithConfig(srvCfg))
+		if err != nil {
+			conn.Close()
+			return
+		}
+		servers <- fast
+		if uc.claimed {
+			if slow, err := Wrap(conn, WithID("slow")); err == nil {
+				servers <- slow
+			}
+		}
+	})
+	fast := openClient(t, ln.Addr().String(), cliCfg, "fast")
+	var slow *Connection
+	if uc.claimed || !uc.fromServer {
+		slow = openClient(t, ln.Addr().String(), cliCfg, "slow")
+	}
+	mustRoundTripVia(t, fast, servers)
+	srvFast := closeAtCleanup(t, <-servers)
+	var srvSlow *Connection
+	if uc.claimed {
+		srvSlow = closeAtCleanup(t, <-servers)
+	}
+
+	var sendSlow func(ctx context.Context, msg []byte) error
+	switch {
+	case uc.fromServer && uc.claimed:
+		sendSlow = srvSlow.SendContext
+	case uc.fromServer:
+		sendSlow = func(ctx context.Context, msg []byte) error { return srvFast.SendTo(ctx, "slow", msg) }
+	default:
+		sendSlow = slow.SendContext
+	}
+	filled := fillUntilBlocked(t, sendSlow, size, 4*max(base.LinkWindow, 2*DefaultLinkWindow))
+	t.Logf("%d messages of %d bytes sent to the unread ID before its sender blocked", filled, size)
+
+	// The socket still carries another ID, both ways.
+	for _, dir := range []struct {
+		name     string
+		from, to *Connection
+	}{{"server to client", srvFast, fast}, {"client to server", fast, srvFast}} {
+		probe := []byte("probe " + dir.name)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*prompt)
+		err := dir.from.SendContext(ctx, probe)
+		if err == nil {
+			var got []byte
+			got, err = dir.to.ReceiveContext(ctx)
+			if err == nil && string(got) != string(probe) {
+				err = fmt.Errorf("got %q", got)
+			}
+		}
+		cancel()
+		if err != nil {
+			t.Fatalf("%s beside the unread ID: %v", dir.name, err)
+		}
+	}
+}
+
+// fillUntilBlocked sends messages of size bytes with send until one waits
+// for credit (it does not return within a short time), at most limit
+// bytes' worth; it returns how many went.
+func fillUntilBlocked(t *testing.T, send func(context.Context, []byte) error, size, limit int) int {
+	t.Helper()
+	msg := pattern(size, 7)
+	n := 0
+	for ; n*size < limit; n++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		err := send(ctx, msg)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			return n
+		}
+		if err != nil {
+			t.Fatalf("send %d to the unread ID: %v", n, err)
+		}
+	}
+	t.Fatalf("%d messages of %d bytes went to an ID nobody reads without its sender waiting for credit", n, size)
+	return n
+}
+
+// mustRoundTripVia sends a message on c and receives it on the server
+// Connection it arrives at, which is put back on servers for the test;
+// it makes sure the server side exists before the test goes on.
+func mustRoundTripVia(t *testing.T, c *Connection, servers chan *Connection) {
+	t.Helper()
+	mustSend(t, c, []byte("hello"))
+	var s *Connection
+	select {
+	case s = <-servers:
+	case <-time.After(testTimeout):
+		t.Fatal("the server never wrapped the socket")
+	}
+	if got := mustReceive(t, s); string(got) != "hello" {
+		t.Fatalf("server got %q", got)
+	}
+	rest := []*Connection{s}
+	for len(servers) > 0 {
+		rest = append(rest, <-servers)
+	}
+	for _, r := range rest {
+		servers <- r
+	}
+}
