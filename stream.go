@@ -52,7 +52,7 @@ type stream struct {
 	// (holdQueued).
 	held      atomic.Int64
 	sendSpent int64 // credit used minus credit returned; guarded by link.wmu
-	inParts    bool          // a message in parts is being queued; guarded by link.wmu
+	inParts   bool  // a message in parts is being queued; guarded by link.wmu
 }
 
 // message is one received payload; pooled is non-nil when data aliases a
