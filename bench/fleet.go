@@ -18,14 +18,13 @@ import (
 )
 
 // A fleet of well-behaved clients against a server that never claims what
-// they send (issue 11): the server wraps each accepted socket with one ID,
-// "x", as the seed's server example does, and the fleet's logical
+// they send: the server wraps each accepted socket with one ID, "x", as the
+// original TCP-Conn README's server example does, and the fleet's logical
 // connections use other IDs, so every message they send is kept for an ID
 // nobody holds, within the credit the server grants. What the server's
-// heap rises by is what its windows let a fleet make it hold: per socket
-// up to LinkWindow plus one message today, whatever the process-wide
-// budget allows once there is one. A bystander on one more socket of the
-// same server does round trips on "x" meanwhile.
+// heap rises by is what its windows and its Budget let a fleet make it
+// hold. A bystander on one more socket of the same server does round trips
+// on "x" meanwhile.
 
 // FleetConfig describes one fleet attack.
 type FleetConfig struct {
@@ -42,7 +41,7 @@ type FleetConfig struct {
 	AllowOverBound bool
 }
 
-// DefaultFleetConfig is the attack of issue 11 with n sockets: 70 logical
+// DefaultFleetConfig is the Budget workload's attack with n sockets: 70 logical
 // connections each (more than LinkWindow / StreamWindow, so the link
 // window, not the streams', is what binds), 60 KiB messages.
 func DefaultFleetConfig(n int) FleetConfig {

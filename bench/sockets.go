@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// Sockets (issue 9): N physical sockets, each carrying one logical
+// Sockets: N physical sockets, each carrying one logical
 // connection that does one round trip and then idles. What does one idle
 // socket end cost, server side and client side apart: goroutines (the
 // library's, beside the workload's own) and heap+stack bytes? Do the idle

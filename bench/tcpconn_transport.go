@@ -11,20 +11,21 @@ import (
 )
 
 // manyConfig lifts Config.MaxStreams for the workloads beyond the default
-// (the 100,000-connection memory workload). The seed constructors take no
+// (the 100,000-connection memory workload). The original constructors take no
 // Config, so those workloads use Dial and Wrap with it; every Connection
 // gets this same pointer, so they still share one socket.
 var manyConfig = &tcpconn.Config{MaxStreams: 1 << 17}
 
-// tcpconnTransport goes through the seed API: the client side is one
-// NewConnectionWithID per logical connection (the library pools the socket),
-// the server side one catch-all WrapConnection, or one WrapConnectionWithID
-// per id when perConn is asked for; Receive returns a new slice per message.
+// tcpconnTransport goes through the original TCP-Conn API: the client side
+// is one NewConnectionWithID per logical connection (the library pools the
+// socket), the server side one catch-all WrapConnection, or one
+// WrapConnectionWithID per id when perConn is asked for; Receive returns a
+// new slice per message.
 // With pooled, Receive is ReceiveAppend into a buffer reused per Conn (the
 // opt-in pooled path, what the Conn contract allows and raw does).
 func tcpconnTransport(pooled bool) Transport { return tcpconnOver(pooled, nil, plainTCP) }
 
-// tcpconnOver is tcpconnTransport with a client Config (nil: the seed
+// tcpconnOver is tcpconnTransport with a client Config (nil: the original
 // constructors) and the server's socket wrapper. With a Config the client
 // goes through Dial, WithID and WithConfig: every Connection gets the same
 // pointer, so they share one socket; that is how a client asks for TLS.

@@ -11,12 +11,13 @@ import (
 	"github.com/pulsyflux/tcp-conn/bench"
 )
 
-// The Budget table (issue 11): how much of the server's heap a fleet of
+// The Budget table: how much of the server's heap a fleet of
 // well-behaved clients can occupy with messages the server never claims
 // (bench.MeasureFleet). One run per fleet size: the fill is deterministic
 // up to scheduling, and each run moves gigabytes.
 
-// budgetGoal is issue 11's bound on the heap's rise, by fleet size.
+// budgetGoal is the library's target for the heap's rise under this
+// fleet, by fleet size.
 var budgetGoal = map[int]uint64{50: 512 << 20, 200: 600 << 20}
 
 // budgetSizes parses -budget-sockets; empty means 50, and 200 too with -all.
@@ -64,7 +65,7 @@ type budgetRun struct {
 }
 
 func printBudget(w io.Writer, runs []budgetRun, heapStop uint64) {
-	fmt.Fprintf(w, "\nMemory budget (issue 11): a fleet of client sockets, each with 70 logical connections the server never\nclaims, sends 60 KiB messages within the credit granted; the server wraps each socket with one ID, \"x\":\n")
+	fmt.Fprintf(w, "\nMemory budget: a fleet of client sockets, each with 70 logical connections the server never\nclaims, sends 60 KiB messages within the credit granted; the server wraps each socket with one ID, \"x\":\n")
 	const left, right = "%7s %7s %8s %8s %10s %10s %9s %17s", " %7s %8s %8s %8s\n"
 	const row = left + right
 	fmt.Fprintf(w, left+"   %s\n", "", "", "sent", "accepted", "heap rise", "heap rise", "live per", "goal", "bystander on \"x\" during the fill")
@@ -125,7 +126,7 @@ func printBudget(w io.Writer, runs []budgetRun, heapStop uint64) {
              objects plus the free room in their spans; runtime/metrics every 10 ms) above its level
              before the attack; live: the live heap after a GC once the fill stalled, above the same
              before the attack; live per socket: that divided by the sockets.
-  goal       issue 11's bound on the rise after a process-wide budget: < 512 MiB for 50
+  goal       the library's target for the rise with its process-wide Budget: < 512 MiB for 50
              sockets, < 600 MiB for 200 (checked on the peak).
   bystander  1 KiB round trips on "x", back to back, over one more socket of the same server,
              started between the fleet's start and its last successful Send: count and latency

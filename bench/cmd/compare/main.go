@@ -1,12 +1,12 @@
 // Command compare runs every workload over every transport with
 // testing.Benchmark, several passes per cell, and prints tables of medians
 // with legends: the main one with the ratio to raw and, beside the tcpconn
-// rows, the seed's published numbers; round trips over TLS with the ratio
-// to raw TLS; head-of-line blocking (a probe beside a bulk sender, ratios to
-// the two-socket floor); fairness of two bulk senders; with -all or an
-// -only naming them, one bulk flow over a delayed path (WAN), the heap a
-// fleet of clients can occupy on a server (Budget) and what an idle socket
-// costs at each end (Sockets). The tables, the raw
+// rows, the original TCP-Conn README's published numbers; round trips over
+// TLS with the ratio to raw TLS; head-of-line blocking (a probe beside a
+// bulk sender, ratios to the two-socket floor); fairness of two bulk
+// senders; with -all or an -only naming them, one bulk flow over a delayed
+// path (WAN), the heap a fleet of clients can occupy on a server (Budget)
+// and what an idle socket costs at each end (Sockets). The tables, the raw
 // benchmark lines and SVG charts go into a fresh folder,
 // results/run-YYYYMMDD-HHMMSS by default.
 //
@@ -33,14 +33,15 @@ import (
 	"github.com/pulsyflux/tcp-conn/bench"
 )
 
-// seed holds the seed README's numbers (ns/op), measured on another machine.
-var seed = map[string]float64{
+// original holds the original TCP-Conn README's numbers (ns/op), measured
+// on another machine.
+var original = map[string]float64{
 	"RTT100B":     32.8e3,
 	"RTT200KB":    264e3,
 	"RTT1MB":      5.2e6,
 	"SendOnly1KB": 7.6e3,
 	"RecvOnly1KB": 8.0e3,
-	"Mux16x1KB":   34.2e3, // the seed's "Multiple connections"
+	"Mux16x1KB":   34.2e3, // its "Multiple connections"
 }
 
 // slow are the tables left out unless -all or an -only that names them:
@@ -390,8 +391,8 @@ func printTable(w io.Writer, workloads []bench.Workload, results map[string]map[
 		if v, ok := r.extra["heapB/conn"]; ok {
 			note = fmt.Sprintf("%.0f heapB/conn, %.2f goroutines/conn", v, r.extra["goroutines/conn"])
 		}
-		if s, ok := seed[wl.Name]; ok && tr.Name == "tcpconn" {
-			note = "seed " + fmtNs(s)
+		if s, ok := original[wl.Name]; ok && tr.Name == "tcpconn" {
+			note = "original " + fmtNs(s)
 		}
 		spread := "-"
 		if r.passes > 1 {
@@ -437,13 +438,14 @@ server talk over 127.0.0.1 and share the machine's cores; compare within a row.
   MB/s       message payload per second, 1 MB = 10^6 bytes (one direction for round trips).
   allocs/op  heap allocations per op, client and server together (same process).
   vs raw     time/op divided by raw's time/op in the same workload: below 1.00x is faster.
-  notes      seed: the seed README's time for that workload, measured on an i5-12400F under
-             Windows, for orientation only. Memory*: live heap bytes and goroutines per idle
+  notes      original: the original TCP-Conn README's time for that workload, measured on an
+             i5-12400F under Windows, for orientation only. Memory*: live heap bytes and goroutines per idle
              logical connection, client and server sides together.
   raw             u32 length + payload on a plain TCP socket, one write per message; in the
                   Mux* and Memory* rows a minimal hand-written mux on one socket (no flow control).
   yamux, smux     hashicorp/yamux and xtaci/smux, one stream per logical connection.
-  tcpconn         this library through the seed API; Receive returns a new slice per message.
+  tcpconn         this library through the original TCP-Conn API; Receive returns a new slice
+                  per message.
   tcpconn-pooled  the same, receiving with ReceiveAppend into one reused buffer per connection.
 `, what, count, benchtime)
 	var skipped []string

@@ -10,7 +10,7 @@ import (
 	"github.com/pulsyflux/tcp-conn/bench"
 )
 
-// The Sockets table (issue 9): what an idle physical socket costs at each
+// The Sockets table: what an idle physical socket costs at each
 // end. bench.SocketsWorkload.Run does the work in two child processes;
 // here are the choice of cells, the runs and the table.
 
@@ -57,7 +57,7 @@ func runSockets(cells []*socketsCell, start time.Time) {
 	}
 }
 
-// The library's goal per idle socket end (issue 9).
+// The library's target per idle socket end.
 const (
 	goalKiB        = 10
 	goalGoroutines = 1
