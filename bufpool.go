@@ -27,12 +27,11 @@ const (
 // payloadPools holds small payload buffers, one bytebufferpool.Pool per
 // power-of-two size class (64 B to smallMessageLimit), each buffer's
 // capacity exactly its class. One pool for all sizes calibrated itself to
-// the usual size and then dropped every buffer above it: after a run of
-// 100-byte messages, each 1 KiB message allocated anew on both sides until
-// the pool recalibrated ~42,000 messages later (RTT1KB after RTT100B in
-// one process: 7 KB allocated per round trip; a capacity of
-// smallMessageLimit made it 16.7 KB). A pool per class only sees its own
-// size.
+// the usual size and then drops every buffer above it: after a run of
+// 100-byte messages, each 1 KiB message is allocated anew on both sides
+// until the pool recalibrates ~42,000 messages later (RTT1KB after RTT100B
+// in one process: 7 KB allocated per round trip, 16.7 KB with buffers of
+// capacity smallMessageLimit). A pool per class only sees its own size.
 const smallClassMin = 6 // 64 B
 
 // Each is allocated on its own: a Pool uses 64-bit atomics, and only the
@@ -51,8 +50,8 @@ func smallClass(n int) int { return max(smallClassMin, sizeClass(max(n, 1))) }
 
 // Large payload buffers (above smallMessageLimit) live in per-size-class
 // free lists that, unlike sync.Pool (which bytebufferpool uses), survive a
-// garbage collection: a 200 KiB round trip through ReceiveAppend measured
-// 6 allocations and 411 KB per op when GC kept emptying the pool, 0 with
+// garbage collection: a 200 KiB round trip through ReceiveAppend makes
+// 6 allocations and 411 KB per op when GC keeps emptying a pool, 0 with
 // these. A buffer is filed under the power of two at or above its capacity
 // and taken for a message of that class if it is large enough. Bounded:
 // largeClassDepth buffers per class up to largeClassMax, so at most about
@@ -117,10 +116,10 @@ func putPayload(data []byte, pooled *byteBuffer) {
 }
 
 // freeList is a bounded free list that, unlike sync.Pool, survives garbage
-// collections. Workloads that allocate a lot (the seed Receive of large
-// messages: a GC every few round trips) emptied sync.Pools on every cycle and
-// re-allocated what they held (RTT1MB: 3 allocations per side per round
-// trip instead of the one slice Receive returns).
+// collections. Workloads that allocate a lot (Receive of large messages: a
+// GC every few round trips) empty sync.Pools on every cycle and re-allocate
+// what they held (RTT1MB: 3 allocations per side per round trip instead of
+// the one slice Receive returns).
 type freeList[T any] chan T
 
 func (f freeList[T]) tryGet() (v T, ok bool) {
@@ -142,11 +141,12 @@ func (f freeList[T]) put(v T) {
 
 // Gather buffers coalesce small frames for one writev, and whole batches
 // into few Writes where writev is not available. They all have capacity
-// gatherChunk, so appending never reallocates. A bytebufferpool.Pool was
-// used here first: it calibrates to the usual (small) size and drops larger
-// buffers, so a stream of sends regrew a 64 KiB buffer by doubling on every
-// flush (SendOnly1KB: 4.4 KB allocated per message after a round-trip
-// workload, PERFORMANCE.md). Bounded: gatherFreeDepth buffers are kept.
+// gatherChunk, so appending never reallocates. Not a bytebufferpool.Pool:
+// it calibrates to the usual (small) size and drops larger buffers, so a
+// stream of sends would regrow a 64 KiB buffer by doubling on every flush
+// (SendOnly1KB: 4.4 KB allocated per message after a round-trip workload;
+// PERFORMANCE.md, "Design choices and their measured cost"). Bounded:
+// gatherFreeDepth buffers are kept.
 const gatherFreeDepth = 16
 
 // chunkList is a free list of buffers of capacity gatherChunk.
@@ -172,7 +172,7 @@ func (f chunkList) put(b *byteBuffer) {
 // Read buffers (frameReader) are the same 64 KiB class in a list of their
 // own: a link takes one only while bytes wait to be parsed, and shared with
 // the gather buffers, which a streaming sender holds by the dozen, the
-// list ran dry and RecvOnly1KB allocated 124 B per message.
+// list would run dry (RecvOnly1KB: 124 B allocated per message).
 var (
 	gatherFree = make(chunkList, gatherFreeDepth)
 	readFree   = make(chunkList, gatherFreeDepth)

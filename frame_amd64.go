@@ -8,7 +8,7 @@ import "encoding/binary"
 
 // Thin on purpose. On amd64 the compiler turns encoding/binary's big-endian
 // accessors into one MOVBE/BSWAP load or store, and it does the same for the
-// portable shifts in frame_generic.go: BenchmarkHeader measured no
+// portable shifts in frame_generic.go: BenchmarkHeader shows no
 // difference beyond noise (PERFORMANCE.md), so there is no hand-written fast
 // path to keep. The file stays so the purego build tag keeps testing the
 // portable accessors on amd64.

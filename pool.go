@@ -19,8 +19,9 @@ import (
 // makes to that address; the Config those sockets use; their Stats; and
 // every Connection made through it, which Close ends. Like http.Client,
 // there is a DefaultClient, used by NewConnection, NewConnectionWithID,
-// Open and Dial, so the seed API is unchanged; make your own Client to scope
-// sockets, settings and figures (tests, tenants, a component's shutdown).
+// Open and Dial, so the original TCP-Conn API works as it always did; make
+// your own Client to scope sockets, settings and figures (tests, tenants, a
+// component's shutdown).
 //
 // A Client is safe for concurrent use.
 type Client struct {

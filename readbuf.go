@@ -16,7 +16,7 @@ import (
 // if the read finds nothing (rawread_unix.go); elsewhere (TLS, net.Pipe,
 // other net.Conns) an idle read goes into a small buffer of the link's own
 // and moves to a pooled one only when a frame needs more. A 64 KiB buffer
-// per idle socket was most of what an idle link cost (issue 9).
+// per idle socket would be most of what an idle link costs.
 //
 // It belongs to the holder of the read token (link.rmu). Peek never
 // consumes: a read interrupted by a deadline loses nothing.
@@ -45,7 +45,7 @@ type frameReader struct {
 	// largePayload: ReadFull is reading, or last read, a payload of at
 	// least directReadMin past the buffer. Until the buffer is filled
 	// again, reads take only prefetchSize into it: the next payload is
-	// likely large too, and reading the whole buffer pulled most of it
+	// likely large too, and reading the whole buffer would pull most of it
 	// through the buffer, a copy per message.
 	largePayload bool
 }
@@ -58,14 +58,14 @@ const smallReadSize = 1 << 10
 // prefetchSize is how much ReadFull's readv takes into the buffer beyond
 // the payload it fills: the next frame's header and a few small frames.
 // More would be copied: a stream of 64 KiB messages read into a 64 KiB
-// buffer first moved every payload through it (WAN20ms: memmove was 8 %
-// of the process's CPU, PERFORMANCE.md).
+// buffer would move every payload through it (copying them cost 8 % of
+// the process's CPU on WAN20ms; PERFORMANCE.md, "Where the time goes").
 const prefetchSize = smallReadSize
 
 // directReadMin: a ReadFull of less than this reads into the whole buffer
 // after it, as Peek would: a stream of small messages that straddle reads
 // would otherwise go on with 1 KiB reads, one system call per message
-// (RecvOnly1KB took twice as long).
+// (twice the time on RecvOnly1KB).
 const directReadMin = readBufferSize / 2
 
 // errWouldBlock: a read in noWait mode found nothing to read. Like an

@@ -84,8 +84,8 @@ func (l *link) readBehind(token bool) {
 // reader goes to sleep: its goroutine ends, and releaseToken or kickReader
 // starts a new one (wakeReader). So a link whose application reads for
 // itself has no goroutine of its own while idle, and no timer firing: at
-// 10,000 idle links, background readers checking every handBackDelay kept
-// a server's two cores busy and made it miss keepalives. It reports
+// 10,000 idle links, background readers checking every handBackDelay keep
+// a server's two cores busy and make it miss keepalives. It reports
 // whether it took the token (false: the link is done, or it sleeps).
 func (l *link) awaitToken() bool {
 	seen := l.releases.Load()
@@ -191,7 +191,7 @@ func (l *link) noWaitRead(found bool) {
 // readInto is where a receiver reading for itself through ReceiveAppend
 // wants its next message: read straight into the spare capacity of its
 // buffer, it skips a copy through one of ours (for 64 KiB messages over a
-// fast path, that copy was a tenth of the receiving process's CPU). Only a
+// fast path, that copy is about a tenth of the receiving process's CPU). Only a
 // message that fits and that src would take (its own stream's, or an
 // unclaimed record's for a catch-all) is read there, a data frame or a
 // message in parts (then its partial holds buf). It belongs to the token

@@ -15,11 +15,13 @@ import (
 	"time"
 )
 
-// The server side: wrapping accepted sockets (the seed's API) and Listener.
+// The server side: wrapping accepted sockets (the original TCP-Conn API)
+// and Listener.
 
 // wrapRegistry maps each wrapped socket to its one link, so that several
-// Wrap* calls on one accepted net.Conn share a single reader (the seed's
-// deadlock fix, applied to servers too). An entry lives while a Connection
+// Wrap* calls on one accepted net.Conn share a single reader, as a client's
+// Connections to one address do: two readers on one socket would deadlock
+// or take each other's frames. An entry lives while a Connection
 // made by Wrap* on it is open, and is removed when the socket closes.
 var wrapRegistry = struct {
 	mu sync.Mutex

@@ -591,8 +591,8 @@ const maxControlFrame = sizeOfIDLen + sizeOfType + sizeOfLength + sizeOfIDLen + 
 // peer closed its end (on Linux: its FIN came, then a reset), which a read
 // reports as io.EOF; a write that notices first says the same, so a
 // server's receive loop sees a client that went away as io.EOF whichever
-// side of the link failed first (TestClientPoolingSharesOneSocket failed
-// once in CI with "writev: broken pipe").
+// side of the link failed first, never a bare "writev: broken pipe"
+// (TestClientPoolingSharesOneSocket).
 func writeFailure(err error) error {
 	if errors.Is(err, syscall.EPIPE) {
 		return fmt.Errorf("%w: write: %w (%w)", ErrLinkLost, err, io.EOF)
