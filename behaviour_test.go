@@ -2,8 +2,12 @@
 
 package tcpconn
 
-// Tests for the numbered behaviours of issue 2, one test per behaviour; the
-// names are cited by the issue's closing note.
+// Tests of the library's core behaviours as a user meets them, one test per
+// behaviour: echo at every size, client pooling, multiplexing on both
+// sides, the catch-all, messages that arrive before their ID is claimed, no
+// head-of-line blocking, auto-reconnect, idle timeouts, concurrent Sends,
+// Close, hostile peers and the message size limit; then Config, Dial,
+// Listener, error and allocation tests.
 
 import (
 	"bytes"
@@ -20,9 +24,8 @@ import (
 	"time"
 )
 
-// Behaviour 1: byte-exact echo across the interesting sizes (the 64 KiB
-// boundary is where the receive path switches from pooled buffers to
-// growing ones).
+// Byte-exact echo across the interesting sizes (the 64 KiB boundary is
+// where the receive path switches from pooled buffers to growing ones).
 func TestEchoSizes(t *testing.T) {
 	ln := listenTCP(t)
 	serveEcho(t, ln)
@@ -35,9 +38,9 @@ func TestEchoSizes(t *testing.T) {
 	}
 }
 
-// Behaviour 2: client pooling. Every client Connection to one address shares
-// one socket; it closes (the server reads EOF) when the last one closes or
-// idles out, and a later Connection dials a new one.
+// Client pooling. Every client Connection to one address shares one socket;
+// it closes (the server reads EOF) when the last one closes or idles out,
+// and a later Connection dials a new one.
 func TestClientPoolingSharesOneSocket(t *testing.T) {
 	ln := listenTCP(t)
 	type socket struct{ ended chan error }
@@ -133,9 +136,9 @@ func TestClientPoolingSharesOneSocket(t *testing.T) {
 	})
 }
 
-// Behaviour 3: multiplexing on both sides. Several WrapConnectionWithID on
-// one accepted socket share its single reader, and each receives only the
-// messages of its ID (the seed's "Server with Multiple Logical
+// Multiplexing on both sides. Several WrapConnectionWithID on one accepted
+// socket share its single reader, and each receives only the messages of
+// its ID (the original TCP-Conn README's "Server with Multiple Logical
 // Connections").
 func TestServerMultiplexingWrapWithID(t *testing.T) {
 	ln := listenTCP(t)
@@ -204,9 +207,9 @@ func TestServerMultiplexingWrapWithID(t *testing.T) {
 	}
 }
 
-// Behaviour 4: the seed's plain echo server (WrapConnection + Receive/Send)
-// answers the seed's multiplexed clients on one socket, each getting back
-// exactly its own messages.
+// The original TCP-Conn API's plain echo server (WrapConnection +
+// Receive/Send) answers multiplexed clients made with its constructors on
+// one socket, each getting back exactly its own messages.
 func TestCatchAllAnswersEachClientID(t *testing.T) {
 	ln := listenTCP(t)
 	accepted := serveEcho(t, ln)
@@ -253,8 +256,8 @@ func TestCatchAllAnswersEachClientID(t *testing.T) {
 	}
 }
 
-// Behaviour 5: messages that arrive for an ID before the server wraps it are
-// kept and delivered once it is wrapped, or to a catch-all installed later.
+// Messages that arrive for an ID before the server wraps it are kept and
+// delivered once it is wrapped, or to a catch-all installed later.
 func TestRegistrationRaceKeepsEarlyMessages(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -317,10 +320,10 @@ func TestRegistrationRaceKeepsEarlyMessages(t *testing.T) {
 	}
 }
 
-// Behaviour 6: no head-of-line blocking. A logical connection whose reader is
-// absent fills its window; then its sender blocks (SendContext returns
-// DeadlineExceeded), other IDs on the same socket keep flowing, and once the
-// reader starts every message arrives, in order.
+// No head-of-line blocking. A logical connection whose reader is absent
+// fills its window; then its sender blocks (SendContext returns
+// DeadlineExceeded), other IDs on the same socket keep flowing, and once
+// the reader starts every message arrives, in order.
 func TestNoHeadOfLineBlocking(t *testing.T) {
 	const window = InitialWindow // the smallest a Config may set
 	const size = 16 << 10
@@ -406,11 +409,11 @@ func TestNoHeadOfLineBlocking(t *testing.T) {
 	}
 }
 
-// Behaviour 7: auto-reconnect. After the socket is lost (the server drops
-// it, restarts on the same port, or the client's own socket is reset), the
-// same client Connection works again. Servers never reconnect: the server
-// Connection of the lost socket fails with ErrLinkLost on Send and Receive,
-// and keeps failing after the client is back, still on its dead link.
+// Auto-reconnect. After the socket is lost (the server drops it, restarts
+// on the same port, or the client's own socket is reset), the same client
+// Connection works again. Servers never reconnect: the server Connection of
+// the lost socket fails with ErrLinkLost on Send and Receive, and keeps
+// failing after the client is back, still on its dead link.
 func TestAutoReconnect(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -510,9 +513,9 @@ func TestAutoReconnect(t *testing.T) {
 	}
 }
 
-// Behaviour 8: idle timeout on both sides. A server Connection's blocked
-// Receive returns ErrIdleTimeout; a client Connection idles out and
-// reconnects on its next use.
+// Idle timeout on both sides. A server Connection's blocked Receive returns
+// ErrIdleTimeout; a client Connection idles out and reconnects on its next
+// use.
 func TestIdleTimeout(t *testing.T) {
 	const idle = 200 * time.Millisecond
 	t.Run("server", func(t *testing.T) {
@@ -567,7 +570,7 @@ func TestIdleTimeout(t *testing.T) {
 	})
 }
 
-// Behaviour 9: concurrent Sends on one Connection deliver whole messages in
+// Concurrent Sends on one Connection deliver whole messages in
 // per-goroutine order, while Receive runs concurrently.
 func TestConcurrentSendAndReceive(t *testing.T) {
 	ln := listenTCP(t)
@@ -627,9 +630,9 @@ func TestConcurrentSendAndReceive(t *testing.T) {
 	}
 }
 
-// Behaviour 10: Close. Calls after Close return ErrClosed, a blocked Receive
-// returns promptly, and Close twice is safe (goroutine leaks are checked for
-// the whole run by TestMain).
+// Close. Calls after Close return ErrClosed, a blocked Receive returns
+// promptly, and Close twice is safe (goroutine leaks are checked for the
+// whole run by TestMain).
 func TestClose(t *testing.T) {
 	ln := listenTCP(t)
 	conns := make(chan net.Conn, 1)
@@ -680,9 +683,9 @@ func TestClose(t *testing.T) {
 	}
 }
 
-// Behaviour 11: a hostile or broken peer gets its link closed with a
-// protocol or handshake error, without a panic or a hang, while another
-// client of the same server keeps working.
+// A hostile or broken peer gets its link closed with a protocol or
+// handshake error, without a panic or a hang, while another client of the
+// same server keeps working.
 func TestHostilePeerClosesOnlyItsLink(t *testing.T) {
 	const maxStreams = 4
 	srvCfg := &Config{MaxStreams: maxStreams, KeepAliveInterval: -1}
@@ -800,9 +803,9 @@ func TestDialRefusesOtherProtocolVersion(t *testing.T) {
 	p.expectClosed()
 }
 
-// Behaviour 12: a message over the maximum size fails on Send with
-// ErrMessageTooLarge, and the connection stays usable; both this side's
-// limit and the one the peer announced count.
+// A message over the maximum size fails on Send with ErrMessageTooLarge,
+// and the connection stays usable; both this side's limit and the one the
+// peer announced count.
 func TestMessageTooLarge(t *testing.T) {
 	const limit = InitialWindow // the smallest a Config may set
 	for _, tc := range []struct {
@@ -829,7 +832,7 @@ func TestMessageTooLarge(t *testing.T) {
 	}
 }
 
-// ---- beyond the numbered behaviours ----
+// ---- beyond the core behaviours: Config, Dial, Listener, errors, allocations ----
 
 func TestConfigValidateNamesField(t *testing.T) {
 	type validateCase struct {
@@ -898,7 +901,7 @@ func TestDialReportsErrorAtOnce(t *testing.T) {
 	if d := time.Since(start); d > testTimeout/2 {
 		t.Errorf("Dial took %v to report %v", d, err)
 	}
-	// The seed's constructor dials in the background; its error surfaces on use.
+	// The original constructor dials in the background; its error surfaces on use.
 	lazy := NewConnectionWithID(addr, "lazy", 0)
 	defer lazy.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)

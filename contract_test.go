@@ -2,9 +2,9 @@
 
 package tcpconn
 
-// The user contract (issue 7), tested as a user uses the library: the
-// seed's constructors and plain calls where the seed's README has them,
-// over TCP, TLS and net.Pipe (transport_test.go). Every blocking step is
+// The user contract, tested as a user uses the library: the original
+// TCP-Conn constructors and plain calls where the original TCP-Conn README
+// has them, over TCP, TLS and net.Pipe (transport_test.go). Every blocking step is
 // bounded (helpers_test.go: within, await, recvWithin), so a broken
 // engine fails these tests; it never hangs them.
 
@@ -26,7 +26,7 @@ import (
 // and per socket before its HELLO arrives (0-RTT sends).
 const wantInitialWindow = 64 << 10
 
-// ---- 1 and 6: the seed's usage, Send before the server accepted ----
+// ---- the original TCP-Conn usage: Send before the server accepted ----
 
 // TestSeedUsageSendBeforeAccept: Send never waits for the peer's HELLO. A
 // client sends up to the initial window before the server has accepted or
@@ -101,7 +101,7 @@ func TestSeedUsageSendBeforeAccept(t *testing.T) {
 	})
 }
 
-// ---- 2 and 6: eager construction, the server speaks first ----
+// ---- eager construction: the server speaks first ----
 
 // TestSeedUsageServerSpeaksFirst: a client Connection is announced to the
 // peer when it is created, so a server that speaks first reaches a client
@@ -164,7 +164,7 @@ func TestSeedUsageServerSpeaksFirst(t *testing.T) {
 	})
 }
 
-// ---- 3: Close is prompt in every state; other wake-ups ----
+// ---- Close is prompt in every state; other wake-ups ----
 
 // blockingCalls block while a client has no link yet: a Send beyond the
 // initial window (up to it, Send returns at once) and a Receive.
@@ -496,7 +496,7 @@ func TestContractRefusedIDs(t *testing.T) {
 	})
 }
 
-// ---- 4: every method is safe for concurrent use ----
+// ---- every method is safe for concurrent use ----
 
 // numbered is message seq of sender g: [g u16][seq u32] then a body
 // derived from both; every 97th is larger than the 32 KiB copy limit.
@@ -774,7 +774,7 @@ func TestContractConcurrentSendersAndReceivers(t *testing.T) {
 	})
 }
 
-// ---- 5: the engine's edge cases, as a user meets them ----
+// ---- the engine's edge cases, as a user meets them ----
 
 // TestContractCatchAllReplacementKeepsQueued: messages queued for a server
 // catch-all that is closed before receiving them go to the next catch-all

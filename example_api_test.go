@@ -2,8 +2,8 @@
 
 package tcpconn_test
 
-// Runnable examples of the API beyond the seed: Dial with a context,
-// Listener.Accept with graceful shutdown, and the pooled receive path.
+// Runnable examples of the API beyond the original TCP-Conn one: Dial with a
+// context, Listener.Accept with graceful shutdown, and the pooled receive path.
 
 import (
 	"context"
@@ -180,8 +180,8 @@ func ExampleOpen_serverSpeaksFirst() {
 	// Output: welcome, listener-only
 }
 
-// One goroutine, the seed's way: the client sends before the server has
-// even accepted the socket. Send does not wait for the server (up to
+// One goroutine, the original TCP-Conn way: the client sends before the server
+// has even accepted the socket. Send does not wait for the server (up to
 // InitialWindow bytes go out before its HELLO), so nothing deadlocks.
 func Example_sendBeforeAccept() {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -2,11 +2,11 @@
 
 package tcpconn_test
 
-// The seed README's examples, runnable. The calls are the seed's own
-// (NewConnection, NewConnectionWithID, WrapConnection, WrapConnectionWithID,
-// Send, Receive); only the addresses differ: an in-process server listens on
-// 127.0.0.1:0 where the README says "localhost:8080", and every example
-// closes what it opened.
+// The original TCP-Conn README's examples, runnable. The calls are the original
+// API's own (NewConnection, NewConnectionWithID, WrapConnection,
+// WrapConnectionWithID, Send, Receive); only the addresses differ: an
+// in-process server listens on 127.0.0.1:0 where the README says
+// "localhost:8080", and every example closes what it opened.
 
 import (
 	"errors"
@@ -19,7 +19,7 @@ import (
 	tcpconn "github.com/pulsyflux/tcp-conn"
 )
 
-// echoServer is the seed's "Server-Side Usage" loop, run in process.
+// echoServer is the original README's "Server-Side Usage" loop, run in process.
 type echoServer struct {
 	addr     string
 	listener net.Listener
@@ -70,7 +70,7 @@ func (s *echoServer) stop() {
 	s.wg.Wait()
 }
 
-// The seed's "Basic Client Connection".
+// The original README's "Basic Client Connection".
 func Example() {
 	server := startEchoServer()
 	defer server.stop()
@@ -85,9 +85,9 @@ func Example() {
 	// Output: hello
 }
 
-// The seed's "Connection Multiplexing": two logical connections share one
-// TCP socket, and each receives only its own messages, even from the
-// seed's plain echo server.
+// The original README's "Connection Multiplexing": two logical connections
+// share one TCP socket, and each receives only its own messages, even from the
+// original plain echo server.
 func Example_multiplexing() {
 	server := startEchoServer()
 	defer server.stop()
@@ -115,7 +115,8 @@ func Example_multiplexing() {
 	// sockets: 1
 }
 
-// The seed's "Server-Side Usage": wrap each accepted socket and echo.
+// The original README's "Server-Side Usage": wrap each accepted socket and
+// echo.
 func ExampleWrapConnection() {
 	listener, _ := net.Listen("tcp", "127.0.0.1:0")
 	var wg sync.WaitGroup
@@ -169,8 +170,8 @@ func handleSession(c *tcpconn.Connection, wg *sync.WaitGroup) {
 	}
 }
 
-// The seed's "Server with Multiple Logical Connections": several logical
-// connections over the same accepted socket.
+// The original README's "Server with Multiple Logical Connections": several
+// logical connections over the same accepted socket.
 func ExampleWrapConnectionWithID() {
 	listener, _ := net.Listen("tcp", "127.0.0.1:0")
 	var wg sync.WaitGroup
@@ -212,7 +213,7 @@ func ExampleWrapConnectionWithID() {
 	// session-2 got second
 }
 
-// The seed's "Request-Response Pattern".
+// The original README's "Request-Response Pattern".
 func Example_requestResponse() {
 	// Server
 	listener, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -242,8 +243,8 @@ func Example_requestResponse() {
 	// client got RESPONSE
 }
 
-// The seed's "Bidirectional Streaming": one goroutine receives while another
-// sends on the same connection (bounded here, and without the sleep).
+// The original README's "Bidirectional Streaming": one goroutine receives while
+// another sends on the same connection (bounded here, and without the sleep).
 func Example_bidirectionalStreaming() {
 	server := startEchoServer()
 	defer server.stop()
@@ -276,8 +277,8 @@ func Example_bidirectionalStreaming() {
 	// received data 4
 }
 
-// The seed's "Connection Pool Sharing": three logical connections, one TCP
-// connection.
+// The original README's "Connection Pool Sharing": three logical connections,
+// one TCP connection.
 func Example_connectionPoolSharing() {
 	server := startEchoServer()
 	defer server.stop()
@@ -306,8 +307,8 @@ func Example_connectionPoolSharing() {
 	// TCP connections: 1
 }
 
-// The seed's "Connection IDs": the empty ID receives everything no ID claims;
-// an ID receives only its own.
+// The original README's "Connection IDs": the empty ID receives everything no
+// ID claims; an ID receives only its own.
 func ExampleNewConnectionWithID() {
 	server := startEchoServer()
 	defer server.stop()
@@ -331,8 +332,8 @@ func ExampleNewConnectionWithID() {
 	// for session-123
 }
 
-// The seed's "Idle Timeout" configuration (one at a time: a socket has one
-// catch-all).
+// The original README's "Idle Timeout" configuration (one at a time: a socket
+// has one catch-all).
 func ExampleNewConnection() {
 	server := startEchoServer()
 	defer server.stop()
@@ -355,7 +356,7 @@ func ExampleNewConnection() {
 	// default
 }
 
-// The seed's "Error Handling": errors tell the connection's state.
+// The original README's "Error Handling": errors tell the connection's state.
 func ExampleConnection_Send() {
 	server := startEchoServer()
 	defer server.stop()

@@ -86,8 +86,8 @@ var fuzzConfig = &Config{
 // fuzzAllocSlack covers the link's fixed buffers (bufio, queues, goroutines),
 // the 1 MiB a large message may hold before its bytes arrive, and what the
 // process allocates per message besides: under the fuzzing engine an input of
-// 3,000 empty messages measured 7 to 16 MB (not under go test -run; not
-// investigated, see the session 6 note). It stays well below fuzzConfig's
+// 3,000 empty messages measured 7 to 16 MB (not under go test -run; the
+// cause is not known). It stays well below fuzzConfig's
 // 64 MiB MaxMessageSize, so an allocation a header merely claims still fails.
 const fuzzAllocSlack = 32 << 20
 

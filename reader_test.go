@@ -16,8 +16,8 @@ import (
 
 // TestIdleReaderSleeps: while a receiver blocks reading for itself on an
 // idle link, the background reader sleeps (its goroutine ends) instead of
-// checking every handBackDelay (10,000 idle links polling kept a server's
-// cores busy); once that receiver has its message and goes away, the
+// checking every handBackDelay (10,000 idle links polling would keep a
+// server's cores busy); once that receiver has its message and goes away, the
 // background reader runs again and reads what arrives for others.
 func TestIdleReaderSleeps(t *testing.T) {
 	ln := listenTCP(t)

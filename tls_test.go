@@ -94,8 +94,9 @@ func mutualTLSListener(t testing.TB) (*Listener, func(client string) *Config) {
 	}
 }
 
-// TestTLSWrapConnection: a server wraps each accepted *tls.Conn (the seed's
-// WrapConnection) and a client dials with Config.TLSConfig.
+// TestTLSWrapConnection: a server wraps each accepted *tls.Conn (the
+// original TCP-Conn WrapConnection) and a client dials with
+// Config.TLSConfig.
 func TestTLSWrapConnection(t *testing.T) {
 	ca := newTestCA(t, "tcpconn test CA")
 	srvTLS := &tls.Config{Certificates: []tls.Certificate{ca.leaf(t, "server")}, MinVersion: tls.VersionTLS13}

@@ -22,7 +22,8 @@ type testTransport struct {
 	// listen returns a listener closed at cleanup, and the client Config
 	// that reaches it: a copy of base (nil: zero) with the transport's
 	// fields set. Plain TCP with a nil base returns a nil Config, so the
-	// seed's constructors (NewConnection*) are what the test exercises.
+	// original TCP-Conn constructors (NewConnection*) are what the test
+	// exercises.
 	// Clients share a socket only with the same address and the same
 	// *Config pointer: use one returned Config per test.
 	listen func(t testing.TB, base *Config) (net.Listener, *Config)
@@ -153,8 +154,8 @@ func (l *pipeListener) dial(ctx context.Context, network, address string) (net.C
 }
 
 // openClient makes a client Connection as a user does: with a nil cfg the
-// seed's NewConnection / NewConnectionWithID, otherwise Open with
-// WithConfig. It is closed at cleanup.
+// original TCP-Conn NewConnection / NewConnectionWithID, otherwise Open
+// with WithConfig. It is closed at cleanup.
 func openClient(t testing.TB, addr string, cfg *Config, id string) *Connection {
 	t.Helper()
 	var c *Connection
@@ -175,7 +176,7 @@ func openClient(t testing.TB, addr string, cfg *Config, id string) *Connection {
 	return closePromptlyAtCleanup(t, c)
 }
 
-// wrapServer wraps an accepted socket as the seed's server does
+// wrapServer wraps an accepted socket as the original TCP-Conn server does
 // (WrapConnection for the catch-all, WrapConnectionWithID otherwise),
 // closed at cleanup.
 func wrapServer(t testing.TB, conn net.Conn, id string) *Connection {
