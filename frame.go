@@ -7,13 +7,14 @@ import (
 )
 
 // The wire format. Every frame starts with one byte. A value below
-// controlMarker is the ID length of a data frame, exactly the seed's layout:
+// controlMarker is the ID length of a data frame, exactly the original
+// TCP-Conn layout:
 //
 //	data:    [idLen u8 <= 254][id][payload length u32 BE][payload]
 //	control: [0xFF][type u8][type-specific fixed body]
 //
-// README.md ("Wire protocol") is the specification; frame_test.go pins it
-// with golden bytes.
+// PROTOCOL.md is the specification; frame_test.go pins it with golden
+// bytes.
 const (
 	controlMarker = 0xFF
 	maxIDLen      = controlMarker - 1
@@ -32,7 +33,7 @@ const (
 )
 
 // helloMagic opens every link in both directions; a peer that does not send
-// it (for example the seed's original implementation) is refused clearly.
+// it (for example the original TCP-Conn implementation) is refused clearly.
 var helloMagic = [4]byte{'T', 'C', 'P', 'C'}
 
 // Control frame types.

@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-// Golden wire bytes for every frame type (README, "Wire protocol"). A
+// Golden wire bytes for every frame type (PROTOCOL.md). A
 // second implementation can check itself against these vectors.
 var (
 	// HELLO with the default limits: magic "TCPC", version 2, stream window

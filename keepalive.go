@@ -29,7 +29,7 @@ func (l *link) startKeepAlive() {
 	}
 	// A quarter-interval tick measures silence to within a tick, so a dead
 	// peer is noticed within KeepAliveTimeout plus half an interval (a tick
-	// of a whole interval made that up to two intervals late).
+	// of a whole interval would make that up to two intervals late).
 	tick := min(interval/4, max(l.cfg.IdleTimeout/4, time.Second))
 	if l.cfg.IdleTimeout <= 0 {
 		tick = interval / 4
