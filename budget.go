@@ -12,9 +12,10 @@ import (
 // starting windows, and so the bytes their peers can make this process
 // hold. Every link starts with Config.LinkWindow of credit, which it may
 // always use; it grows its window (window auto-tuning, and room for a
-// message larger than the window: README "Flow control") only with bytes
-// reserved from its Budget, and gives them back when its window shrinks or
-// it closes. When the budget is spent, windows
+// message larger than the window), and gives link credit back early for
+// messages that wait for their readers (README, "Flow control"), only with
+// bytes reserved from its Budget, and gives them back when its window
+// shrinks, the messages are read, or it closes. When the budget is spent, windows
 // stop growing and large ones shrink as their readers consume: senders feel
 // backpressure (credit is withheld), nothing is dropped.
 //
@@ -82,11 +83,10 @@ func (b *Budget) tight() bool { return b.used.Load() > b.limit-b.limit/8 }
 // "Consumed fast" is a sign of a window-limited sender only when the bytes
 // were not waiting for the reader: one that drains bytes queued in its
 // socket buffer consumes at memory speed, and growing its window only
-// queues more bulk bytes ahead of small messages (on loopback a bulk
-// stream's window grew to 16 MiB and a small message's p99 beside it went
-// from 2 to 21 ms; PERFORMANCE.md). So a window grows only when the path's
+// queues more bulk bytes ahead of small messages (a small message's p99
+// beside a bulk stream grows with the bulk window; PERFORMANCE.md). So a window grows only when the path's
 // smallest measured round trip is at least growMinRTT (on a shorter one the
-// window a link starts with, 1 MiB, already carries 200 MB/s or more),
+// window a link starts with, 2 MiB, already carries 200 MB/s or more),
 // and, where the kernel tells (Linux), when less than a quarter of the
 // window waits unread in the socket: round trips measured under load are
 // inflated by the very queue they would grow (2 ms on loopback beside a
@@ -110,9 +110,9 @@ const (
 	// maxWindow is the largest credit a window may grow to (the protocol's
 	// bound: a WINDOW past it is an error).
 	maxWindow = 1<<31 - 1
-	// growMinRTT: see recvWindow. 1 ms let a loopback link grow now and
-	// then: its one round-trip sample, taken as a bulk flow started, read
-	// 1-2 ms (Mixed16MB: one pass in six at p99 13.7 ms).
+	// growMinRTT: see recvWindow. It is well above loopback's round trip
+	// even when that is sampled as a bulk flow starts (1-2 ms), so loopback
+	// links never grow.
 	growMinRTT = 5 * time.Millisecond
 	// returnStepFloor: see returnStep. Windows of up to 2 MiB return half.
 	returnStepFloor = 1 << 20

@@ -540,14 +540,13 @@ func (l *link) addSendCredit(s *stream, inc uint32) error {
 // growForMessage grows the link's window by the cost of a message in parts
 // whose first PART overdrew it, with bytes reserved from the Budget, and
 // returns that credit at once. The first PART charges the link the whole
-// message: without this, every other ID waited until the message had
-// arrived and been read (a small message's p99 beside 4 MiB messages went
-// from 2 to 22 ms with a 1 MiB link window), and the next message of a bulk
-// flow, charged when queued, blocked them again until its own first PART
-// had crossed the queue ahead of it (p50 beside 16 MiB messages 13 µs ->
-// 200 µs when the credit was only lent per message). The window stays
-// grown, so back-to-back large messages fit, up to MaxLinkWindow; it is
-// given back when the budget is tight (recvWindow.tune) or the link closes.
+// message: without the growth, every other ID would wait until the message
+// had arrived and been read, and, if the credit were only lent per message,
+// the next message of a bulk flow, charged when queued, would block them
+// again until its own first PART had crossed the queue ahead of it. The
+// window stays grown, so back-to-back large messages fit, up to
+// MaxLinkWindow; it is given back when the budget is tight
+// (recvWindow.tune) or the link closes.
 func (l *link) growForMessage(cost int64) {
 	w := &l.linkWindow
 	for {

@@ -31,10 +31,10 @@ import (
 
 // Limits and defaults, with their reasons.
 const (
-	// DefaultIdleTimeout is the seed's: a logical connection unused for this
+	// DefaultIdleTimeout is the original TCP-Conn's: a logical connection unused for this
 	// long is closed (a client one reconnects on next use).
 	DefaultIdleTimeout = 5 * time.Minute
-	// DefaultMaxMessageSize is the seed's 16 MiB.
+	// DefaultMaxMessageSize is the original TCP-Conn's 16 MiB.
 	DefaultMaxMessageSize = 16 << 20
 	// DefaultStreamWindow is the window a logical connection starts with:
 	// a window update per 512 KiB consumed keeps a loopback stream of
@@ -62,9 +62,10 @@ const (
 	DefaultMaxLinkWindow = 128 << 20
 	// DefaultFrameSize: messages above it are sent in parts, so a small
 	// message waits behind at most one part of another. 64 KiB is the
-	// seed's chunk size; 32 KiB (smux's) cost 23 % on Stream64KB and a
-	// third on RTT1MB in a benchstat A/B, for a probe p99 under bulk that
-	// the bytes in flight dominate anyway (PERFORMANCE.md).
+	// original TCP-Conn's chunk size; smaller parts cost throughput on
+	// Stream64KB and RTT1MB (a write and a header per part), for a probe
+	// p99 under bulk that the bytes in flight dominate anyway
+	// (PERFORMANCE.md).
 	DefaultFrameSize = 64 << 10
 	// DefaultSendQueueLimit: unsent bytes the kernel may hold per socket
 	// (measured in PERFORMANCE.md, "Small messages beside bulk ones").
@@ -388,7 +389,7 @@ type Connection struct {
 	idleTimer  *time.Timer
 }
 
-// NewConnection returns a client catch-all connection to address (the seed
+// NewConnection returns a client catch-all connection to address (the original
 // API; the empty ID). idleTimeout 0 means DefaultIdleTimeout; a negative
 // one disables the idle timeout. It never blocks and never returns nil: the
 // dial starts at once in the background, and its errors surface on Send and
