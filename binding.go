@@ -62,7 +62,7 @@ func (c *Connection) attach(l *link) (*binding, error) {
 			// The catch-all's own ID: a record to send on and to CLOSE in
 			// detach, announced so that a Listener accepts it.
 			if _, err := l.sendStream(""); err != nil {
-				l.catchAll.CompareAndSwap(ca, nil)
+				l.routes.catchAll.CompareAndSwap(ca, nil)
 				ca.retire(err)
 				return nil, err
 			}
@@ -84,14 +84,14 @@ func (c *Connection) attach(l *link) (*binding, error) {
 func (c *Connection) detach(b *binding, why error) {
 	l := b.link
 	if b.ca != nil {
-		l.catchAll.CompareAndSwap(b.ca, nil)
+		l.routes.catchAll.CompareAndSwap(b.ca, nil)
 		b.ca.retire(why)
 		if l.failed() {
 			l.drainUnowned() // no catch-all will follow this one
 		}
-		if v, ok := l.routes.Load(""); ok && c.client {
+		if s, ok := l.routes.load(""); ok && c.client {
 			// The client catch-all's own ID, opened by attach.
-			if s := v.(*stream); s.ownerIs(nil) {
+			if s.ownerIs(nil) {
 				l.closeStream(s, closeNormal)
 			}
 		}

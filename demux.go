@@ -60,7 +60,7 @@ func (l *link) readFrame() (bool, error) {
 	if err != nil {
 		return false, err // EOF here is a clean close between frames
 	}
-	l.framesIn.Add(1)
+	l.keepAlive.heard.Add(1)
 	if b[0] == controlMarker {
 		if b, err = l.br.Peek(sizeOfIDLen + sizeOfType); err == nil && b[1] == framePart {
 			return l.readPart()
@@ -94,7 +94,7 @@ func (l *link) readHello() error {
 		return err
 	}
 	l.br.Discard(len(b))
-	l.framesIn.Add(1)
+	l.keepAlive.heard.Add(1)
 	l.conn.SetReadDeadline(time.Time{})
 	if !l.client {
 		l.setID(uuid.UUID(h.linkID)) // the dialling side names the link
@@ -154,16 +154,16 @@ func (l *link) admit(frame string, s *stream, cost int64) (*stream, error) {
 // chargeLink takes cost from the link's credit, which must have been
 // positive.
 func (l *link) chargeLink(frame string, s *stream, cost int64) error {
-	if l.recvLinkCredit.Add(-cost)+cost <= 0 {
-		return protocolErrorf(frame, s.id, "peer exceeded the link window of %d bytes", l.linkWindow.size.Load())
+	if !l.inflow.charge(cost) {
+		return protocolErrorf(frame, s.id, "peer exceeded the link window of %d bytes", l.inflow.window.size.Load())
 	}
 	return nil
 }
 
 // charge takes cost from s's credit, which must have been positive.
 func (s *stream) charge(frame string, cost int64) error {
-	if s.recvCredit.Add(-cost)+cost <= 0 {
-		return protocolErrorf(frame, s.id, "peer exceeded the window of %d bytes on %q", s.window.size.Load(), s.id)
+	if !s.inflow.charge(cost) {
+		return protocolErrorf(frame, s.id, "peer exceeded the window of %d bytes on %q", s.inflow.window.size.Load(), s.id)
 	}
 	return nil
 }
@@ -214,7 +214,7 @@ func (l *link) readPart() (bool, error) {
 		if err := l.chargeLink("PART", s, p.cost); err != nil {
 			return false, err
 		}
-		if l.recvLinkCredit.Load() <= 0 {
+		if l.inflow.credit.Load() <= 0 {
 			l.growForMessage(p.cost) // it overdrew the link
 		}
 		if !s.closing() {
@@ -261,7 +261,7 @@ func (l *link) readPending() (bool, error) {
 		k, err := l.br.ReadFull(p.m.data[p.got:min(len(p.m.data), p.got+readProgressChunk, p.end)])
 		p.got += k
 		if k > 0 { // a read cut short by a deadline heard nothing
-			l.framesIn.Add(1)
+			l.keepAlive.heard.Add(1)
 		}
 		if err != nil {
 			if isTimeout(err) || err == errWouldBlock {
@@ -291,7 +291,7 @@ func (l *link) readPending() (bool, error) {
 		delete(l.partials, pt.id)
 		l.forgetPartial(pt)
 		if s := pt.s; s != nil {
-			s.recvCredit.Add(-pt.cost) // now held whole, until consumed
+			s.inflow.credit.Add(-pt.cost) // now held whole, until consumed
 		}
 	}
 	s, m, cost, inPlace := p.s, p.m, p.cost, p.inPlace
@@ -442,13 +442,7 @@ func (l *link) onPing(body []byte) error {
 }
 
 func (l *link) onPong(body []byte) error {
-	if sent := l.pingSent.Load(); sent != 0 && loadU32(body) == l.pingSeq.Load() && l.pingSent.CompareAndSwap(sent, 0) {
-		rtt := nanotime() - sent
-		l.rtt.Store(rtt)
-		if m := l.minRTT.Load(); m == 0 || rtt < m {
-			l.minRTT.Store(rtt)
-		}
-	}
+	l.keepAlive.pong(loadU32(body), nanotime())
 	return l.allowControl()
 }
 
@@ -464,9 +458,9 @@ func (l *link) onGoAway(body []byte) error {
 // can Accept or push to a client that has not sent anything yet).
 func (l *link) onOpen(body []byte) error {
 	idb, _ := splitIDBody(body)
-	if v, ok := l.routes.Load(bytesToString(idb)); ok {
+	if s, ok := l.routes.load(bytesToString(idb)); ok {
 		// Both sides opened the ID at once (fine, once), or a repeat.
-		if s := v.(*stream); !s.closing() && s.peerOpened.Swap(true) {
+		if !s.closing() && s.peerOpened.Swap(true) {
 			return l.allowControl()
 		}
 		return nil
@@ -483,22 +477,21 @@ func (l *link) onCloseFrame(body []byte) error {
 	if len(l.partials) > 0 {
 		l.dropPartial(string(idb))
 	}
-	v, ok := l.routes.Load(bytesToString(idb))
+	s, ok := l.routes.load(bytesToString(idb))
 	if !ok {
 		return l.allowControl() // nothing to close: charged like a ping
 	}
-	return l.onPeerClose(v.(*stream), closeCode(code))
+	return l.onPeerClose(s, closeCode(code))
 }
 
 func (l *link) onWindow(body []byte) error {
 	idb, inc := splitIDBody(body)
-	v, ok := l.routes.Load(bytesToString(idb))
+	s, ok := l.routes.load(bytesToString(idb))
 	if !ok {
 		// Credit for a record already retired; harmless but charged so a
 		// peer cannot make us spin on it.
 		return l.allowControl()
 	}
-	s := v.(*stream)
 	if s.closing() {
 		// Sent before the peer's reply to our CLOSE: credit of the
 		// incarnation we closed, not of the one that may have replaced it.
@@ -520,15 +513,11 @@ func (l *link) addSendCredit(s *stream, inc uint32) error {
 	// Credit is the announced window minus sendSpent; WINDOWs may grow it
 	// (auto-tuning), up to maxWindow.
 	if s == nil {
-		l.linkSendSpent -= int64(inc)
-		if int64(l.peer.linkWindow)-l.linkSendSpent > maxWindow {
+		if !l.outflow.give(inc, int64(l.peer.linkWindow)) {
 			return protocolErrorf("LINK_WINDOW", "", "LINK_WINDOW overflows the largest window (%d bytes)", maxWindow)
 		}
-	} else {
-		s.sendSpent -= int64(inc)
-		if int64(l.peer.streamWindow)-s.sendSpent > maxWindow {
-			return protocolErrorf("WINDOW", s.id, "WINDOW on %q overflows the largest window (%d bytes)", s.id, maxWindow)
-		}
+	} else if !s.outflow.give(inc, int64(l.peer.streamWindow)) {
+		return protocolErrorf("WINDOW", s.id, "WINDOW on %q overflows the largest window (%d bytes)", s.id, maxWindow)
 	}
 	l.wakeCreditLocked()
 	if len(l.bulk) > 0 {
@@ -548,16 +537,16 @@ func (l *link) addSendCredit(s *stream, inc uint32) error {
 // MaxLinkWindow; it is given back when the budget is tight
 // (recvWindow.tune) or the link closes.
 func (l *link) growForMessage(cost int64) {
-	w := &l.linkWindow
+	w := &l.inflow.window
 	for {
 		size := w.size.Load()
-		if size <= 0 || size+cost > int64(l.cfg.MaxLinkWindow) || !l.budget.reserve(cost) {
+		if size <= 0 || size+cost > int64(l.cfg.MaxLinkWindow) || !l.inflow.budget.reserve(cost) {
 			return // released, at its largest, or no room: the link waits
 		}
 		if w.size.CompareAndSwap(size, size+cost) {
 			break
 		}
-		l.budget.release(cost)
+		l.inflow.budget.release(cost)
 	}
 	l.grantLink(cost, l.readerControl())
 }
@@ -566,7 +555,7 @@ func (l *link) growForMessage(cost int64) {
 // receiver reading for itself writes it with its next write, or before it
 // waits again (flushLazy); the background reader has the writer send it.
 func (l *link) readerControl() controlMode {
-	if l.direct.Load() {
+	if l.token.direct.Load() {
 		return controlLazy
 	}
 	return controlAsync
@@ -574,7 +563,7 @@ func (l *link) readerControl() controlMode {
 
 // grantLink gives the peer v bytes of link credit with a LINK_WINDOW.
 func (l *link) grantLink(v int64, how controlMode) {
-	l.recvLinkCredit.Add(v)
+	l.inflow.grant(v)
 	var fb [sizeOfIDLen + sizeOfType + sizeOfLength]byte
 	l.queueControl(appendValueControl(fb[:0], frameLinkWindow, uint32(v)), how)
 }
@@ -607,27 +596,13 @@ func (l *link) holdQueued(cost int64, hasReader bool) bool {
 	if hasReader {
 		limit = int64(l.cfg.MaxLinkWindow)
 	}
-	if l.queuedHeld.Add(cost) > limit {
-		l.queuedHeld.Add(-cost)
-		return false
-	}
-	if !l.budget.reserve(cost) {
-		l.queuedHeld.Add(-cost)
-		return false
-	}
-	return true
-}
-
-// unholdQueued gives n bytes held by holdQueued back to the Budget.
-func (l *link) unholdQueued(n int64) {
-	l.queuedHeld.Add(-n)
-	l.budget.release(n)
+	return l.inflow.hold(cost, limit)
 }
 
 // consumedLink returns link credit as messages leave the link.
 // how is a control* constant: user goroutines may write inline or lazily.
 func (l *link) consumedLink(cost int64, how controlMode) {
-	if v := l.linkWindow.consumed(cost, l.tuning(int64(l.cfg.MaxLinkWindow), l.budget)); v > 0 {
+	if v := l.inflow.window.consumed(cost, l.tuning(int64(l.cfg.MaxLinkWindow), l.inflow.budget)); v > 0 {
 		l.grantLink(v, how)
 	}
 }

@@ -30,7 +30,7 @@ func TestTimedOutReadIsNotHearingThePeer(t *testing.T) {
 			t.Fatalf("readPending = %v, want the read's timeout (resumable)", err)
 		}
 	}
-	if n := l.framesIn.Load(); n != 0 {
+	if n := l.keepAlive.heard.Load(); n != 0 {
 		t.Fatalf("3 reads that timed out with nothing counted as hearing the peer %d times", n)
 	}
 }

@@ -642,7 +642,7 @@ func newInPlaceFixture(t *testing.T, catchAll bool) *inPlaceFixture {
 	l := linkOf(ip.recv)
 	for i := 0; ; i++ {
 		ip.receive()
-		if pollFor(200*time.Millisecond, l.direct.Load) {
+		if pollFor(200*time.Millisecond, l.token.direct.Load) {
 			return ip
 		}
 		if i == 20 {

@@ -74,7 +74,7 @@ func (b *inbox) box() *inbox { return b }
 func (b *inbox) parkLocked() *waiter {
 	w := getWaiter()
 	b.waiters = append(b.waiters, w)
-	b.link.parked.Add(1)
+	b.link.token.parked.Add(1)
 	return w
 }
 
@@ -87,7 +87,7 @@ func (b *inbox) wakeLocked() bool {
 	n := copy(b.waiters, b.waiters[1:])
 	b.waiters[n] = nil
 	b.waiters = b.waiters[:n]
-	b.link.parked.Add(-1)
+	b.link.token.parked.Add(-1)
 	w.ch <- struct{}{} // capacity 1, sent once per parking: never blocks
 	return true
 }
@@ -113,7 +113,7 @@ func (b *inbox) unpark(w *waiter, src source) {
 	b.mu.Lock()
 	if i := slices.Index(b.waiters, w); i >= 0 {
 		b.waiters = slices.Delete(b.waiters, i, i+1)
-		b.link.parked.Add(-1)
+		b.link.token.parked.Add(-1)
 	} else {
 		<-w.ch // sent under mu by wakeLocked, so it is there
 		if src.hasMessageLocked() || b.err != nil {
@@ -152,10 +152,10 @@ func receive(src source, cancel <-chan struct{}, into []byte) (s *stream, m mess
 	b := src.box()
 	l := b.link
 	canNoWait := cancel != nil && l.br.canNoWait()
-	tryNoWait := canNoWait && l.noWaitWorth()
+	tryNoWait := canNoWait && l.token.noWaitWorth()
 	if canNoWait {
-		l.noWaitReceivers.Add(1)
-		defer l.noWaitReceivers.Add(-1)
+		l.token.noWaitReceivers.Add(1)
+		defer l.token.noWaitReceivers.Add(-1)
 	}
 	for {
 		b.mu.Lock()
@@ -303,11 +303,10 @@ func (ca *catchAll) retire(err error) {
 // installCatchAll makes ca the link's catch-all and hands it every
 // unclaimed record that already holds messages.
 func (l *link) installCatchAll(ca *catchAll) bool {
-	if !l.catchAll.CompareAndSwap(nil, ca) {
+	if !l.routes.catchAll.CompareAndSwap(nil, ca) {
 		return false
 	}
-	l.routes.Range(func(_, v any) bool {
-		s := v.(*stream)
+	l.routes.each(func(s *stream) bool {
 		s.mu.Lock()
 		has := s.owner == nil && s.hasMessageLocked()
 		s.mu.Unlock()

@@ -5,6 +5,7 @@ package tcpconn
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -13,13 +14,43 @@ import (
 // them. The timer re-arms itself at the end of each tick, so ticks never
 // overlap; mu guards the fields against stop (link.fail).
 type keepAlive struct {
-	mu        sync.Mutex // orders a tick against stop
+	heard atomic.Uint64 // frames heard from the peer: anything counts as alive
+
+	// The round trip, measured by PING/PONG: the last one and the
+	// smallest (queueing inflates the others), in nanoseconds.
+	rtt, minRTT atomic.Int64
+	pingSent    atomic.Int64  // nanotime of the PING in flight, 0 if none
+	pingSeq     atomic.Uint32 // its value
+
+	mu        sync.Mutex // orders a tick against stop; guards the fields below
 	t         *time.Timer
 	stopped   bool
 	tick      time.Duration
 	lastSeen  uint64
 	lastHeard time.Time
 	lastPing  time.Time
+}
+
+// nextPing returns the value of a new PING and notes when it left.
+func (k *keepAlive) nextPing(now int64) uint32 {
+	seq := k.pingSeq.Add(1)
+	k.pingSent.Store(now)
+	return seq
+}
+
+// pong records the round trip of the PING in flight if seq is its value,
+// and reports whether it was.
+func (k *keepAlive) pong(seq uint32, now int64) bool {
+	sent := k.pingSent.Load()
+	if sent == 0 || seq != k.pingSeq.Load() || !k.pingSent.CompareAndSwap(sent, 0) {
+		return false
+	}
+	rtt := now - sent
+	k.rtt.Store(rtt)
+	if m := k.minRTT.Load(); m == 0 || rtt < m {
+		k.minRTT.Store(rtt)
+	}
+	return true
 }
 
 func (l *link) startKeepAlive() {
@@ -58,7 +89,7 @@ func (l *link) keepAliveTick() {
 		k.mu.Unlock()
 		return
 	}
-	if seen := l.framesIn.Load(); seen != k.lastSeen {
+	if seen := k.heard.Load(); seen != k.lastSeen {
 		k.lastSeen, k.lastHeard = seen, now
 	}
 	silent := now.Sub(k.lastHeard)
@@ -88,7 +119,5 @@ func (l *link) keepAliveTick() {
 // the pace windows grow at). Sent after silence, and once when the peer's
 // HELLO arrives.
 func (l *link) ping() {
-	seq := l.pingSeq.Add(1)
-	l.pingSent.Store(nanotime())
-	l.enqueueControl(appendValueControl(nil, framePing, seq))
+	l.enqueueControl(appendValueControl(nil, framePing, l.keepAlive.nextPing(nanotime())))
 }

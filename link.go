@@ -62,63 +62,39 @@ type link struct {
 	scope  *scope                      // the owner's counters (stats.go)
 	bound  atomic.Int64                // Connections bound to this link (Stats.Connections)
 
-	// Read side; br and pend belong to the holder of rmu.
-	rmu             sync.Mutex
-	br              *frameReader
-	pend            pendingData
-	direct          atomic.Bool         // a receiver holds rmu (interrupt it with a deadline)
-	parked          atomic.Int32        // receivers waiting for a message from this link
-	noWaitReceivers atomic.Int32        // receivers in a call that reads with noWait (receive)
-	noWaitMisses    atomic.Uint32       // noWait reads in a row that found nothing (noWaitWorth)
-	noWaitCalls     atomic.Uint32       // receive calls of such receivers while tries miss (noWaitWorth)
-	rkick           chan struct{}       // wakes the background reader
-	releases        atomic.Uint64       // tokens released by receivers: the background reader stays away while they read
-	dormant         atomic.Bool         // the background reader's goroutine ended until a receiver releases the token (awaitToken)
-	backTimer       *time.Timer         // the background reader's hand-back timer; made on first use
-	lastHit         *stream             // one-entry route cache
-	partials        map[string]*partial // messages in parts being reassembled, by ID
-	ctrlTokens      float64             // control-frame rate limiter
-	ctrlLast        time.Time
-	framesIn        atomic.Uint64 // keepalive: anything heard from the peer
-	routes          sync.Map      // string -> *stream; read lock-free
-	nstreams        atomic.Int64  // records in routes
-	peer            hello         // written before helloDone is closed
-	helloDone       chan struct{}
-	recvLinkCredit  atomic.Int64 // the peer may send while positive
-	linkWindow      recvWindow   // the peer's credit for the link, auto-tuned (budget.go)
-	budget          *Budget      // what linkWindow grows with, and what queued messages are held from
-	queuedHeld      atomic.Int64 // bytes of queued messages held from budget (holdQueued)
+	// Read side: the read token, and what belongs to its holder.
+	token      readToken
+	br         *frameReader
+	pend       pendingData
+	partials   map[string]*partial // messages in parts being reassembled, by ID
+	routes     routeTable
+	inflow     linkInflow // what the peer may send on this link, and the Budget it holds from
+	outflow    outflow    // what this side has sent of the peer's link window; guarded by wmu
+	ctrlTokens float64    // control-frame rate limiter
+	ctrlLast   time.Time
+	peer       hello // written before helloDone is closed
+	helloDone  chan struct{}
 
 	// Write side (writer.go); guarded by wmu.
-	wmu           sync.Mutex
-	wb, wspare    *writeBatch
-	writerBusy    bool
-	lastFlush     int64         // nanotime when the last flush ended
-	lazyPending   atomic.Bool   // control frames wait in wb for the next write
-	lazyTimer     *time.Timer   // backstop for them; made on first use
-	linkSendSpent int64         // link credit used minus returned
-	bulk          []*writeReq   // messages in parts not yet fully queued, round robin
-	bulkNext      int           // whose part goes next
-	smallAt       int64         // nanotime a whole (small) message was last queued
-	burst         int           // bytes of parts a quiet write may carry (adaptBurst)
-	creditWake    chan struct{} // closed when credit arrives or a stream ends; nil if nobody waits
-	closing       bool          // close was called: fail once the queue is written
-	werr          error         // set once the link failed
-	wv            net.Buffers   // writer goroutine only; consumed by WriteTo
+	wmu         sync.Mutex
+	wb, wspare  *writeBatch
+	writerBusy  bool
+	lastFlush   int64         // nanotime when the last flush ended
+	lazyPending atomic.Bool   // control frames wait in wb for the next write
+	lazyTimer   *time.Timer   // backstop for them; made on first use
+	bulk        []*writeReq   // messages in parts not yet fully queued, round robin
+	bulkNext    int           // whose part goes next
+	smallAt     int64         // nanotime a whole (small) message was last queued
+	burst       int           // bytes of parts a quiet write may carry (adaptBurst)
+	creditWake  chan struct{} // closed when credit arrives or a stream ends; nil if nobody waits
+	closing     bool          // close was called: fail once the queue is written
+	werr        error         // set once the link failed
+	wv          net.Buffers   // writer goroutine only; consumed by WriteTo
 
-	catchAll  atomic.Pointer[catchAll]
-	accept    func(*stream) bool
 	onClose   func(*link)
 	goingAway atomic.Bool // the peer sent GOAWAY: open nothing new here
 
-	unclaimedMu sync.Mutex
-	unclaimed   map[*stream]int64 // peer-opened, not yet claimed -> nanotime created; made on first use
-
 	counters  linkCounters
-	rtt       atomic.Int64  // nanoseconds, from the last keepalive PING/PONG
-	minRTT    atomic.Int64  // the smallest of them: queueing inflates the others
-	pingSent  atomic.Int64  // nanotime of the PING in flight, 0 if none
-	pingSeq   atomic.Uint32 // its value
 	keepAlive keepAlive
 
 	done     chan struct{}
@@ -141,19 +117,19 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 		hooks.scope = new(scope) // counted by the process only
 	}
 	l := &link{
-		accept:    hooks.accept,
 		onClose:   hooks.onClose,
 		scope:     hooks.scope,
 		conn:      conn,
 		cfg:       cfg,
 		client:    client,
-		rkick:     make(chan struct{}, 1),
 		wb:        &writeBatch{},
 		wspare:    &writeBatch{},
 		helloDone: make(chan struct{}),
 		done:      make(chan struct{}),
 		ctrlLast:  time.Now(),
 	}
+	l.token.init()
+	l.routes.accept = hooks.accept
 	l.burst = cfg.FrameSize
 	l.ctrlTokens = float64(cfg.MaxControlFramesPerSecond)
 	id := uuid.New()
@@ -172,15 +148,14 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 			l.logger().Warn("tcpconn: socket tuning failed", "err", err)
 		}
 	}
-	l.recvLinkCredit.Store(int64(cfg.LinkWindow))
-	l.linkWindow.init(int64(cfg.LinkWindow), nanotime())
-	l.budget = cfg.budget()
+	l.inflow.init(int64(cfg.LinkWindow), nanotime())
+	l.inflow.budget = cfg.budget()
 	processScope.add(l)
 	l.scope.add(l)
 	h := cfg.hello()
 	h.linkID = id
 	l.enqueueControl(appendHello(nil, h))
-	l.rmu.Lock() // the background reader starts with the token: HELLO first
+	l.token.mu.Lock() // the background reader starts with the token: HELLO first
 	l.startKeepAlive()
 	go l.readLoop()
 	return l
@@ -204,14 +179,14 @@ func (l *link) fail(err error) {
 		l.err = err
 		l.failWrites(err)
 		l.keepAlive.stop()
-		l.linkWindow.release(l.budget)
+		l.inflow.window.release(l.inflow.budget)
 		close(l.done)
 		l.conn.Close()
-		l.routes.Range(func(_, v any) bool {
-			v.(*stream).fail(err)
+		l.routes.each(func(s *stream) bool {
+			s.fail(err)
 			return true
 		})
-		if ca := l.catchAll.Load(); ca != nil {
+		if ca := l.routes.catchAll.Load(); ca != nil {
 			ca.fail(err)
 		} else {
 			l.drainUnowned()

@@ -303,7 +303,7 @@ func (e *poolEntry) release(l *link) {
 		cur.close()
 	}
 	e.forgetIfUnused()
-	if l != nil && cur != l && !l.failed() && l.nstreams.Load() == 0 {
+	if l != nil && cur != l && !l.failed() && l.routes.n.Load() == 0 {
 		l.close() // an older link the peer asked us to leave (GOAWAY)
 	}
 }

@@ -18,7 +18,7 @@ import (
 // and moves to a pooled one only when a frame needs more. A 64 KiB buffer
 // per idle socket would be most of what an idle link costs.
 //
-// It belongs to the holder of the read token (link.rmu). Peek never
+// It belongs to the holder of the read token (link.token.mu). Peek never
 // consumes: a read interrupted by a deadline loses nothing.
 type frameReader struct {
 	conn   io.Reader

@@ -51,7 +51,7 @@ const handBackDelay = 5 * time.Millisecond
 func (l *link) readLoop() {
 	// newLink took the token for us.
 	if err := l.readHello(); err != nil {
-		l.rmu.Unlock()
+		l.token.mu.Unlock()
 		l.fail(err)
 		return
 	}
@@ -64,8 +64,8 @@ func (l *link) readBehind(token bool) {
 	for {
 		if token {
 			if _, _, err := l.readUntil(nil, nil); err != nil {
-				if l.backTimer != nil {
-					l.backTimer.Stop()
+				if l.token.backTimer != nil {
+					l.token.backTimer.Stop()
 				}
 				return
 			}
@@ -88,46 +88,46 @@ func (l *link) readBehind(token bool) {
 // a server's two cores busy and make it miss keepalives. It reports
 // whether it took the token (false: the link is done, or it sleeps).
 func (l *link) awaitToken() bool {
-	seen := l.releases.Load()
-	if l.parked.Load() > 0 && l.rmu.TryLock() {
+	seen := l.token.releases.Load()
+	if l.token.parked.Load() > 0 && l.token.mu.TryLock() {
 		return true
 	}
-	if l.backTimer == nil {
-		l.backTimer = time.NewTimer(handBackDelay) // kept: a hand-back per message must not allocate
+	if l.token.backTimer == nil {
+		l.token.backTimer = time.NewTimer(handBackDelay) // kept: a hand-back per message must not allocate
 	} else {
-		l.backTimer.Reset(handBackDelay)
+		l.token.backTimer.Reset(handBackDelay)
 	}
 	for {
 		select {
-		case <-l.rkick:
-			if l.rmu.TryLock() {
+		case <-l.token.kick:
+			if l.token.mu.TryLock() {
 				return true
 			}
-		case <-l.backTimer.C:
-			if r := l.releases.Load(); r != seen {
+		case <-l.token.backTimer.C:
+			if r := l.token.releases.Load(); r != seen {
 				seen = r // receivers are reading for themselves
-				l.backTimer.Reset(handBackDelay)
+				l.token.backTimer.Reset(handBackDelay)
 				continue
 			}
-			if l.rmu.TryLock() {
+			if l.token.mu.TryLock() {
 				return true
 			}
-			l.dormant.Store(true)
-			if l.releases.Load() == seen && l.parked.Load() == 0 && len(l.rkick) == 0 {
+			l.token.dormant.Store(true)
+			if l.token.releases.Load() == seen && l.token.parked.Load() == 0 && len(l.token.kick) == 0 {
 				return false // asleep; whoever clears dormant starts a reader
 			}
 			// A release or a kick came as we fell asleep, maybe before it
 			// could see us asleep: stay, unless it already woke a reader.
-			if !l.dormant.CompareAndSwap(true, false) {
+			if !l.token.dormant.CompareAndSwap(true, false) {
 				return false
 			}
-			seen = l.releases.Load()
-			l.backTimer.Reset(handBackDelay)
+			seen = l.token.releases.Load()
+			l.token.backTimer.Reset(handBackDelay)
 		case <-l.done:
-			l.backTimer.Stop()
-			l.rmu.Lock() // once the holder lets go: what it left unfinished
+			l.token.backTimer.Stop()
+			l.token.mu.Lock() // once the holder lets go: what it left unfinished
 			l.dropPartials()
-			l.rmu.Unlock()
+			l.token.mu.Unlock()
 			return false
 		}
 	}
@@ -136,7 +136,7 @@ func (l *link) awaitToken() bool {
 // wakeReader starts the background reader again if it sleeps, and reports
 // whether it did.
 func (l *link) wakeReader() bool {
-	if l.dormant.Load() && l.dormant.CompareAndSwap(true, false) {
+	if l.token.dormant.Load() && l.token.dormant.CompareAndSwap(true, false) {
 		go l.readBehind(false) // on a failed link: drops what partials it left, and ends
 		return true
 	}
@@ -153,39 +153,20 @@ func (l *link) wakeReader() bool {
 // stopped for want of bytes.
 func (l *link) readDirect(src source, into []byte, cancel <-chan struct{}) (from *stream, m message, did, wouldBlock bool) {
 	l.flushLazy()
-	if !l.rmu.TryLock() {
+	if !l.token.mu.TryLock() {
 		return nil, message{}, false, false
 	}
-	l.direct.Store(true)
+	l.token.direct.Store(true)
 	l.br.noWait = cancel != nil
 	if len(into) > 0 {
 		l.into = readInto{src: src, buf: into}
 	}
-	heard := l.framesIn.Load()
+	heard := l.keepAlive.heard.Load()
 	from, m, err := l.readUntil(src, cancel)
 	if cancel != nil {
-		l.noWaitRead(l.framesIn.Load() != heard)
+		l.token.noWaitRead(l.keepAlive.heard.Load() != heard)
 	}
 	return from, m, true, err == errWouldBlock
-}
-
-// noWaitWorth reports whether a receiver with a context should try to read
-// what has arrived. On round trips the answer is not there yet when the
-// call starts, and the try is a read that finds nothing (+5 % on
-// BenchmarkReceiveContext/rtt1KB): after a few such tries in a row, only
-// one call in 16 tries, until one finds something again.
-func (l *link) noWaitWorth() bool {
-	const misses, every = 4, 16
-	return l.noWaitMisses.Load() < misses || l.noWaitCalls.Add(1)%every == 0
-}
-
-// noWaitRead records whether a noWait read found something.
-func (l *link) noWaitRead(found bool) {
-	if found {
-		l.noWaitMisses.Store(0)
-	} else {
-		l.noWaitMisses.Add(1)
-	}
 }
 
 // readInto is where a receiver reading for itself through ReceiveAppend
@@ -318,10 +299,10 @@ func (l *link) readUntil(src source, cancel <-chan struct{}) (from *stream, m me
 				l.conn.SetReadDeadline(time.Time{})
 				continue
 			}
-			l.direct.Store(false)
+			l.token.direct.Store(false)
 			l.endDirect()
 			l.dropPartials()
-			l.rmu.Unlock()
+			l.token.mu.Unlock()
 			l.fail(readFailure(err))
 			return nil, message{}, l.linkError()
 		}
@@ -331,7 +312,7 @@ func (l *link) readUntil(src source, cancel <-chan struct{}) (from *stream, m me
 		// so even with bytes buffered, which such a receiver reads: else a
 		// stream of messages kept it reading and handing every message
 		// over, at half the stream's speed (BenchmarkReceiveContext).
-		if src == nil && woke && l.parked.Load() == 0 && (l.br.Buffered() == 0 || l.noWaitReceivers.Load() > 0) {
+		if src == nil && woke && l.token.parked.Load() == 0 && (l.br.Buffered() == 0 || l.token.noWaitReceivers.Load() > 0) {
 			l.releaseToken()
 			return nil, message{}, nil
 		}
@@ -341,12 +322,12 @@ func (l *link) readUntil(src source, cancel <-chan struct{}) (from *stream, m me
 // releaseToken gives up the token: to the background reader at once if
 // receivers wait, else after handBackDelay unless a receiver takes it again.
 func (l *link) releaseToken() {
-	l.direct.Store(false)
-	l.rmu.Unlock()
-	if l.parked.Load() > 0 {
+	l.token.direct.Store(false)
+	l.token.mu.Unlock()
+	if l.token.parked.Load() > 0 {
 		l.kickReader()
 	} else {
-		l.releases.Add(1)
+		l.token.releases.Add(1)
 		l.wakeReader() // if it sleeps since we took the token: watch again
 	}
 }
@@ -355,8 +336,8 @@ func (l *link) releaseToken() {
 // holder kicks it on release when receivers are parked).
 func (l *link) ensureReader() {
 	l.flushLazy()
-	if l.rmu.TryLock() {
-		l.rmu.Unlock()
+	if l.token.mu.TryLock() {
+		l.token.mu.Unlock()
 		l.kickReader()
 	}
 }
@@ -365,16 +346,13 @@ func (l *link) kickReader() {
 	if l.wakeReader() {
 		return // a new reader looks at parked first
 	}
-	select {
-	case l.rkick <- struct{}{}:
-	default:
-	}
+	l.token.kickBackground()
 }
 
 // interruptDirect wakes a receiver blocked reading for itself, so that it
 // notices Close or an idle timeout. Spurious interrupts are harmless.
 func (l *link) interruptDirect() {
-	if l.direct.Load() {
+	if l.token.direct.Load() {
 		l.conn.SetReadDeadline(aLongTimeAgo)
 	}
 }

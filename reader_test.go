@@ -49,7 +49,7 @@ func TestIdleReaderSleeps(t *testing.T) {
 		}()
 	}
 	receive()
-	for i := 0; !pollFor(200*time.Millisecond, l.direct.Load); i++ {
+	for i := 0; !pollFor(200*time.Millisecond, l.token.direct.Load); i++ {
 		if i == 20 {
 			t.Fatal("no plain Receive read the socket for itself")
 		}
@@ -57,7 +57,7 @@ func TestIdleReaderSleeps(t *testing.T) {
 		<-got
 		receive()
 	}
-	eventually(t, "the background reader to sleep while the receiver holds the token", l.dormant.Load)
+	eventually(t, "the background reader to sleep while the receiver holds the token", l.token.dormant.Load)
 
 	mustSend(t, a, []byte("wake"))
 	select {

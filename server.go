@@ -349,7 +349,7 @@ func (ln *Listener) idle() bool {
 	ln.mu.Lock()
 	defer ln.mu.Unlock()
 	for l := range ln.links {
-		if l.nstreams.Load() > 0 {
+		if l.routes.n.Load() > 0 {
 			return false
 		}
 	}

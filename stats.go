@@ -133,8 +133,8 @@ func (l *link) stats() LinkStats {
 		BytesIn:     l.counters.bytesIn.Load(),
 		BytesOut:    l.counters.bytesOut.Load(),
 		BytesQueued: int64(queued),
-		RTT:         time.Duration(l.rtt.Load()),
-		Window:      max(l.linkWindow.size.Load(), 0),
+		RTT:         time.Duration(l.keepAlive.rtt.Load()),
+		Window:      max(l.inflow.window.size.Load(), 0),
 	}
 }
 

@@ -45,14 +45,13 @@ type stream struct {
 	retired    atomic.Bool   // no longer the route table's record for id
 	acks       *atomic.Int32 // CLOSE replies the peer still owes for this ID (shared by its incarnations)
 	peerOpened atomic.Bool   // the peer sent OPEN for this incarnation
-	recvCredit atomic.Int64  // the peer may send while positive
-	window     recvWindow    // credit the peer may have outstanding (budget.go)
 	// held: bytes of messages queued here whose link credit went back
 	// when they were queued, reserved from the Budget until consumed
 	// (holdQueued).
-	held      atomic.Int64
-	sendSpent int64 // credit used minus credit returned; guarded by link.wmu
-	inParts   bool  // a message in parts is being queued; guarded by link.wmu
+	held    atomic.Int64
+	inflow  inflow  // what the peer may send on this ID
+	outflow outflow // what this side has sent of the peer's window for it; guarded by link.wmu
+	inParts bool    // a message in parts is being queued; guarded by link.wmu
 }
 
 // message is one received payload; pooled is non-nil when data aliases a
@@ -80,24 +79,13 @@ func (l *link) newStream(id string, owner *Connection, acks *atomic.Int32) *stre
 		acks = new(atomic.Int32)
 	}
 	s := &stream{id: id, inbox: inbox{link: l}, owner: owner, acks: acks}
-	s.recvCredit.Store(int64(l.cfg.StreamWindow))
-	s.window.init(int64(l.cfg.StreamWindow), nanotime())
+	s.inflow.init(int64(l.cfg.StreamWindow), nanotime())
 	return s
 }
 
 // closing reports whether CLOSE replies are still owed for s's ID: frames
 // for the ID belong to an incarnation we closed.
 func (s *stream) closing() bool { return s.acks.Load() > 0 }
-
-// reserveStream counts one more record unless that would exceed limit;
-// reserving first makes concurrent registrations respect the limit.
-func (l *link) reserveStream(limit int) bool {
-	if l.nstreams.Add(1) > int64(limit) {
-		l.nstreams.Add(-1)
-		return false
-	}
-	return true
-}
 
 // register claims id for owner on this link, taking over a record the peer
 // opened first (the registration race keeps what already arrived). fresh
@@ -107,14 +95,14 @@ func (l *link) register(id string, owner *Connection) (s *stream, fresh bool, er
 		if l.failed() {
 			return nil, false, l.err
 		}
-		v, ok := l.routes.Load(id)
+		v, ok := l.routes.byID.Load(id)
 		if !ok {
-			if !l.reserveStream(l.localStreamLimit()) {
-				return nil, false, fmt.Errorf("%w: %d logical connections on this link", ErrTooManyStreams, l.nstreams.Load())
+			if !l.routes.reserve(l.localStreamLimit()) {
+				return nil, false, fmt.Errorf("%w: %d logical connections on this link", ErrTooManyStreams, l.routes.n.Load())
 			}
 			s := l.newStream(id, owner, nil)
-			if _, loaded := l.routes.LoadOrStore(id, s); loaded {
-				l.nstreams.Add(-1)
+			if _, loaded := l.routes.byID.LoadOrStore(id, s); loaded {
+				l.routes.n.Add(-1)
 				continue
 			}
 			if l.failed() { // fail may have swept routes before the store
@@ -127,7 +115,7 @@ func (l *link) register(id string, owner *Connection) (s *stream, fresh bool, er
 			// A previous incarnation is still closing: a new one takes its
 			// place (and its count in nstreams) and waits out its replies.
 			ns := l.newStream(id, owner, s.acks)
-			if l.routes.CompareAndSwap(id, s, ns) {
+			if l.routes.byID.CompareAndSwap(id, s, ns) {
 				s.retired.Store(true)
 				return ns, true, nil
 			}
@@ -140,9 +128,7 @@ func (l *link) register(id string, owner *Connection) (s *stream, fresh bool, er
 		}
 		s.owner = owner
 		s.mu.Unlock()
-		l.unclaimedMu.Lock()
-		delete(l.unclaimed, s)
-		l.unclaimedMu.Unlock()
+		l.routes.claimed(s)
 		return s, false, nil
 	}
 }
@@ -160,29 +146,18 @@ func (l *link) localStreamLimit() int {
 // one (used by catch-all replies to IDs this side never registered).
 func (l *link) sendStream(id string) (*stream, error) {
 	for {
-		if v, ok := l.routes.Load(id); ok {
+		if v, ok := l.routes.byID.Load(id); ok {
 			return v.(*stream), nil
 		}
-		if !l.reserveStream(l.localStreamLimit()) {
-			return nil, fmt.Errorf("%w: %d logical connections on this link", ErrTooManyStreams, l.nstreams.Load())
+		if !l.routes.reserve(l.localStreamLimit()) {
+			return nil, fmt.Errorf("%w: %d logical connections on this link", ErrTooManyStreams, l.routes.n.Load())
 		}
 		s := l.newStream(id, nil, nil)
-		if _, loaded := l.routes.LoadOrStore(id, s); !loaded {
+		if _, loaded := l.routes.byID.LoadOrStore(id, s); !loaded {
 			return s, nil
 		}
-		l.nstreams.Add(-1)
+		l.routes.n.Add(-1)
 	}
-}
-
-// remove drops s from the route table if it is still the current record.
-func (l *link) remove(s *stream) {
-	if l.routes.CompareAndDelete(s.id, s) {
-		s.retired.Store(true)
-		l.nstreams.Add(-1)
-	}
-	l.unclaimedMu.Lock()
-	delete(l.unclaimed, s)
-	l.unclaimedMu.Unlock()
 }
 
 // closeStream is the local side ending s (open -> closing): CLOSE goes to
@@ -198,7 +173,7 @@ func (l *link) closeStream(s *stream, code closeCode) {
 		}
 	}
 	if s.state.Load()&streamPeerClosed != 0 {
-		l.remove(s) // the peer closed first and we already replied
+		l.routes.remove(s) // the peer closed first and we already replied
 		return
 	}
 	s.acks.Add(1)
@@ -211,7 +186,7 @@ func (l *link) closeStream(s *stream, code closeCode) {
 func (l *link) onPeerClose(s *stream, code closeCode) error {
 	if s.closing() {
 		if s.acks.Add(-1) == 0 && s.state.Load()&streamLocalClosed != 0 {
-			l.remove(s)
+			l.routes.remove(s)
 		}
 		return nil
 	}
@@ -222,12 +197,12 @@ func (l *link) onPeerClose(s *stream, code closeCode) error {
 	s.fail(err) // before the state bit: a sender that sees the bit finds the error
 	s.state.Or(streamPeerClosed)
 	l.enqueueControl(appendIDControl(nil, frameClose, s.id, uint32(closeNormal)))
-	l.remove(s)
+	l.routes.remove(s)
 	s.mu.Lock()
 	unclaimed := s.owner == nil
 	s.mu.Unlock()
 	if unclaimed {
-		if l.catchAll.Load() == nil {
+		if l.routes.catchAll.Load() == nil {
 			s.drain() // out of the route table: nobody can claim it now
 		}
 		return l.allowControl() // open-then-reset churn is charged
@@ -238,17 +213,16 @@ func (l *link) onPeerClose(s *stream, code closeCode) error {
 // route finds the record for a data frame's ID, opening one for an ID the
 // peer has not used before.
 func (l *link) route(idb []byte) (*stream, error) {
-	if s := l.lastHit; s != nil && !s.retired.Load() && s.id == string(idb) {
+	if s := l.routes.lastHit; s != nil && !s.retired.Load() && s.id == string(idb) {
 		return s, nil
 	}
-	if v, ok := l.routes.Load(bytesToString(idb)); ok {
-		s := v.(*stream)
-		l.lastHit = s
+	if s, ok := l.routes.load(bytesToString(idb)); ok {
+		l.routes.lastHit = s
 		return s, nil
 	}
 	s, err := l.peerOpen(string(idb))
 	if s != nil {
-		l.lastHit = s
+		l.routes.lastHit = s
 	}
 	return s, err
 }
@@ -258,34 +232,29 @@ func (l *link) route(idb []byte) (*stream, error) {
 // unclaimed until a Wrap claims it or it expires. Beyond MaxStreams it is
 // refused; a peer that keeps opening IDs regardless is cut off.
 func (l *link) peerOpen(id string) (*stream, error) {
-	n := l.nstreams.Add(1)
+	n := l.routes.n.Add(1)
 	if n > int64(l.cfg.MaxStreams) {
 		if n > int64(l.cfg.MaxStreams)+int64(l.cfg.MaxStreams)/4 {
-			l.nstreams.Add(-1)
+			l.routes.n.Add(-1)
 			return nil, protocolErrorf("OPEN or data", id, "peer opened more than %d logical connections", n-1)
 		}
 	}
 	s := l.newStream(id, nil, nil)
-	if v, loaded := l.routes.LoadOrStore(id, s); loaded {
-		l.nstreams.Add(-1) // a local registration got there first
+	if v, loaded := l.routes.byID.LoadOrStore(id, s); loaded {
+		l.routes.n.Add(-1) // a local registration got there first
 		return v.(*stream), nil
 	}
 	switch {
 	case n > int64(l.cfg.MaxStreams):
 		// Refused: frames are dropped until the peer acknowledges.
 		l.closeStream(s, closeRefused)
-	case l.accept != nil:
-		if !l.accept(s) {
+	case l.routes.accept != nil:
+		if !l.routes.accept(s) {
 			l.closeStream(s, closeRefused)
 		}
-	case l.catchAll.Load() == nil:
+	case l.routes.catchAll.Load() == nil:
 		// Nobody serves unclaimed IDs yet: expire it if never claimed.
-		l.unclaimedMu.Lock()
-		if l.unclaimed == nil {
-			l.unclaimed = make(map[*stream]int64)
-		}
-		l.unclaimed[s] = time.Now().UnixNano()
-		l.unclaimedMu.Unlock()
+		l.routes.addUnclaimed(s, time.Now().UnixNano())
 	}
 	return s, nil
 }
@@ -296,21 +265,11 @@ func (l *link) expireUnclaimed(now time.Time) {
 	if l.cfg.IdleTimeout <= 0 {
 		return
 	}
-	limit := now.Add(-l.cfg.IdleTimeout).UnixNano()
-	var expired []*stream
-	l.unclaimedMu.Lock()
-	for s, born := range l.unclaimed {
-		if born < limit {
-			expired = append(expired, s)
-			delete(l.unclaimed, s)
-		}
-	}
-	l.unclaimedMu.Unlock()
-	for _, s := range expired {
+	for _, s := range l.routes.takeExpired(now.Add(-l.cfg.IdleTimeout).UnixNano()) {
 		s.mu.Lock()
 		claimed := s.owner != nil
 		s.mu.Unlock()
-		if !claimed && l.catchAll.Load() == nil {
+		if !claimed && l.routes.catchAll.Load() == nil {
 			s.fail(ErrIdleTimeout)
 			l.closeStream(s, closeNormal)
 			s.drain()
@@ -321,8 +280,8 @@ func (l *link) expireUnclaimed(now time.Time) {
 // drainUnowned releases the messages of records no Connection owns, once
 // the link failed and no catch-all is left to read them: nobody ever will.
 func (l *link) drainUnowned() {
-	l.routes.Range(func(_, v any) bool {
-		if s := v.(*stream); s.ownerIs(nil) {
+	l.routes.each(func(s *stream) bool {
+		if s.ownerIs(nil) {
 			s.drain()
 		}
 		return true
@@ -342,7 +301,7 @@ func (s *stream) deliver(m message) bool {
 	}
 	s.queue.push(m)
 	unclaimed := s.owner == nil
-	held := s.link.holdQueued(m.cost(), !unclaimed || s.link.catchAll.Load() != nil)
+	held := s.link.holdQueued(m.cost(), !unclaimed || s.link.routes.catchAll.Load() != nil)
 	if held {
 		s.held.Add(m.cost())
 	}
@@ -352,7 +311,7 @@ func (s *stream) deliver(m message) bool {
 		s.link.consumedLink(m.cost(), s.link.readerControl())
 	}
 	if unclaimed {
-		if ca := s.link.catchAll.Load(); ca != nil {
+		if ca := s.link.routes.catchAll.Load(); ca != nil {
 			woke = ca.push(s) || woke
 		}
 	}
@@ -390,7 +349,7 @@ func (s *stream) releaseLink(n int64, how controlMode) {
 		}
 		if s.held.CompareAndSwap(h, h-take) {
 			fromBudget = take
-			s.link.unholdQueued(take)
+			s.link.inflow.unhold(take)
 			break
 		}
 	}
@@ -408,8 +367,8 @@ func (s *stream) returnCredit(n int64, how controlMode) {
 	if s.state.Load() != 0 {
 		return
 	}
-	if v := s.window.consumed(n, l.tuning(int64(l.cfg.MaxStreamWindow), nil)); v > 0 {
-		s.recvCredit.Add(v)
+	if v := s.inflow.window.consumed(n, l.tuning(int64(l.cfg.MaxStreamWindow), nil)); v > 0 {
+		s.inflow.grant(v)
 		var fb [maxControlFrame]byte
 		l.queueControl(appendIDControl(fb[:0], frameWindow, s.id, uint32(v)), how)
 	}

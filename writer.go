@@ -167,7 +167,7 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 				return fmt.Errorf("%w: %d bytes, the peer accepts at most %d", ErrMessageTooLarge, len(data), maxMessage)
 			}
 		}
-		if uint64(len(data)) <= maxMessage && s.sendSpent < window && l.linkSendSpent < linkWindow && !s.inParts {
+		if uint64(len(data)) <= maxMessage && s.outflow.open(window) && l.outflow.open(linkWindow) && !s.inParts {
 			break
 		}
 		if l.creditWake == nil {
@@ -178,23 +178,23 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 		if err := owner.error(); err != nil {
 			return err
 		}
-		l.parked.Add(1) // credit comes from frames someone must read
+		l.token.parked.Add(1) // credit comes from frames someone must read
 		l.ensureReader()
 		select {
 		case <-wake:
 		case <-done:
-			l.parked.Add(-1)
+			l.token.parked.Add(-1)
 			return errCanceled
 		}
-		l.parked.Add(-1)
+		l.token.parked.Add(-1)
 		l.wmu.Lock()
 	}
-	l.linkSendSpent += cost
+	l.outflow.take(cost)
 	if hello && len(data) > l.cfg.FrameSize {
 		// Stream credit is charged part by part (takePartLocked).
 		return l.sendInParts(s, data)
 	}
-	s.sendSpent += cost
+	s.outflow.take(cost)
 	l.wb.msgs++
 	l.wb.payload += uint64(len(data))
 	now := nanotime()
@@ -216,7 +216,7 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 		// A lone message (request/response): write it ourselves, with no
 		// goroutine hand-off on the latency path.
 		l.wmu.Unlock()
-		if l.parked.Load() > 0 {
+		if l.token.parked.Load() > 0 {
 			// Other goroutines wait on this link, so runnable ones are
 			// likely about to send too: let them queue behind us first and
 			// share this writev.
@@ -259,10 +259,10 @@ func (l *link) sendInParts(s *stream, data []byte) error {
 	default:
 		// Parts wait for credit, which comes back in frames someone
 		// must read.
-		l.parked.Add(1)
+		l.token.parked.Add(1)
 		l.ensureReader()
 		<-r.done
-		l.parked.Add(-1)
+		l.token.parked.Add(-1)
 	}
 	err := r.err
 	if err == errStreamEnded {
@@ -307,7 +307,7 @@ func (l *link) takePartLocked(b *writeBatch) bool {
 			r.done <- struct{}{}
 			continue
 		}
-		if r.s.sendSpent >= inFlight {
+		if !r.s.outflow.open(inFlight) {
 			l.bulkNext++
 			skipped++ // until the peer's WINDOW (addSendCredit kicks the writer)
 			continue
@@ -323,13 +323,13 @@ func (l *link) takePartLocked(b *writeBatch) bool {
 		b.payload += uint64(n)
 		b.parts = true
 		r.off += n
-		r.s.sendSpent += int64(n)
+		r.s.outflow.take(int64(n))
 		taken += n
 		if rest > 0 {
 			l.bulkNext++
 			continue
 		}
-		r.s.sendSpent += int64(len(r.data)) + messageOverhead
+		r.s.outflow.take(int64(len(r.data)) + messageOverhead)
 		l.finishPartsLocked(r)
 		b.msgs++
 		b.waiters = append(b.waiters, r) // its Send returns once b is written
