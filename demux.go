@@ -53,16 +53,16 @@ func truncated(err error, what string) error {
 // waiting receiver. Headers are parsed with Peek and consumed only when
 // complete, so a read interrupted by a deadline loses nothing.
 func (l *link) readFrame() (bool, error) {
-	if l.pend.active {
+	if l.reading.pend.active {
 		return l.readPending()
 	}
-	b, err := l.br.Peek(1)
+	b, err := l.reading.br.Peek(1)
 	if err != nil {
 		return false, err // EOF here is a clean close between frames
 	}
 	l.keepAlive.heard.Add(1)
 	if b[0] == controlMarker {
-		if b, err = l.br.Peek(sizeOfIDLen + sizeOfType); err == nil && b[1] == framePart {
+		if b, err = l.reading.br.Peek(sizeOfIDLen + sizeOfType); err == nil && b[1] == framePart {
 			return l.readPart()
 		}
 		return false, l.readControl()
@@ -74,12 +74,12 @@ func (l *link) readHello() error {
 	if d := l.cfg.HandshakeTimeout; d > 0 {
 		l.conn.SetReadDeadline(time.Now().Add(d))
 	}
-	b, err := l.br.Peek(2)
+	b, err := l.reading.br.Peek(2)
 	if err == nil && (b[0] != controlMarker || b[1] != frameHello) {
 		return fmt.Errorf("%w: first frame is not a tcpconn hello (first bytes % x): peer is not a tcpconn v%d endpoint", ErrHandshake, b, protocolVersion)
 	}
 	if err == nil {
-		b, err = l.br.Peek(2 + sizeOfHelloBody)
+		b, err = l.reading.br.Peek(2 + sizeOfHelloBody)
 	}
 	if err != nil {
 		if isTimeout(err) {
@@ -93,23 +93,23 @@ func (l *link) readHello() error {
 	if err != nil {
 		return err
 	}
-	l.br.Discard(len(b))
+	l.reading.br.Discard(len(b))
 	l.keepAlive.heard.Add(1)
 	l.conn.SetReadDeadline(time.Time{})
 	if !l.client {
 		l.setID(uuid.UUID(h.linkID)) // the dialling side names the link
 	}
-	l.wmu.Lock()
+	l.wq.mu.Lock()
 	l.peer = h // the windows and message limit senders use from now on
-	l.wakeCreditLocked()
-	l.wmu.Unlock()
+	l.wq.wakeCreditLocked()
+	l.wq.mu.Unlock()
 	close(l.helloDone)
 	l.ping() // a first round trip for window tuning
 	return nil
 }
 
 func (l *link) readData(idLen int) (bool, error) {
-	hdr, err := l.br.Peek(sizeOfIDLen + idLen + sizeOfLength)
+	hdr, err := l.reading.br.Peek(sizeOfIDLen + idLen + sizeOfLength)
 	if err != nil {
 		return false, truncated(err, "a data frame header")
 	}
@@ -118,7 +118,7 @@ func (l *link) readData(idLen int) (bool, error) {
 	if uint64(n) > uint64(l.cfg.MaxMessageSize) {
 		return false, protocolErrorf("data", string(idb), "message of %d bytes exceeds the limit of %d", n, l.cfg.MaxMessageSize)
 	}
-	if len(l.partials) > 0 && l.partials[bytesToString(idb)] != nil {
+	if len(l.reading.partials) > 0 && l.reading.partials[bytesToString(idb)] != nil {
 		return false, protocolErrorf("data", string(idb), "data frame on %q inside a message in parts", idb)
 	}
 	s, err := l.route(idb)
@@ -129,12 +129,12 @@ func (l *link) readData(idLen int) (bool, error) {
 	if s, err = l.admit("data", s, cost); err != nil {
 		return false, err
 	}
-	l.br.Discard(len(hdr))
+	l.reading.br.Discard(len(hdr))
 	m, inPlace := l.inPlaceFor(s, int(n))
 	if !inPlace {
 		m = newPayload(int(n))
 	}
-	l.pend = pendingData{active: true, inPlace: inPlace, s: s, end: int(n), total: int(n), cost: cost, m: m}
+	l.reading.pend = pendingData{active: true, inPlace: inPlace, s: s, end: int(n), total: int(n), cost: cost, m: m}
 	return l.readPending()
 }
 
@@ -184,7 +184,7 @@ func newPayload(n int) message {
 // must continue it exactly.
 func (l *link) readPart() (bool, error) {
 	const head = sizeOfIDLen + sizeOfType
-	b, err := l.br.Peek(head + sizeOfIDLen)
+	b, err := l.reading.br.Peek(head + sizeOfIDLen)
 	if err != nil {
 		return false, truncated(err, "PART")
 	}
@@ -193,12 +193,12 @@ func (l *link) readPart() (bool, error) {
 		return false, protocolErrorf("PART", "", "PART with ID length %d", idLen)
 	}
 	size := head + sizeOfIDLen + idLen + 2*sizeOfLength
-	if b, err = l.br.Peek(size); err != nil {
+	if b, err = l.reading.br.Peek(size); err != nil {
 		return false, truncated(err, "PART")
 	}
 	idb := b[head+sizeOfIDLen : head+sizeOfIDLen+idLen]
 	rest, n := uint64(loadU32(b[size-2*sizeOfLength:])), uint64(loadU32(b[size-sizeOfLength:]))
-	p := l.partials[bytesToString(idb)]
+	p := l.reading.partials[bytesToString(idb)]
 	if p == nil {
 		total := n + rest
 		if total > uint64(l.cfg.MaxMessageSize) {
@@ -221,17 +221,17 @@ func (l *link) readPart() (bool, error) {
 			p.s = s
 		}
 		if p.m, p.inPlace = l.inPlaceFor(p.s, p.total); p.inPlace {
-			l.into.part = p // the caller's buffer is as large as it is
+			l.reading.into.part = p // the caller's buffer is as large as it is
 		} else {
 			// Sized by what this part brings, not by the message it
 			// claims: a first part of one byte must not buy a buffer for
 			// megabytes.
 			p.m = newPayload(int(min(n, uint64(p.total))))
 		}
-		if l.partials == nil {
-			l.partials = make(map[string]*partial)
+		if l.reading.partials == nil {
+			l.reading.partials = make(map[string]*partial)
 		}
-		l.partials[p.id] = p
+		l.reading.partials[p.id] = p
 	} else if n+rest != uint64(p.total-p.got) {
 		return false, protocolErrorf("PART", p.id, "PART of %d bytes with %d to follow on %q, where %d bytes of the message are missing", n, rest, p.id, p.total-p.got)
 	}
@@ -240,13 +240,13 @@ func (l *link) readPart() (bool, error) {
 			return false, err
 		}
 	}
-	l.br.Discard(size)
-	l.pend = pendingData{active: true, inPlace: p.inPlace, s: p.s, part: p, got: p.got, end: p.got + int(n), total: p.total, cost: p.cost, m: p.m}
+	l.reading.br.Discard(size)
+	l.reading.pend = pendingData{active: true, inPlace: p.inPlace, s: p.s, part: p, got: p.got, end: p.got + int(n), total: p.total, cost: p.cost, m: p.m}
 	return l.readPending()
 }
 
 func (l *link) readPending() (bool, error) {
-	p := &l.pend
+	p := &l.reading.pend
 	for p.got < p.end {
 		if p.got == len(p.m.data) {
 			// Grow with the bytes that arrive: double, or this frame's
@@ -258,7 +258,7 @@ func (l *link) readPending() (bool, error) {
 		}
 		// Read in chunks so that a long payload counts as the peer being
 		// heard (keepalive) while it arrives.
-		k, err := l.br.ReadFull(p.m.data[p.got:min(len(p.m.data), p.got+readProgressChunk, p.end)])
+		k, err := l.reading.br.ReadFull(p.m.data[p.got:min(len(p.m.data), p.got+readProgressChunk, p.end)])
 		p.got += k
 		if k > 0 { // a read cut short by a deadline heard nothing
 			l.keepAlive.heard.Add(1)
@@ -288,7 +288,7 @@ func (l *link) readPending() (bool, error) {
 			*p = pendingData{}
 			return false, nil
 		}
-		delete(l.partials, pt.id)
+		delete(l.reading.partials, pt.id)
 		l.forgetPartial(pt)
 		if s := pt.s; s != nil {
 			s.inflow.credit.Add(-pt.cost) // now held whole, until consumed
@@ -317,8 +317,8 @@ func (l *link) drop(m message, cost int64) {
 // dropPartial discards the message in parts pending on id, if any (the
 // peer closed the ID in the middle of it).
 func (l *link) dropPartial(id string) {
-	if p := l.partials[id]; p != nil {
-		delete(l.partials, id)
+	if p := l.reading.partials[id]; p != nil {
+		delete(l.reading.partials, id)
 		if p.inPlace { // the receiver's buffer: not ours to release
 			p.m = message{}
 		}
@@ -330,22 +330,17 @@ func (l *link) dropPartial(id string) {
 // forgetPartial ends p's hold on the receiver's buffer, if it had one:
 // the message is complete or dropped.
 func (l *link) forgetPartial(p *partial) {
-	if l.into.part == p {
-		l.into.part = nil
+	if l.reading.into.part == p {
+		l.reading.into.part = nil
 	}
 	p.inPlace = false
 }
 
 // allowControl charges one frame against the control-frame rate limit.
 func (l *link) allowControl() error {
-	limit := float64(l.cfg.MaxControlFramesPerSecond)
-	now := time.Now()
-	l.ctrlTokens = min(limit, l.ctrlTokens+now.Sub(l.ctrlLast).Seconds()*limit)
-	l.ctrlLast = now
-	if l.ctrlTokens < 1 {
+	if !l.reading.limiter.allow(time.Now()) {
 		return protocolErrorf("control", "", "control frame flood (more than %d per second)", l.cfg.MaxControlFramesPerSecond)
 	}
-	l.ctrlTokens--
 	return nil
 }
 
@@ -394,7 +389,7 @@ func frameName(typ byte) string {
 // parsed with Peek and consumed only once complete.
 func (l *link) readControl() error {
 	const head = sizeOfIDLen + sizeOfType
-	b, err := l.br.Peek(head)
+	b, err := l.reading.br.Peek(head)
 	if err != nil {
 		return truncated(err, "a control frame")
 	}
@@ -404,7 +399,7 @@ func (l *link) readControl() error {
 	}
 	f := &controlFrames[typ]
 	size := head + f.fixed
-	if b, err = l.br.Peek(size); err != nil {
+	if b, err = l.reading.br.Peek(size); err != nil {
 		return truncated(err, f.name)
 	}
 	if f.tail != tailNone {
@@ -416,12 +411,12 @@ func (l *link) readControl() error {
 			n += sizeOfLength
 		}
 		size += n
-		if b, err = l.br.Peek(size); err != nil {
+		if b, err = l.reading.br.Peek(size); err != nil {
 			return truncated(err, f.name)
 		}
 	}
 	err = f.handle(l, b[head:])
-	l.br.Discard(size)
+	l.reading.br.Discard(size)
 	return err
 }
 
@@ -474,7 +469,7 @@ func (l *link) onOpen(body []byte) error {
 
 func (l *link) onCloseFrame(body []byte) error {
 	idb, code := splitIDBody(body)
-	if len(l.partials) > 0 {
+	if len(l.reading.partials) > 0 {
 		l.dropPartial(string(idb))
 	}
 	s, ok := l.routes.load(bytesToString(idb))
@@ -508,8 +503,8 @@ func (l *link) addSendCredit(s *stream, inc uint32) error {
 	if inc == 0 {
 		return l.allowControl()
 	}
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
+	l.wq.mu.Lock()
+	defer l.wq.mu.Unlock()
 	// Credit is the announced window minus sendSpent; WINDOWs may grow it
 	// (auto-tuning), up to maxWindow.
 	if s == nil {
@@ -519,8 +514,8 @@ func (l *link) addSendCredit(s *stream, inc uint32) error {
 	} else if !s.outflow.give(inc, int64(l.peer.streamWindow)) {
 		return protocolErrorf("WINDOW", s.id, "WINDOW on %q overflows the largest window (%d bytes)", s.id, maxWindow)
 	}
-	l.wakeCreditLocked()
-	if len(l.bulk) > 0 {
+	l.wq.wakeCreditLocked()
+	if len(l.sched.bulk) > 0 {
 		l.kickWriterLocked() // parts waiting for this credit
 	}
 	return nil
@@ -572,7 +567,7 @@ func (l *link) grantLink(v int64, how controlMode) {
 // holder calls it once the link failed, so that their buffers go back to
 // the pools.
 func (l *link) dropPartials() {
-	for id := range l.partials {
+	for id := range l.reading.partials {
 		l.dropPartial(id)
 	}
 }

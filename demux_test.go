@@ -23,8 +23,8 @@ func (timeoutConn) Read([]byte) (int, error) { return 0, os.ErrDeadlineExceeded 
 // arrive counts.
 func TestTimedOutReadIsNotHearingThePeer(t *testing.T) {
 	l := &link{conn: timeoutConn{}, cfg: DefaultConfig()}
-	l.br = newFrameReader(l.conn, nil)
-	l.pend = pendingData{active: true, end: 10, total: 10, m: message{data: make([]byte, 10)}}
+	l.reading.br = newFrameReader(l.conn, nil)
+	l.reading.pend = pendingData{active: true, end: 10, total: 10, m: message{data: make([]byte, 10)}}
 	for range 3 {
 		if _, err := l.readPending(); !isTimeout(err) {
 			t.Fatalf("readPending = %v, want the read's timeout (resumable)", err)

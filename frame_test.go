@@ -209,8 +209,8 @@ func TestControlTypeTableHasNoHoles(t *testing.T) {
 		}
 		// A bare link reading [0xFF][typ] plus a plausible body.
 		l := &link{cfg: DefaultConfig()}
-		l.br = newFrameReader(bytes.NewReader([]byte{controlMarker, typ, 0, 0, 0, 0, 0, 0, 0, 0}), nil)
-		l.ctrlTokens = 1000
+		l.reading.br = newFrameReader(bytes.NewReader([]byte{controlMarker, typ, 0, 0, 0, 0, 0, 0, 0, 0}), nil)
+		l.reading.limiter.tokens = 1000
 		err := l.readControl()
 		if !errors.Is(err, ErrProtocol) {
 			t.Errorf("control type 0x%02x: readControl = %v, want ErrProtocol", typ, err)

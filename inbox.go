@@ -151,7 +151,7 @@ func isReady(src source) bool {
 func receive(src source, cancel <-chan struct{}, into []byte) (s *stream, m message, inPlace bool, err error) {
 	b := src.box()
 	l := b.link
-	canNoWait := cancel != nil && l.br.canNoWait()
+	canNoWait := cancel != nil && l.reading.br.canNoWait()
 	tryNoWait := canNoWait && l.token.noWaitWorth()
 	if canNoWait {
 		l.token.noWaitReceivers.Add(1)

@@ -36,7 +36,7 @@ import (
 //     table is written by the holder (peer-opened records) and by
 //     register/sendStream (local records), never by two parsers.
 //   - Lock order: Connection.mu, then catchAll.mu, then stream.mu (the
-//     inbox locks); wmu is never held while taking any of them, and no
+//     inbox locks); wq.mu is never held while taking any of them, and no
 //     lock is held across a socket write except by the writer in flush,
 //     which holds none. Connection.mu is never held across a dial, a wait
 //     for the peer, or a socket write.
@@ -63,33 +63,18 @@ type link struct {
 	bound  atomic.Int64                // Connections bound to this link (Stats.Connections)
 
 	// Read side: the read token, and what belongs to its holder.
-	token      readToken
-	br         *frameReader
-	pend       pendingData
-	partials   map[string]*partial // messages in parts being reassembled, by ID
-	routes     routeTable
-	inflow     linkInflow // what the peer may send on this link, and the Budget it holds from
-	outflow    outflow    // what this side has sent of the peer's link window; guarded by wmu
-	ctrlTokens float64    // control-frame rate limiter
-	ctrlLast   time.Time
-	peer       hello // written before helloDone is closed
-	helloDone  chan struct{}
+	token     readToken
+	reading   readState // the token holder's
+	routes    routeTable
+	inflow    linkInflow // what the peer may send on this link, and the Budget it holds from
+	outflow   outflow    // what this side has sent of the peer's link window; guarded by wq.mu
+	peer      hello      // written before helloDone is closed
+	helloDone chan struct{}
 
-	// Write side (writer.go); guarded by wmu.
-	wmu         sync.Mutex
-	wb, wspare  *writeBatch
-	writerBusy  bool
-	lastFlush   int64         // nanotime when the last flush ended
-	lazyPending atomic.Bool   // control frames wait in wb for the next write
-	lazyTimer   *time.Timer   // backstop for them; made on first use
-	bulk        []*writeReq   // messages in parts not yet fully queued, round robin
-	bulkNext    int           // whose part goes next
-	smallAt     int64         // nanotime a whole (small) message was last queued
-	burst       int           // bytes of parts a quiet write may carry (adaptBurst)
-	creditWake  chan struct{} // closed when credit arrives or a stream ends; nil if nobody waits
-	closing     bool          // close was called: fail once the queue is written
-	werr        error         // set once the link failed
-	wv          net.Buffers   // writer goroutine only; consumed by WriteTo
+	// Write side (writer.go): the ordered queue of frames, and the
+	// scheduler of messages in parts; both guarded by wq.mu.
+	wq    writeQueue
+	sched partScheduler
 
 	onClose   func(*link)
 	goingAway atomic.Bool // the peer sent GOAWAY: open nothing new here
@@ -100,8 +85,6 @@ type link struct {
 	done     chan struct{}
 	failOnce sync.Once
 	err      error // valid after done is closed
-
-	into readInto // the read token holder's: where a receiver wants its next message (reader.go)
 }
 
 // linkHooks connect a link to its owner (the client pool, the Wrap registry
@@ -122,16 +105,14 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 		conn:      conn,
 		cfg:       cfg,
 		client:    client,
-		wb:        &writeBatch{},
-		wspare:    &writeBatch{},
 		helloDone: make(chan struct{}),
 		done:      make(chan struct{}),
-		ctrlLast:  time.Now(),
 	}
 	l.token.init()
+	l.wq.init()
 	l.routes.accept = hooks.accept
-	l.burst = cfg.FrameSize
-	l.ctrlTokens = float64(cfg.MaxControlFramesPerSecond)
+	l.sched.burst = cfg.FrameSize
+	l.reading.limiter.init(cfg.MaxControlFramesPerSecond, time.Now())
 	id := uuid.New()
 	l.setID(id) // a server adopts the client's when its HELLO arrives
 	raw := conn
@@ -141,7 +122,7 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 	if tc, ok := conn.(*net.TCPConn); ok {
 		l.tcp = tc
 	}
-	l.br = newFrameReader(conn, l.tcp)
+	l.reading.br = newFrameReader(conn, l.tcp)
 	if tc, ok := raw.(*net.TCPConn); ok {
 		l.sock = tc
 		if err := tuneTCP(tc, cfg); err != nil {
@@ -224,16 +205,16 @@ func (l *link) linkError() error {
 // writes it half-closes the socket and fails the link (finishClose). A
 // stalled peer is cut off after closeWriteTimeout.
 func (l *link) close() {
-	l.wmu.Lock()
-	if l.werr != nil || l.closing {
-		l.wmu.Unlock()
+	l.wq.mu.Lock()
+	if l.wq.err != nil || l.wq.closing {
+		l.wq.mu.Unlock()
 		return
 	}
-	l.closing = true
+	l.wq.closing = true
 	var fb [maxControlFrame]byte
-	l.wb.appendCopy(appendGoAway(fb[:0], 0, "closing"), nil)
+	l.wq.wb.appendCopy(appendGoAway(fb[:0], 0, "closing"), nil)
 	l.kickWriterLocked()
-	l.wmu.Unlock()
+	l.wq.mu.Unlock()
 	l.conn.SetWriteDeadline(time.Now().Add(closeWriteTimeout))
 }
 

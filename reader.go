@@ -22,9 +22,21 @@ type pendingData struct {
 	m       message
 }
 
+// readState is what belongs to the holder of a link's read token: the
+// frame reader, the payload being read, the messages in parts being put
+// together, where a receiver wants its message read (readInto), and the
+// rate limit on the peer's control frames.
+type readState struct {
+	br       *frameReader
+	pend     pendingData
+	partials map[string]*partial // messages in parts being reassembled, by ID
+	into     readInto
+	limiter  controlLimiter
+}
+
 // partial is a message in parts being reassembled: PART frames for its ID
 // arrive in order, possibly between other IDs' frames. The reader owns it
-// (l.partials, keyed by ID); it was admitted against the credit windows as
+// (l.reading.partials, keyed by ID); it was admitted against the credit windows as
 // a whole at its first PART, so the bytes held in partials are bounded by
 // the windows like whole messages.
 type partial struct {
@@ -157,9 +169,9 @@ func (l *link) readDirect(src source, into []byte, cancel <-chan struct{}) (from
 		return nil, message{}, false, false
 	}
 	l.token.direct.Store(true)
-	l.br.noWait = cancel != nil
+	l.reading.br.noWait = cancel != nil
 	if len(into) > 0 {
-		l.into = readInto{src: src, buf: into}
+		l.reading.into = readInto{src: src, buf: into}
 	}
 	heard := l.keepAlive.heard.Load()
 	from, m, err := l.readUntil(src, cancel)
@@ -190,7 +202,7 @@ type readInto struct {
 // bytes for s, if it takes that message; ok false: read it into one of
 // ours. The buffer is the receiver's, never to be released.
 func (l *link) inPlaceFor(s *stream, n int) (m message, ok bool) {
-	in := &l.into
+	in := &l.reading.into
 	if s == nil || n > len(in.buf) {
 		return message{}, false
 	}
@@ -213,8 +225,8 @@ func (l *link) inPlaceFor(s *stream, n int) (m message, ok bool) {
 // record was claimed while it arrived; then it goes to a buffer of ours
 // and on as any other.
 func (l *link) deliverInPlace(s *stream, m message) bool {
-	if l.into.takes(s) {
-		l.into.from, l.into.m = s, m
+	if l.reading.into.takes(s) {
+		l.reading.into.from, l.reading.into.m = s, m
 		return false
 	}
 	return s.deliver(ownPayload(m.data, len(m.data)))
@@ -255,19 +267,19 @@ func ownPayload(got []byte, total int) message {
 // interrupted it, or noWait found the rest not there yet) to a buffer of
 // ours, where the next holder resumes.
 func (l *link) endDirect() (*stream, message) {
-	l.br.noWait = false
-	if p := &l.pend; p.active && p.inPlace {
+	l.reading.br.noWait = false
+	if p := &l.reading.pend; p.active && p.inPlace {
 		p.m, p.inPlace = ownPayload(p.m.data[:p.got], p.total), false
 		if pt := p.part; pt != nil {
 			pt.m, pt.inPlace = p.m, false
 		}
 	}
-	if pt := l.into.part; pt != nil && pt.inPlace { // between its parts
+	if pt := l.reading.into.part; pt != nil && pt.inPlace { // between its parts
 		pt.m, pt.inPlace = ownPayload(pt.m.data[:pt.got], pt.total), false
 	}
-	from, m := l.into.from, l.into.m
-	if l.into.src != nil {
-		l.into = readInto{}
+	from, m := l.reading.into.from, l.reading.into.m
+	if l.reading.into.src != nil {
+		l.reading.into = readInto{}
 	}
 	return from, m
 }
@@ -281,7 +293,7 @@ func (l *link) endDirect() (*stream, message) {
 // too once cancel is closed.
 func (l *link) readUntil(src source, cancel <-chan struct{}) (from *stream, m message, err error) {
 	for {
-		if src != nil && (l.into.from != nil || isReady(src) || cancel != nil && isClosed(cancel)) {
+		if src != nil && (l.reading.into.from != nil || isReady(src) || cancel != nil && isClosed(cancel)) {
 			from, m = l.endDirect()
 			l.releaseToken()
 			return from, m, nil
@@ -312,7 +324,7 @@ func (l *link) readUntil(src source, cancel <-chan struct{}) (from *stream, m me
 		// so even with bytes buffered, which such a receiver reads: else a
 		// stream of messages kept it reading and handing every message
 		// over, at half the stream's speed (BenchmarkReceiveContext).
-		if src == nil && woke && l.token.parked.Load() == 0 && (l.br.Buffered() == 0 || l.token.noWaitReceivers.Load() > 0) {
+		if src == nil && woke && l.token.parked.Load() == 0 && (l.reading.br.Buffered() == 0 || l.token.noWaitReceivers.Load() > 0) {
 			l.releaseToken()
 			return nil, message{}, nil
 		}

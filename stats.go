@@ -119,9 +119,9 @@ func ReadStats() Stats { return processScope.stats() }
 func ReadLinkStats() []LinkStats { return processScope.linkStats() }
 
 func (l *link) stats() LinkStats {
-	l.wmu.Lock()
-	queued := l.wb.size
-	l.wmu.Unlock()
+	l.wq.mu.Lock()
+	queued := l.wq.wb.size
+	l.wq.mu.Unlock()
 	return LinkStats{
 		ID:          l.id.Load().String(),
 		Client:      l.client,

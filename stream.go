@@ -50,8 +50,8 @@ type stream struct {
 	// (holdQueued).
 	held    atomic.Int64
 	inflow  inflow  // what the peer may send on this ID
-	outflow outflow // what this side has sent of the peer's window for it; guarded by link.wmu
-	inParts bool    // a message in parts is being queued; guarded by link.wmu
+	outflow outflow // what this side has sent of the peer's window for it; guarded by link.wq.mu
+	inParts bool    // a message in parts is being queued; guarded by link.wq.mu
 }
 
 // message is one received payload; pooled is non-nil when data aliases a

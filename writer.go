@@ -7,13 +7,12 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"slices"
 	"syscall"
 	"time"
 )
 
 // The write side of a link. Senders append frames to one ordered batch under
-// link.wmu. Whoever finds no write in progress writes the batch with one
+// link.wq.mu. Whoever finds no write in progress writes the batch with one
 // writev: the sender itself for a lone message (no hand-off on the latency
 // path), or the writer goroutine when sends come back to back (write
 // behind, so the next ones coalesce while this batch is in the kernel).
@@ -56,7 +55,7 @@ type writeBatch struct {
 
 // writeReq is a sender waiting for its large frame, or its message in
 // parts, to be written. For a message in parts it also says how far the
-// writer got (guarded by link.wmu).
+// writer got (guarded by link.wq.mu).
 type writeReq struct {
 	done chan struct{}
 	err  error
@@ -143,19 +142,19 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 	var hb [maxDataHeader]byte
 	hdr := appendDataHeader(hb[:0], s.id, len(data))
 	cost := int64(len(data)) + messageOverhead
-	l.wmu.Lock()
+	l.wq.mu.Lock()
 	var hello bool
 	for {
 		if s.state.Load() != 0 { // first: the stream's end says why, not the link's after it
-			l.wmu.Unlock()
+			l.wq.mu.Unlock()
 			return s.sendError()
 		}
-		if l.werr != nil {
-			l.wmu.Unlock()
+		if l.wq.err != nil {
+			l.wq.mu.Unlock()
 			return l.linkError()
 		}
-		if l.closing {
-			l.wmu.Unlock()
+		if l.wq.closing {
+			l.wq.mu.Unlock()
 			return ErrClosed
 		}
 		hello = l.peer.version != 0
@@ -163,18 +162,15 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 		if hello {
 			window, linkWindow, maxMessage = int64(l.peer.streamWindow), int64(l.peer.linkWindow), uint64(l.peer.maxMessage)
 			if uint64(len(data)) > maxMessage {
-				l.wmu.Unlock()
+				l.wq.mu.Unlock()
 				return fmt.Errorf("%w: %d bytes, the peer accepts at most %d", ErrMessageTooLarge, len(data), maxMessage)
 			}
 		}
 		if uint64(len(data)) <= maxMessage && s.outflow.open(window) && l.outflow.open(linkWindow) && !s.inParts {
 			break
 		}
-		if l.creditWake == nil {
-			l.creditWake = make(chan struct{})
-		}
-		wake := l.creditWake
-		l.wmu.Unlock()
+		wake := l.wq.creditWaitLocked()
+		l.wq.mu.Unlock()
 		if err := owner.error(); err != nil {
 			return err
 		}
@@ -187,7 +183,7 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 			return errCanceled
 		}
 		l.token.parked.Add(-1)
-		l.wmu.Lock()
+		l.wq.mu.Lock()
 	}
 	l.outflow.take(cost)
 	if hello && len(data) > l.cfg.FrameSize {
@@ -195,27 +191,27 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 		return l.sendInParts(s, data)
 	}
 	s.outflow.take(cost)
-	l.wb.msgs++
-	l.wb.payload += uint64(len(data))
+	l.wq.wb.msgs++
+	l.wq.wb.payload += uint64(len(data))
 	now := nanotime()
-	l.smallAt = now
-	if !hello || len(data) <= copyLimit && l.wb.size < queueLimit {
-		l.wb.appendCopy(hdr, data)
-		if l.writerBusy {
-			l.wmu.Unlock() // the writer in progress takes it along
+	l.sched.smallAt = now
+	if !hello || len(data) <= copyLimit && l.wq.wb.size < queueLimit {
+		l.wq.wb.appendCopy(hdr, data)
+		if l.wq.busy {
+			l.wq.mu.Unlock() // the writer in progress takes it along
 			return nil
 		}
-		l.writerBusy = true
-		if !hello || now-l.lastFlush < int64(streamingGap) {
+		l.wq.busy = true
+		if !hello || now-l.wq.lastFlush < int64(streamingGap) {
 			// Sends are coming back to back: write behind, so the next
 			// messages coalesce while this batch is in the kernel.
-			l.wmu.Unlock()
+			l.wq.mu.Unlock()
 			go l.flush()
 			return nil
 		}
 		// A lone message (request/response): write it ourselves, with no
 		// goroutine hand-off on the latency path.
-		l.wmu.Unlock()
+		l.wq.mu.Unlock()
 		if l.token.parked.Load() > 0 {
 			// Other goroutines wait on this link, so runnable ones are
 			// likely about to send too: let them queue behind us first and
@@ -226,12 +222,12 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 		return nil
 	}
 	r := getWriteReq()
-	l.wb.appendRef(hdr, data, r)
-	if l.writerBusy {
-		l.wmu.Unlock()
+	l.wq.wb.appendRef(hdr, data, r)
+	if l.wq.busy {
+		l.wq.mu.Unlock()
 	} else {
-		l.writerBusy = true // write it ourselves; flush signals r too
-		l.wmu.Unlock()
+		l.wq.busy = true // write it ourselves; flush signals r too
+		l.wq.mu.Unlock()
 		l.flush()
 	}
 	<-r.done
@@ -241,17 +237,17 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 }
 
 // sendInParts queues a message for the scheduler (takePartLocked) and waits
-// until its last part is written. The caller holds wmu, which it releases.
+// until its last part is written. The caller holds wq.mu, which it releases.
 func (l *link) sendInParts(s *stream, data []byte) error {
 	r := getWriteReq()
 	r.s, r.data = s, data
-	l.bulk = append(l.bulk, r)
+	l.sched.add(r)
 	s.inParts = true
-	if l.writerBusy {
-		l.wmu.Unlock()
+	if l.wq.busy {
+		l.wq.mu.Unlock()
 	} else {
-		l.writerBusy = true // write it ourselves, part by part
-		l.wmu.Unlock()
+		l.wq.busy = true // write it ourselves, part by part
+		l.wq.mu.Unlock()
 		l.flush()
 	}
 	select {
@@ -275,7 +271,7 @@ func (l *link) sendInParts(s *stream, data []byte) error {
 // takePartLocked adds parts of the messages in parts to b, behind the small
 // and control frames already in it, round robin among those messages: one
 // part of FrameSize while small messages are about (one was queued within
-// smallQuiet), else parts of up to l.burst bytes, so that a lone bulk
+// smallQuiet), else parts of up to l.sched.burst bytes, so that a lone bulk
 // transfer on a fast path pays no more syscalls, on either side, than a
 // whole message. A part goes only while its stream's credit is positive
 // and costs its length; the last part also charges the whole message, as
@@ -283,32 +279,22 @@ func (l *link) sendInParts(s *stream, data []byte) error {
 // message whose stream ended is abandoned: no part may follow a CLOSE.
 // It reports whether it added anything.
 func (l *link) takePartLocked(b *writeBatch) bool {
-	if len(l.bulk) == 0 {
+	if len(l.sched.bulk) == 0 {
 		return false // every flush asks; most have no parts to take
 	}
-	budget := l.cfg.FrameSize
-	if nanotime()-l.smallAt > int64(smallQuiet) {
-		// Nothing small to let through: larger parts, so that a lone bulk
-		// transfer costs the peer no more reads than a whole message, as
-		// large as the path drains quickly (burst, adapted in flush), so
-		// that a PING still passes within a few milliseconds.
-		budget = max(budget, l.burst)
-	}
+	budget := l.sched.budget(l.cfg.FrameSize, nanotime())
 	inFlight := int64(l.peer.streamWindow)
 	taken, skipped := 0, 0
-	for taken < budget && skipped < len(l.bulk) {
-		if l.bulkNext >= len(l.bulk) {
-			l.bulkNext = 0
-		}
-		r := l.bulk[l.bulkNext]
+	for taken < budget && skipped < len(l.sched.bulk) {
+		r := l.sched.current()
 		if r.s.state.Load() != 0 {
 			l.finishPartsLocked(r)
-			r.err = errStreamEnded // sendInParts asks the stream why (its lock is not taken under wmu)
+			r.err = errStreamEnded // sendInParts asks the stream why (its lock is not taken under wq.mu)
 			r.done <- struct{}{}
 			continue
 		}
 		if !r.s.outflow.open(inFlight) {
-			l.bulkNext++
+			l.sched.skip()
 			skipped++ // until the peer's WINDOW (addSendCredit kicks the writer)
 			continue
 		}
@@ -326,7 +312,7 @@ func (l *link) takePartLocked(b *writeBatch) bool {
 		r.s.outflow.take(int64(n))
 		taken += n
 		if rest > 0 {
-			l.bulkNext++
+			l.sched.skip()
 			continue
 		}
 		r.s.outflow.take(int64(len(r.data)) + messageOverhead)
@@ -340,28 +326,10 @@ func (l *link) takePartLocked(b *writeBatch) bool {
 // finishPartsLocked takes r out of the round robin; the next message on its
 // stream may start.
 func (l *link) finishPartsLocked(r *writeReq) {
-	i := slices.Index(l.bulk, r)
-	l.bulk = slices.Delete(l.bulk, i, i+1)
-	if l.bulkNext > i {
-		l.bulkNext--
-	}
+	l.sched.remove(r)
 	r.s.inParts = false
-	l.wakeCreditLocked()
+	l.wq.wakeCreditLocked()
 }
-
-const (
-	// smallQuiet: parts go one per write while a small message was queued
-	// this recently.
-	smallQuiet = time.Millisecond
-	// bulkBurst bounds the parts one write carries when no small message
-	// is about: a lone 1 MiB message goes in one writev, as it did whole.
-	// The burst starts at FrameSize and doubles after each write of parts
-	// that took less than burstFast, back to FrameSize after one that took
-	// longer than burstSlow (a slow path: a PING must not wait long).
-	bulkBurst = 1 << 20
-	burstFast = 2 * time.Millisecond
-	burstSlow = 5 * time.Millisecond
-)
 
 // errCanceled tells the caller that its done channel fired; the caller knows
 // which error that stands for.
@@ -386,55 +354,55 @@ const (
 func (l *link) enqueueControl(frame []byte) { l.queueControl(frame, controlAsync) }
 
 func (l *link) queueControl(frame []byte, how controlMode) {
-	l.wmu.Lock()
-	if l.werr != nil || l.closing { // nothing goes after close's GOAWAY
-		l.wmu.Unlock()
+	l.wq.mu.Lock()
+	if l.wq.err != nil || l.wq.closing { // nothing goes after close's GOAWAY
+		l.wq.mu.Unlock()
 		return
 	}
-	l.wb.appendCopy(frame, nil)
-	if how == controlLazy && !l.writerBusy {
-		if !l.lazyPending.Swap(true) {
+	l.wq.wb.appendCopy(frame, nil)
+	if how == controlLazy && !l.wq.busy {
+		if !l.wq.lazyPending.Swap(true) {
 			// The backstop: if no write or wait comes along, the writer
 			// goroutine sends it shortly (the peer may be waiting for it).
-			if l.lazyTimer == nil {
-				l.lazyTimer = time.AfterFunc(lazyDelay, l.lazyTimerFired)
+			if l.wq.lazyTimer == nil {
+				l.wq.lazyTimer = time.AfterFunc(lazyDelay, l.lazyTimerFired)
 			} else {
-				l.lazyTimer.Reset(lazyDelay)
+				l.wq.lazyTimer.Reset(lazyDelay)
 			}
 		}
 	} else {
 		l.kickWriterLocked()
 	}
-	l.wmu.Unlock()
+	l.wq.mu.Unlock()
 }
 
 // lazyDelay bounds how long a lazily queued window update waits.
 const lazyDelay = time.Millisecond
 
 func (l *link) lazyTimerFired() {
-	if !l.lazyPending.Load() {
+	if !l.wq.lazyPending.Load() {
 		return
 	}
-	l.wmu.Lock()
-	if !l.wb.empty() {
+	l.wq.mu.Lock()
+	if !l.wq.wb.empty() {
 		l.kickWriterLocked()
 	}
-	l.wmu.Unlock()
+	l.wq.mu.Unlock()
 }
 
 // flushLazy writes lazily queued control frames before the caller waits
 // for the peer, who may be waiting for exactly those credits.
 func (l *link) flushLazy() {
-	if !l.lazyPending.Load() {
+	if !l.wq.lazyPending.Load() {
 		return
 	}
-	l.wmu.Lock()
-	if l.writerBusy || l.werr != nil || l.wb.empty() {
-		l.wmu.Unlock()
+	l.wq.mu.Lock()
+	if l.wq.busy || l.wq.err != nil || l.wq.wb.empty() {
+		l.wq.mu.Unlock()
 		return
 	}
-	l.writerBusy = true
-	l.wmu.Unlock()
+	l.wq.busy = true
+	l.wq.mu.Unlock()
 	l.flush()
 }
 
@@ -442,8 +410,8 @@ func (l *link) flushLazy() {
 // Writers exist only while there is something to write behind: an idle
 // link has no writer goroutine (flush returns when the queue is empty).
 func (l *link) kickWriterLocked() {
-	if !l.writerBusy {
-		l.writerBusy = true
+	if !l.wq.busy {
+		l.wq.busy = true
 		go l.flush()
 	}
 }
@@ -458,27 +426,24 @@ func nanotime() int64 { return int64(time.Since(epoch)) }
 // writerBusy and flush clears it.
 func (l *link) flush() {
 	for {
-		l.wmu.Lock()
-		var b *writeBatch
-		if l.werr == nil {
-			b = l.wb
-			l.wb, l.wspare = l.wspare, nil
-			if !l.takePartLocked(b) && b.empty() {
-				l.wb, l.wspare, b = b, l.wb, nil // nothing to write
-			}
+		l.wq.mu.Lock()
+		b := l.wq.takeLocked()
+		if b != nil && !l.takePartLocked(b) && b.empty() {
+			l.wq.putBackLocked(b) // nothing to write
+			b = nil
 		}
 		if b == nil {
-			closed := l.closing && l.werr == nil // close's GOAWAY is out
-			l.writerBusy = false
-			l.lazyPending.Store(false)
-			l.lastFlush = nanotime()
-			l.wmu.Unlock()
+			closed := l.wq.closing && l.wq.err == nil // close's GOAWAY is out
+			l.wq.busy = false
+			l.wq.lazyPending.Store(false)
+			l.wq.lastFlush = nanotime()
+			l.wq.mu.Unlock()
 			if closed {
 				l.finishClose()
 			}
 			return
 		}
-		l.wmu.Unlock()
+		l.wq.mu.Unlock()
 
 		// Counted before the write: a message the peer has answered must
 		// already show in Stats.
@@ -494,25 +459,18 @@ func (l *link) flush() {
 			err = l.linkError()
 		}
 		b.finish(err)
-		l.wmu.Lock()
-		if l.wspare == nil {
-			l.wspare = b
-		}
-		l.wmu.Unlock()
+		l.wq.mu.Lock()
+		l.wq.recycleLocked(b)
+		l.wq.mu.Unlock()
 	}
 }
 
 // adaptBurst sizes the next bursts of parts by how fast the last one was
 // written.
 func (l *link) adaptBurst(took int64) {
-	l.wmu.Lock()
-	switch {
-	case took < int64(burstFast):
-		l.burst = min(2*l.burst, bulkBurst)
-	case took > int64(burstSlow):
-		l.burst = l.cfg.FrameSize
-	}
-	l.wmu.Unlock()
+	l.wq.mu.Lock()
+	l.sched.adapt(took, l.cfg.FrameSize)
+	l.wq.mu.Unlock()
 }
 
 // writeOut writes b with one writev on TCP. Elsewhere (TLS, proxies)
@@ -520,8 +478,8 @@ func (l *link) adaptBurst(took int64) {
 // coalesced into gatherChunk-sized Writes.
 func (l *link) writeOut(b *writeBatch) error {
 	if l.tcp != nil || len(b.segs) == 1 {
-		l.wv = b.segs
-		_, err := l.wv.WriteTo(l.conn)
+		l.wq.wv = b.segs
+		_, err := l.wq.wv.WriteTo(l.conn)
 		return err
 	}
 	g := gatherFree.get()
@@ -548,34 +506,25 @@ func (l *link) writeOut(b *writeBatch) error {
 	return err
 }
 
-// wakeCreditLocked wakes every sender waiting for credit; each checks
-// again why it waits.
-func (l *link) wakeCreditLocked() {
-	if l.creditWake != nil {
-		close(l.creditWake)
-		l.creditWake = nil
-	}
-}
-
 func (l *link) wakeCreditWaiters() {
-	l.wmu.Lock()
-	l.wakeCreditLocked()
-	l.wmu.Unlock()
+	l.wq.mu.Lock()
+	l.wq.wakeCreditLocked()
+	l.wq.mu.Unlock()
 }
 
 // failWrites is fail's part for the write side: queued senders get err.
 func (l *link) failWrites(err error) {
-	l.wmu.Lock()
-	l.werr = err
-	if l.lazyTimer != nil {
-		l.lazyTimer.Stop()
+	l.wq.mu.Lock()
+	l.wq.err = err
+	if l.wq.lazyTimer != nil {
+		l.wq.lazyTimer.Stop()
 	}
-	l.wakeCreditLocked()
-	b := l.wb
-	l.wb = &writeBatch{}
-	bulk := l.bulk
-	l.bulk = nil
-	l.wmu.Unlock()
+	l.wq.wakeCreditLocked()
+	b := l.wq.wb
+	l.wq.wb = &writeBatch{}
+	bulk := l.sched.bulk
+	l.sched.bulk = nil
+	l.wq.mu.Unlock()
 	b.finish(err)
 	for _, r := range bulk {
 		r.err = err
