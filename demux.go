@@ -61,13 +61,27 @@ func (l *link) readFrame() (bool, error) {
 		return false, err // EOF here is a clean close between frames
 	}
 	l.keepAlive.heard.Add(1)
-	if b[0] == controlMarker {
-		if b, err = l.reading.br.Peek(sizeOfIDLen + sizeOfType); err == nil && b[1] == framePart {
-			return l.readPart()
+	for {
+		h, need, err := parseHeader(b)
+		switch {
+		case err != nil:
+			return false, err
+		case need > 0:
+			more, err := l.reading.br.Peek(need)
+			if err != nil {
+				return false, truncated(err, headerName(b))
+			}
+			b = more
+		case h.kind == kindData:
+			return l.readData(h)
+		case h.kind == kindPart:
+			return l.readPart(h)
+		default:
+			err := controlFrames[h.typ].handle(l, h.body)
+			l.reading.br.Discard(h.size)
+			return false, err
 		}
-		return false, l.readControl()
 	}
-	return l.readData(int(b[0]))
 }
 
 func (l *link) readHello() error {
@@ -108,13 +122,8 @@ func (l *link) readHello() error {
 	return nil
 }
 
-func (l *link) readData(idLen int) (bool, error) {
-	hdr, err := l.reading.br.Peek(sizeOfIDLen + idLen + sizeOfLength)
-	if err != nil {
-		return false, truncated(err, "a data frame header")
-	}
-	idb := hdr[sizeOfIDLen : sizeOfIDLen+idLen]
-	n := loadU32(hdr[sizeOfIDLen+idLen:])
+func (l *link) readData(h frameHeader) (bool, error) {
+	idb, n := h.id, h.length
 	if uint64(n) > uint64(l.cfg.MaxMessageSize) {
 		return false, protocolErrorf("data", string(idb), "message of %d bytes exceeds the limit of %d", n, l.cfg.MaxMessageSize)
 	}
@@ -129,7 +138,7 @@ func (l *link) readData(idLen int) (bool, error) {
 	if s, err = l.admit("data", s, cost); err != nil {
 		return false, err
 	}
-	l.reading.br.Discard(len(hdr))
+	l.reading.br.Discard(h.size)
 	m, inPlace := l.inPlaceFor(s, int(n))
 	if !inPlace {
 		m = newPayload(int(n))
@@ -182,22 +191,8 @@ func newPayload(n int) message {
 // which the sender interleaves with other IDs' frames. The first PART of a
 // message admits it whole (its size is this piece plus rest); later ones
 // must continue it exactly.
-func (l *link) readPart() (bool, error) {
-	const head = sizeOfIDLen + sizeOfType
-	b, err := l.reading.br.Peek(head + sizeOfIDLen)
-	if err != nil {
-		return false, truncated(err, "PART")
-	}
-	idLen := int(b[head])
-	if idLen > maxIDLen {
-		return false, protocolErrorf("PART", "", "PART with ID length %d", idLen)
-	}
-	size := head + sizeOfIDLen + idLen + 2*sizeOfLength
-	if b, err = l.reading.br.Peek(size); err != nil {
-		return false, truncated(err, "PART")
-	}
-	idb := b[head+sizeOfIDLen : head+sizeOfIDLen+idLen]
-	rest, n := uint64(loadU32(b[size-2*sizeOfLength:])), uint64(loadU32(b[size-sizeOfLength:]))
+func (l *link) readPart(h frameHeader) (bool, error) {
+	idb, rest, n := h.id, uint64(h.rest), uint64(h.length)
 	p := l.reading.partials[bytesToString(idb)]
 	if p == nil {
 		total := n + rest
@@ -240,7 +235,7 @@ func (l *link) readPart() (bool, error) {
 			return false, err
 		}
 	}
-	l.reading.br.Discard(size)
+	l.reading.br.Discard(h.size)
 	l.reading.pend = pendingData{active: true, inPlace: p.inPlace, s: p.s, part: p, got: p.got, end: p.got + int(n), total: p.total, cost: p.cost, m: p.m}
 	return l.readPending()
 }
@@ -383,41 +378,6 @@ func frameName(typ byte) string {
 		return controlFrames[typ].name
 	}
 	return fmt.Sprintf("unknown(0x%02x)", typ)
-}
-
-// readControl reads and handles one control frame. Like data headers, it is
-// parsed with Peek and consumed only once complete.
-func (l *link) readControl() error {
-	const head = sizeOfIDLen + sizeOfType
-	b, err := l.reading.br.Peek(head)
-	if err != nil {
-		return truncated(err, "a control frame")
-	}
-	typ := b[1]
-	if int(typ) >= len(controlFrames) || controlFrames[typ].handle == nil {
-		return protocolErrorf(fmt.Sprintf("0x%02x", typ), "", "unknown control frame type 0x%02x", typ)
-	}
-	f := &controlFrames[typ]
-	size := head + f.fixed
-	if b, err = l.reading.br.Peek(size); err != nil {
-		return truncated(err, f.name)
-	}
-	if f.tail != tailNone {
-		n := int(b[size-1])
-		if f.tail == tailID {
-			if n > maxIDLen {
-				return protocolErrorf(f.name, "", "%s with ID length %d", f.name, n)
-			}
-			n += sizeOfLength
-		}
-		size += n
-		if b, err = l.reading.br.Peek(size); err != nil {
-			return truncated(err, f.name)
-		}
-	}
-	err = f.handle(l, b[head:])
-	l.reading.br.Discard(size)
-	return err
 }
 
 // splitIDBody splits a tailID body into its ID and its u32.

@@ -211,9 +211,9 @@ func TestControlTypeTableHasNoHoles(t *testing.T) {
 		l := &link{cfg: DefaultConfig()}
 		l.reading.br = newFrameReader(bytes.NewReader([]byte{controlMarker, typ, 0, 0, 0, 0, 0, 0, 0, 0}), nil)
 		l.reading.limiter.tokens = 1000
-		err := l.readControl()
+		_, err := l.readFrame()
 		if !errors.Is(err, ErrProtocol) {
-			t.Errorf("control type 0x%02x: readControl = %v, want ErrProtocol", typ, err)
+			t.Errorf("control type 0x%02x: readFrame = %v, want ErrProtocol", typ, err)
 		}
 	}
 }
