@@ -14,43 +14,71 @@ import (
 	"time"
 )
 
-// link is the engine of one physical connection. Reading: whoever holds
-// the read token (rmu) reads frames and routes them to logical connections
-// (streams). A receiver with nothing queued takes the token itself when it
-// is free and reads until its own message arrives, so a request/response
-// round trip involves no goroutine hand-off; otherwise a background reader
-// holds it and hands messages over. Writing: see writer.go. Two-level credit
-// flow control (per stream and per link) keeps a slow reader from stalling
-// the others and bounds what is buffered.
+// link is the engine of one physical connection: its lifecycle
+// (newLink, fail, close) and the parts that own the rest of its state.
+//
+//	read token   token.go       who reads the socket: a receiver for itself, or the background reader
+//	reading      reader.go      the token holder's state: frame reader (readbuf.go), the payload being
+//	                            read, messages in parts, readInto, control-frame limiter (limiter.go)
+//	parser       parser.go      bytes in, a typed frame header out; demux.go dispatches on it
+//	routes       routes.go      records by ID, catch-all, Listener accept, unclaimed IDs
+//	records      stream.go      one ID's queue and windows, and the record lifecycle
+//	flow         flow.go        inflow (credit the peer has, the window it grows in), outflow (credit spent)
+//	write queue  writequeue.go  the ordered batch of frames and its single writer (writer.go writes it)
+//	scheduler    scheduler.go   which parts of messages in parts go into the next write
+//	keepalive    keepalive.go   frames heard, PING/PONG round trips, silence, unclaimed-ID expiry
+//
+// A byte that arrives goes: token (whoever holds it reads) -> frame reader
+// -> parser -> routes (its record) -> flow (charged) -> record (queued,
+// or read straight into its receiver's buffer) -> Receive. A Send goes:
+// flow (credit) -> write queue (copied or referenced; a message in parts
+// goes to the scheduler) -> one writev by the sender itself or by the
+// writer goroutine.
 //
 // Concurrency:
+//
 //   - Goroutines: readLoop (background reader) is the only one an idle
 //     link keeps, and none while a receiver reads for itself (it sleeps,
 //     awaitToken); it ends when done is closed. A writer goroutine (flush)
 //     runs only while frames are written behind senders, and keepalive
 //     runs from a timer (keepalive.go). User goroutines read (holding the
 //     token) and write (inline flush) too.
-//   - The read token rmu: held by the background reader or by one receiver
-//     reading for itself; br, pend, into, lastHit and the control-frame limiter
-//     belong to its holder. Only its holder parses frames, so the route
-//     table is written by the holder (peer-opened records) and by
-//     register/sendStream (local records), never by two parsers.
-//   - Lock order: Connection.mu, then catchAll.mu, then stream.mu (the
-//     inbox locks); wq.mu is never held while taking any of them, and no
-//     lock is held across a socket write except by the writer in flush,
-//     which holds none. Connection.mu is never held across a dial, a wait
-//     for the peer, or a socket write.
+//
+//   - The read token: held by the background reader or by one receiver
+//     reading for itself; reading and routes.lastHit belong to its holder.
+//     Only its holder parses frames, so the route table is written by the
+//     holder (peer-opened records) and by register/sendStream (local
+//     records), never by two parsers.
+//
+//   - Locks, in the order they may be taken (a lock may be held while
+//     taking one below it, never one above it):
+//
+//     Connection.mu        binding, idle release, Close; never held across a dial, a wait for the peer or a write
+//     Client.mu            the Client's Connections (forget, under Connection.mu on Close)
+//     clientPool.mu        pool entries by address
+//     poolEntry.mu         one address's link, users and backoff
+//     wrapRegistry.mu      wrapped sockets (a server Connection's last release)
+//     carried.mu           a client's messages kept from a binding it left
+//     readToken.mu         the read token: held across socket reads, never while holding a lock above
+//     Listener.mu          accepted links and the accept backlog (the token holder offers records)
+//     catchAll.mu          a catch-all's ready line (inbox lock)
+//     stream.mu            a record's queue, owner and waiters (inbox lock)
+//     routeTable.unclaimedMu  unclaimed records
+//     keepAlive.mu         a tick against stop
+//     writeQueue.mu        the write queue, scheduler and outflows: a leaf, never held across a socket write
+//
 //   - Who fails the link: any goroutine that sees a read or write error,
 //     a protocol violation (the token holder), keepalive, or close; fail runs
 //     once, closes done, closes the socket, and wakes every waiter (inboxes,
 //     credit waiters, queued writers).
+//
 //   - What may block: the token holder in Read (interrupted with a read
 //     deadline by interruptDirect; a receiver with a context that can be
 //     canceled never waits there: it reads with noWait, or not at all), the
-//     flusher in Write (bounded by
-//     TCP_USER_TIMEOUT and keepalive, and by closeWriteTimeout on close);
-//     waits for messages or credit always also wake on the link's failure,
-//     on their Connection's Close and on their caller's context.
+//     flusher in Write (bounded by TCP_USER_TIMEOUT and keepalive, and by
+//     closeWriteTimeout on close); waits for messages or credit always also
+//     wake on the link's failure, on their Connection's Close and on their
+//     caller's context.
 type link struct {
 	conn   net.Conn
 	tcp    *net.TCPConn // non-nil when writev is available
