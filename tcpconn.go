@@ -4,11 +4,25 @@
 // few pooled TCP (or TLS) sockets: ID-routed multiplexing, per-connection
 // flow control, auto-reconnect on the client side and idle timeouts on both.
 //
-// A client creates connections with NewConnection, NewConnectionWithID or
-// Dial; every client connection to the same address (and *Config) shares one
-// physical socket, reference counted. A server either wraps accepted sockets
-// with WrapConnection / WrapConnectionWithID, or uses a Listener whose Accept
-// returns each new logical connection.
+// Client connections to the same address (and *Config) share one
+// physical socket, reference counted, and reconnect after it is lost; a
+// server's connections live as long as their socket. Which constructor:
+//
+//	NewConnection(addr, idle)            the original API: a client catch-all (empty ID); never blocks
+//	NewConnectionWithID(addr, id, idle)  the original API: a client connection with an ID; never blocks
+//	Open(addr, opts...)                  the same with options (WithID, WithConfig for TLS, a Dialer, limits)
+//	Dial(ctx, addr, opts...)             a client connection whose socket is up and has heard the server:
+//	                                     dial, TLS and handshake errors are reported at once
+//	NewClient(cfg) then Client.Open/Dial a client with its own pool, Config and Stats (a Budget of its own,
+//	                                     metrics per component); Close ends all its connections
+//	WrapConnection(conn, idle)           the original API: a server catch-all on an accepted socket
+//	WrapConnectionWithID(conn, id, idle) the original API: one ID on an accepted socket (any net.Conn, TLS too)
+//	Wrap(conn, opts...)                  the same with options and an immediate error
+//	Listen(network, addr, cfg)           a server that accepts sockets itself; Listener.Accept (or
+//	  and Listener.Accept/AcceptContext  AcceptContext) returns each logical connection a client opens
+//
+// The original constructors keep their signatures and never block; the
+// others report errors as values and take a context where they wait.
 //
 // Every method of Connection is safe for concurrent use. Send returns once
 // the message is committed to the socket's ordered write queue; messages on
