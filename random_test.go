@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,16 +24,11 @@ import (
 var randomFlag = flag.Bool("random", false, "run the long randomized test (TCPCONN_RANDOM=1 does the same)")
 
 func randomDuration() time.Duration {
-	if !*randomFlag && os.Getenv("TCPCONN_RANDOM") == "" {
-		if testing.Short() {
-			return time.Second
-		}
-		return 3 * time.Second
+	short := 3 * time.Second
+	if testing.Short() {
+		short = time.Second
 	}
-	if d, err := time.ParseDuration(os.Getenv("TCPCONN_RANDOM_DURATION")); err == nil {
-		return d
-	}
-	return time.Minute
+	return longRun(*randomFlag, "TCPCONN_RANDOM", short)
 }
 
 // Shape of the run.

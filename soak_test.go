@@ -24,11 +24,16 @@ import (
 //	TCPCONN_SOAK=1 TCPCONN_SOAK_DURATION=10m go test -run TestSoak -timeout 0 .
 var soakFlag = flag.Bool("soak", false, "run the long soak test (TCPCONN_SOAK=1 does the same)")
 
-func soakDuration() time.Duration {
-	if !*soakFlag && os.Getenv("TCPCONN_SOAK") == "" {
-		return 0
+func soakDuration() time.Duration { return longRun(*soakFlag, "TCPCONN_SOAK", 0) }
+
+// longRun is how long a test with a long version runs: short unless its
+// flag or env (set to anything) asks for the long one, which lasts
+// env_DURATION, or a minute.
+func longRun(flagSet bool, env string, short time.Duration) time.Duration {
+	if !flagSet && os.Getenv(env) == "" {
+		return short
 	}
-	if d, err := time.ParseDuration(os.Getenv("TCPCONN_SOAK_DURATION")); err == nil {
+	if d, err := time.ParseDuration(os.Getenv(env + "_DURATION")); err == nil {
 		return d
 	}
 	return time.Minute
