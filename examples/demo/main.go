@@ -45,7 +45,7 @@ func main() {
 		}
 	}()
 
-	// Two logical connections with the seed's constructors; the pool
+	// Two logical connections with the original constructors; the pool
 	// (DefaultClient) gives them one TCP socket.
 	user := tcpconn.NewConnectionWithID(addr, "user-session", time.Minute)
 	admin := tcpconn.NewConnectionWithID(addr, "admin-session", time.Minute)
