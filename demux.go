@@ -333,7 +333,7 @@ func (l *link) forgetPartial(p *partial) {
 
 // allowControl charges one frame against the control-frame rate limit.
 func (l *link) allowControl() error {
-	if !l.reading.limiter.allow(time.Now()) {
+	if !l.reading.limiter.allow(time.Now(), l.cfg.MaxControlFramesPerSecond) {
 		return protocolErrorf("control", "", "control frame flood (more than %d per second)", l.cfg.MaxControlFramesPerSecond)
 	}
 	return nil
