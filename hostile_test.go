@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"os"
@@ -22,7 +23,10 @@ import (
 // Hostile peers: a raw-socket attacker abuses one resource at a time against
 // a Listener whose limits are small; the attacked link must be closed with
 // the right error while the heap stays bounded and a bystander client on
-// another link of the same server keeps doing round trips.
+// another link of the same server keeps doing round trips. A broken peer's
+// input (garbage, another protocol version, truncated or unknown frames)
+// closes only its link, with a handshake or protocol error that names the
+// cause (a *ProtocolError names the frame and the ID).
 
 // hostileConfig is the server's configuration under attack.
 func hostileConfig() *Config {
@@ -452,5 +456,119 @@ func TestHostileHeaderDoesNotAllocate(t *testing.T) {
 	t.Logf("figures: a header claiming %s followed by 100 bytes and EOF: %d KiB allocated in total, error %q", maxClaimText(), got>>10, err)
 	if got > 3<<20 {
 		t.Errorf("allocated %d bytes for a %s claim", got, maxClaimText())
+	}
+}
+
+// A hostile or broken peer gets its link closed with a protocol or
+// handshake error, without a panic or a hang, while another client of the
+// same server keeps working.
+func TestHostilePeerClosesOnlyItsLink(t *testing.T) {
+	const maxStreams = 4
+	srvCfg := &Config{MaxStreams: maxStreams, KeepAliveInterval: -1}
+	ln := listenTCP(t)
+	addr := ln.Addr().String()
+	linkErrs := make(chan error, 16)
+	serveConns(t, ln, func(conn net.Conn) {
+		c, err := Wrap(conn, WithConfig(srvCfg))
+		if err != nil {
+			linkErrs <- err
+			return
+		}
+		defer c.Close()
+		for {
+			data, err := c.Receive()
+			if err != nil {
+				if !errors.Is(err, io.EOF) { // the good client's goodbye
+					linkErrs <- err
+				}
+				return
+			}
+			if err := c.Send(data); err != nil {
+				linkErrs <- err
+				return
+			}
+		}
+	})
+	good := closeAtCleanup(t, NewConnectionWithID(addr, "good", 0))
+	mustRoundTrip(t, good, []byte("before"))
+
+	var tooManyIDs []byte
+	for i := range 2 * maxStreams {
+		tooManyIDs = append(tooManyIDs, dataFrame(fmt.Sprint("id-", i), "x")...)
+	}
+	garbage := pattern(4096, 0xAB)
+	for _, tc := range []struct {
+		name  string
+		hello bool // a valid HELLO goes first
+		input []byte
+		want  error
+		// because is in the error text: the error must name the cause.
+		because string
+	}{
+		{"garbage instead of hello", false, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), ErrHandshake, "not a tcpconn hello"},
+		// The right magic, another version: a future (or ancient) tcpconn
+		// is refused by name, not misparsed as version 1.
+		{"hello of protocol version 1 (fixed windows)", false, helloVersion(1), ErrHandshake, "protocol version 1"},
+		{"hello of protocol version 3", false, helloVersion(3), ErrHandshake, "protocol version 3"},
+		{"hello of protocol version 0", false, helloVersion(0), ErrHandshake, "protocol version 0"},
+		// A peer must grant at least InitialWindow: we may have sent that much.
+		{"hello with a window below InitialWindow", false, appendHello(nil, hello{version: protocolVersion, streamWindow: 100, linkWindow: InitialWindow, maxMessage: InitialWindow, maxStreams: 1}), ErrHandshake, "must be at least 65536"},
+		{"garbage", true, garbage, ErrProtocol, "exceeds the limit"},
+		{"absurd length", true, []byte{1, 'x', 0xFF, 0xFF, 0xFF, 0xFF}, ErrProtocol, "exceeds the limit"},
+		{"truncated data frame", true, dataFrame("trunc", "payload")[:10], ErrProtocol, "ended inside"},
+		{"payload cut after some of its bytes", true, dataFrame("trunc", "payload")[:12], ErrProtocol, "ended inside a message payload"},
+		{"truncated control frame", true, []byte{0xFF, frameWindow, 5, 'a'}, ErrProtocol, "ended inside WINDOW"},
+		{"unknown control type", true, []byte{0xFF, 0x7F, 0, 0, 0, 0}, ErrProtocol, "unknown control frame type 0x7f"},
+		{"more IDs than MaxStreams", true, tooManyIDs, ErrProtocol, "logical connections"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			protocolErrors := ReadStats().ProtocolErrors
+			p := dialRaw(t, addr)
+			if tc.hello {
+				p.write(helloBytes(nil))
+			}
+			p.write(tc.input)
+			p.closeWrite()
+			p.expectClosed()
+			select {
+			case err := <-linkErrs:
+				if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.because) {
+					t.Fatalf("the link closed with %v, want %v naming %q", err, tc.want, tc.because)
+				}
+				t.Logf("link error: %v", err)
+			case <-time.After(testTimeout):
+				t.Fatal("the server Connection saw no error")
+			}
+			if errors.Is(tc.want, ErrProtocol) && ReadStats().ProtocolErrors <= protocolErrors {
+				t.Error("Stats.ProtocolErrors did not increase")
+			}
+			mustRoundTrip(t, good, []byte("still working after "+tc.name))
+		})
+	}
+}
+
+// TestProtocolErrorNamesFrameAndID: a protocol violation is a
+// *ProtocolError naming the frame and the logical connection, and matches
+// ErrProtocol.
+func TestProtocolErrorNamesFrameAndID(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		frame     []byte
+		wantFrame string
+		wantID    string
+	}{
+		{"message over the limit", appendDataHeader(nil, "big", 1<<30), "data", "big"},
+		{"link window overflow", appendValueControl(nil, frameLinkWindow, 1<<31), "LINK_WINDOW", ""},
+		{"ID too long in CLOSE", []byte{0xFF, frameClose, 0xFF}, "CLOSE", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, errs := rawPeerOfCatchAll(t)
+			p.write(tc.frame)
+			err := <-errs
+			var pe *ProtocolError
+			if !errors.Is(err, ErrProtocol) || !errors.As(err, &pe) || pe.Frame != tc.wantFrame || pe.ID != tc.wantID {
+				t.Fatalf("error %v (%+v); want a ProtocolError for frame %q, ID %q", err, pe, tc.wantFrame, tc.wantID)
+			}
+		})
 	}
 }
