@@ -39,7 +39,7 @@ func listenTCP(t testing.TB) net.Listener {
 }
 
 // serveEcho accepts sockets on ln and echoes on each socket's catch-all
-// with the seed's plain loop (WrapConnection + Receive/Send). It returns a
+// with the original plain loop (WrapConnection + Receive/Send). It returns a
 // channel that receives every accepted socket.
 func serveEcho(t testing.TB, ln net.Listener) <-chan net.Conn {
 	t.Helper()
@@ -160,7 +160,7 @@ func serveListener(t testing.TB, ln *Listener, handle func(*Connection)) (stop f
 	})
 }
 
-// echoLoop is the seed's server loop: Receive, Send the same bytes back,
+// echoLoop is the original server loop: Receive, Send the same bytes back,
 // until an error; it closes c on return.
 func echoLoop(c *Connection) {
 	defer c.Close()
@@ -572,7 +572,7 @@ func within(t testing.TB, d time.Duration, what string, f func() error) error {
 	return await(t, async(f), d, what)
 }
 
-// recvWithin is the plain Receive (the seed's call, no context) bounded by
+// recvWithin is the plain Receive (the original call, no context) bounded by
 // d: it fails the test on an error or if Receive hangs.
 func recvWithin(t testing.TB, c *Connection, d time.Duration) []byte {
 	t.Helper()

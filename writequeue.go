@@ -51,8 +51,9 @@ func (q *writeQueue) wakeCreditLocked() {
 	}
 }
 
-// take returns the batch to write and puts the spare in its place; nil if
-// the link failed.
+// takeLocked returns the batch to write and puts the spare in its place;
+// nil if the link failed. Only the one writer (busy) calls it, and it
+// recycles the batch before it takes again.
 func (q *writeQueue) takeLocked() *writeBatch {
 	if q.err != nil {
 		return nil
@@ -62,7 +63,7 @@ func (q *writeQueue) takeLocked() *writeBatch {
 	return b
 }
 
-// putBack undoes take for a batch with nothing to write.
+// putBackLocked undoes takeLocked for a batch with nothing to write.
 func (q *writeQueue) putBackLocked(b *writeBatch) { q.wb, q.spare = b, q.wb }
 
 // recycleLocked keeps a written batch as the spare.
