@@ -29,8 +29,9 @@ type Budget struct {
 
 // DefaultBudgetBytes is DefaultBudget's limit: room for a few wide-area
 // bulk streams at their largest windows, while a fleet of sockets whose
-// messages are never read holds its LinkWindow (plus one message) each
-// beyond it (50 such sockets: +89 to +115 MiB of heap, PERFORMANCE.md).
+// messages are never read holds twice its LinkWindow (credit, and held
+// messages of unclaimed IDs) plus one message each beyond it (PERFORMANCE.md,
+// "Memory budget and windows that grow").
 const DefaultBudgetBytes = 256 << 20
 
 // DefaultBudget is shared by every link whose Config has no Budget.

@@ -51,6 +51,9 @@ func (t *routeTable) reserve(limit int) bool {
 	return true
 }
 
+// unreserve undoes a reserve whose record was not stored.
+func (t *routeTable) unreserve() { t.n.Add(-1) }
+
 // remove drops s if it is still the record for its ID, and forgets it as
 // unclaimed.
 func (t *routeTable) remove(s *stream) {

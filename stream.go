@@ -95,14 +95,14 @@ func (l *link) register(id string, owner *Connection) (s *stream, fresh bool, er
 		if l.failed() {
 			return nil, false, l.err
 		}
-		v, ok := l.routes.byID.Load(id)
+		s, ok := l.routes.load(id)
 		if !ok {
 			if !l.routes.reserve(l.localStreamLimit()) {
 				return nil, false, fmt.Errorf("%w: %d logical connections on this link", ErrTooManyStreams, l.routes.n.Load())
 			}
 			s := l.newStream(id, owner, nil)
 			if _, loaded := l.routes.byID.LoadOrStore(id, s); loaded {
-				l.routes.n.Add(-1)
+				l.routes.unreserve()
 				continue
 			}
 			if l.failed() { // fail may have swept routes before the store
@@ -110,10 +110,9 @@ func (l *link) register(id string, owner *Connection) (s *stream, fresh bool, er
 			}
 			return s, true, nil
 		}
-		s := v.(*stream)
 		if s.state.Load()&streamLocalClosed != 0 || s.closing() {
 			// A previous incarnation is still closing: a new one takes its
-			// place (and its count in nstreams) and waits out its replies.
+			// place (and its count in routes.n) and waits out its replies.
 			ns := l.newStream(id, owner, s.acks)
 			if l.routes.byID.CompareAndSwap(id, s, ns) {
 				s.retired.Store(true)
@@ -146,8 +145,8 @@ func (l *link) localStreamLimit() int {
 // one (used by catch-all replies to IDs this side never registered).
 func (l *link) sendStream(id string) (*stream, error) {
 	for {
-		if v, ok := l.routes.byID.Load(id); ok {
-			return v.(*stream), nil
+		if s, ok := l.routes.load(id); ok {
+			return s, nil
 		}
 		if !l.routes.reserve(l.localStreamLimit()) {
 			return nil, fmt.Errorf("%w: %d logical connections on this link", ErrTooManyStreams, l.routes.n.Load())
@@ -156,7 +155,7 @@ func (l *link) sendStream(id string) (*stream, error) {
 		if _, loaded := l.routes.byID.LoadOrStore(id, s); !loaded {
 			return s, nil
 		}
-		l.routes.n.Add(-1)
+		l.routes.unreserve()
 	}
 }
 
@@ -235,13 +234,13 @@ func (l *link) peerOpen(id string) (*stream, error) {
 	n := l.routes.n.Add(1)
 	if n > int64(l.cfg.MaxStreams) {
 		if n > int64(l.cfg.MaxStreams)+int64(l.cfg.MaxStreams)/4 {
-			l.routes.n.Add(-1)
+			l.routes.unreserve()
 			return nil, protocolErrorf("OPEN or data", id, "peer opened more than %d logical connections", n-1)
 		}
 	}
 	s := l.newStream(id, nil, nil)
 	if v, loaded := l.routes.byID.LoadOrStore(id, s); loaded {
-		l.routes.n.Add(-1) // a local registration got there first
+		l.routes.unreserve() // a local registration got there first
 		return v.(*stream), nil
 	}
 	switch {
