@@ -116,14 +116,14 @@ func (c *Connection) connect(ctx context.Context) (*binding, error) {
 			c.mu.Unlock()
 			return b, nil
 		}
-		if !c.client {
+		if !c.client || c.final.Load() {
 			c.mu.Unlock()
 			return nil, b.link.linkError()
 		}
 		c.lost = true
 		c.leaveLocked(b)
 	}
-	if !c.client {
+	if !c.client || c.final.Load() {
 		c.mu.Unlock()
 		return nil, ErrClosed
 	}
@@ -200,7 +200,7 @@ func (c *Connection) afterError(ctx context.Context, b *binding, err error) erro
 	if err == errCanceled {
 		return ctx.Err()
 	}
-	if c.client && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrMessageTooLarge) && !errors.Is(err, ErrTooManyStreams) {
+	if c.client && !c.final.Load() && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrMessageTooLarge) && !errors.Is(err, ErrTooManyStreams) {
 		c.mu.Lock()
 		if c.bind.Load() == b {
 			c.lost = c.lost || b.link.failed()

@@ -394,10 +394,13 @@ type Connection struct {
 
 	// mu serializes binding, idle release and Close; it is never held
 	// across a dial, a wait for the peer or a socket write (binding.go).
-	mu         sync.Mutex
-	closeErr   error        // non-nil once this Connection is finished for good
-	held       bool         // holds a pool or registry reference
-	lost       bool         // client: its socket was lost; the next bind is a reconnect
+	mu       sync.Mutex
+	closeErr error // non-nil once this Connection is finished for good
+	held     bool  // holds a pool or registry reference
+	lost     bool  // client: its socket was lost; the next bind is a reconnect
+	// final: the first binding is the only one (NetConn: a byte stream
+	// cannot resume on another socket); a client never reconnects.
+	final      atomic.Bool
 	attempt    *dialAttempt // client: the connect attempt in progress
 	lastActive atomic.Int64
 	idleTimer  *time.Timer

@@ -1,0 +1,314 @@
+// SPDX-License-Identifier: MIT
+
+package tcpconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Adapters for code that speaks a byte-stream protocol (net/http, net/rpc,
+// gRPC, io.Copy): a logical connection as a net.Conn, a Listener as a
+// net.Listener, and a dial function of the shape http.Transport.DialContext
+// and grpc.WithContextDialer take.
+
+// streamChunk bounds the message a Write sends at once: large enough that
+// a 16 MiB body costs a few sends, small enough for any peer's
+// MaxMessageSize above it to be irrelevant (the peer's limit is honoured
+// too).
+const streamChunk = 1 << 20
+
+// NetConn returns c as a net.Conn: a byte stream over the logical
+// connection. Each Write sends its bytes as one or more messages, in
+// order; Read returns them in order, across message boundaries (a short
+// Read leaves the rest of a message for the next one).
+//
+//   - c stops reconnecting and idling out: a byte stream cannot resume on
+//     another socket, so once its socket is lost every call fails, and its
+//     user (deadlines, http.Server.IdleTimeout) decides when it is idle.
+//   - The peer closing the logical connection, or its socket between
+//     frames, is io.EOF on Read, after what had arrived; Write then fails.
+//   - A zero-length Write sends nothing and returns 0, nil, as on TCP.
+//   - There is no half-close: Close ends both directions (the peer reads
+//     io.EOF).
+//   - SetDeadline, SetReadDeadline and SetWriteDeadline apply to pending
+//     calls too; a call that passes its deadline fails with an error that
+//     matches os.ErrDeadlineExceeded and is a net.Error whose Timeout is
+//     true. A Write cut short by its deadline reports how many bytes it
+//     sent; none of a message is ever sent in part.
+//
+// Use one NetConn per Connection, and do not Send or Receive on c besides.
+func (c *Connection) NetConn() net.Conn {
+	c.final.Store(true)
+	c.mu.Lock()
+	c.idle = 0
+	if c.idleTimer != nil {
+		c.idleTimer.Stop()
+	}
+	c.mu.Unlock()
+	return &streamConn{c: c}
+}
+
+// DialConn opens a new logical connection to address, with an ID of its
+// own, and returns it as a net.Conn (NetConn). Every connection it dials
+// to one address shares the Client's socket. network is not used (the
+// Client's Config says how to reach address, TLS included); it is there
+// so that DialConn fits http.Transport.DialContext and, with a wrapper,
+// grpc.WithContextDialer.
+func (cl *Client) DialConn(ctx context.Context, network, address string) (net.Conn, error) {
+	c, err := cl.Dial(ctx, address, WithID("conn-"+uuid.NewString()))
+	if err != nil {
+		return nil, err
+	}
+	return c.NetConn(), nil
+}
+
+// DialConn is DefaultClient.DialConn.
+func DialConn(ctx context.Context, network, address string) (net.Conn, error) {
+	return DefaultClient.DialConn(ctx, network, address)
+}
+
+// NetListener returns ln as a net.Listener whose Accept returns each new
+// logical connection as a net.Conn (NetConn): an http.Server or a gRPC
+// server serves on it as on a TCP listener. Closing it closes ln.
+func (ln *Listener) NetListener() net.Listener { return netListener{ln} }
+
+type netListener struct{ ln *Listener }
+
+func (l netListener) Accept() (net.Conn, error) {
+	c, err := l.ln.Accept()
+	if err != nil {
+		if errors.Is(err, ErrClosed) {
+			err = fmt.Errorf("%w: %w", net.ErrClosed, err)
+		}
+		return nil, err
+	}
+	return c.NetConn(), nil
+}
+
+func (l netListener) Close() error   { return l.ln.Close() }
+func (l netListener) Addr() net.Addr { return l.ln.Addr() }
+
+// streamConn is NetConn's net.Conn.
+type streamConn struct {
+	c *Connection
+
+	rmu  sync.Mutex // one Read at a time: a stream has one read position
+	rbuf []byte     // the message being read; rbuf[roff:] is unread
+	roff int
+	rerr error // why nothing more can be read (sticky)
+
+	wmu  sync.Mutex // one Write at a time: its messages stay together
+	werr error      // why nothing more can be written (sticky)
+
+	rdl, wdl deadline
+}
+
+// keepReadBuffer: a drained read buffer larger than this is let go, so an
+// idle stream that once carried a large message does not keep it.
+const keepReadBuffer = 64 << 10
+
+func (s *streamConn) Read(p []byte) (int, error) {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	for s.roff == len(s.rbuf) {
+		if cap(s.rbuf) > keepReadBuffer {
+			s.rbuf = nil
+		}
+		if len(p) == 0 {
+			return 0, nil
+		}
+		if s.rerr != nil {
+			return 0, s.rerr
+		}
+		ctx := s.rdl.context()
+		if ctx.Err() != nil {
+			return 0, s.opError("read", os.ErrDeadlineExceeded)
+		}
+		buf, err := s.c.ReceiveAppend(ctx, s.rbuf[:0])
+		if err != nil {
+			return 0, s.readFailed(err)
+		}
+		s.rbuf, s.roff = buf, 0
+	}
+	n := copy(p, s.rbuf[s.roff:])
+	s.roff += n
+	return n, nil
+}
+
+// readFailed maps a Receive error: a deadline is not sticky; the peer's
+// close is io.EOF; anything else ends reading.
+func (s *streamConn) readFailed(err error) error {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return s.opError("read", os.ErrDeadlineExceeded)
+	case errors.Is(err, ErrPeerClosed), peerHungUp(err):
+		s.rerr = io.EOF
+	case errors.Is(err, ErrClosed):
+		s.rerr = s.opError("read", net.ErrClosed)
+	default:
+		s.rerr = s.opError("read", err)
+	}
+	return s.rerr
+}
+
+// peerHungUp reports a socket the peer closed between frames (its FIN,
+// or a write that found its end closed): for a stream, the end of it, as
+// on TCP. A cut inside a frame is not that (truncated).
+func peerHungUp(err error) bool {
+	return errors.Is(err, ErrLinkLost) && errors.Is(err, io.EOF) && !errors.Is(err, ErrProtocol)
+}
+
+func (s *streamConn) Write(p []byte) (int, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	n := 0
+	for n < len(p) {
+		if s.werr != nil {
+			return n, s.werr
+		}
+		ctx := s.wdl.context()
+		if ctx.Err() != nil {
+			return n, s.opError("write", os.ErrDeadlineExceeded)
+		}
+		chunk := p[n:min(len(p), n+s.chunk())]
+		if err := s.c.SendContext(ctx, chunk); err != nil {
+			if errors.Is(err, context.DeadlineExceeded) {
+				return n, s.opError("write", os.ErrDeadlineExceeded)
+			}
+			if errors.Is(err, ErrClosed) {
+				err = net.ErrClosed
+			}
+			s.werr = s.opError("write", err)
+			continue
+		}
+		n += len(chunk)
+	}
+	return n, nil
+}
+
+// chunk is the largest message a Write sends: streamChunk, or less if
+// either side's MaxMessageSize is smaller.
+func (s *streamConn) chunk() int {
+	n := min(streamChunk, s.c.cfg.MaxMessageSize)
+	if b := s.c.bind.Load(); b != nil && b.link.helloReceived() {
+		n = min(n, int(min(b.link.peer.maxMessage, 1<<30)))
+	} else {
+		n = min(n, InitialWindow)
+	}
+	return n
+}
+
+func (s *streamConn) Close() error {
+	s.rdl.stop()
+	s.wdl.stop()
+	return s.c.Close()
+}
+
+func (s *streamConn) LocalAddr() net.Addr {
+	if a := s.c.LocalAddr(); a != nil {
+		return a
+	}
+	return logicalAddr(s.c.id)
+}
+
+func (s *streamConn) RemoteAddr() net.Addr {
+	if a := s.c.RemoteAddr(); a != nil {
+		return a
+	}
+	return logicalAddr(s.c.id)
+}
+
+func (s *streamConn) SetDeadline(t time.Time) error {
+	s.rdl.set(t)
+	s.wdl.set(t)
+	return nil
+}
+
+func (s *streamConn) SetReadDeadline(t time.Time) error  { s.rdl.set(t); return nil }
+func (s *streamConn) SetWriteDeadline(t time.Time) error { s.wdl.set(t); return nil }
+
+func (s *streamConn) opError(op string, err error) error {
+	return &net.OpError{Op: op, Net: "tcpconn", Source: s.LocalAddr(), Addr: s.RemoteAddr(), Err: err}
+}
+
+// logicalAddr stands for a connection's address while it has no socket
+// (closed): its ID.
+type logicalAddr string
+
+func (a logicalAddr) Network() string { return "tcpconn" }
+func (a logicalAddr) String() string  { return string(a) }
+
+// deadline is one direction's deadline: a channel closed when it passes,
+// which the calls of that direction wait on (through context).
+type deadline struct {
+	mu    sync.Mutex
+	timer *time.Timer
+	done  chan struct{} // closed once the deadline passed; nil: none yet
+}
+
+// set moves the deadline to t (zero: none).
+func (d *deadline) set(t time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.timer != nil && !d.timer.Stop() {
+		<-d.done // its callback is closing done: let it finish
+	}
+	d.timer = nil
+	if d.done == nil || isClosed(d.done) {
+		d.done = make(chan struct{})
+	}
+	if t.IsZero() {
+		return
+	}
+	if wait := time.Until(t); wait > 0 {
+		done := d.done
+		d.timer = time.AfterFunc(wait, func() { close(done) })
+		return
+	}
+	close(d.done)
+}
+
+func (d *deadline) stop() {
+	d.mu.Lock()
+	if d.timer != nil {
+		d.timer.Stop()
+	}
+	d.mu.Unlock()
+}
+
+// context returns a context that ends when the deadline passes. Calls
+// waiting on it see the deadline moved: set replaces the channel only once
+// it has closed, and otherwise re-arms or closes the same one.
+func (d *deadline) context() context.Context {
+	d.mu.Lock()
+	if d.done == nil {
+		d.done = make(chan struct{})
+	}
+	done := d.done
+	d.mu.Unlock()
+	return deadlineContext(done)
+}
+
+// deadlineContext is a context that ends when its channel closes, with
+// context.DeadlineExceeded: no goroutine and no timer of its own.
+type deadlineContext <-chan struct{}
+
+func (c deadlineContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c deadlineContext) Done() <-chan struct{}       { return c }
+func (c deadlineContext) Value(any) any               { return nil }
+
+func (c deadlineContext) Err() error {
+	if isClosed(c) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}

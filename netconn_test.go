@@ -1,0 +1,327 @@
+// SPDX-License-Identifier: MIT
+
+package tcpconn
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The adapters: a logical connection as a net.Conn, a Listener as a
+// net.Listener, and DialConn, used the way stream protocols use them.
+
+// netConnPair returns both ends of one logical connection as net.Conns,
+// over tr, closed at cleanup.
+func netConnPair(t *testing.T, tr testTransport) (client, server net.Conn) {
+	t.Helper()
+	raw, cfg := tr.listen(t, &Config{})
+	ln, err := NewListener(raw, &Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	cl, err := NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	accepted := async(func() error {
+		c, err := ln.NetListener().Accept()
+		server = c
+		return err
+	})
+	client, err = cl.DialConn(testContext(t), "tcp", raw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	// The server learns of the connection with its first bytes or OPEN.
+	if err := await(t, accepted, testTimeout, "Accept"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	return client, server
+}
+
+// Bytes written in pieces of any size arrive in order, read in pieces of
+// any other size, both ways, over TCP, TLS and net.Pipe.
+func TestNetConnIsAByteStream(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr testTransport) {
+		client, server := netConnPair(t, tr)
+		data := pattern(3<<20+17, 5) // more than one message's worth
+		for _, dir := range []struct {
+			name     string
+			from, to net.Conn
+		}{{"client to server", client, server}, {"server to client", server, client}} {
+			sent := async(func() error {
+				for off, step := 0, 1; off < len(data); off, step = off+step, step*3+1 {
+					if _, err := dir.from.Write(data[off:min(len(data), off+step)]); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			got := make([]byte, 0, len(data))
+			buf := make([]byte, 7001)
+			for len(got) < len(data) {
+				n, err := dir.to.Read(buf[:1+len(got)%len(buf)])
+				if err != nil {
+					t.Fatalf("%s: Read after %d bytes: %v", dir.name, len(got), err)
+				}
+				got = append(got, buf[:n]...)
+			}
+			if err := await(t, sent, testTimeout, "Write"); err != nil {
+				t.Fatalf("%s: Write: %v", dir.name, err)
+			}
+			if !bytes.Equal(got, data) {
+				t.Fatalf("%s: the stream arrived altered", dir.name)
+			}
+		}
+	})
+}
+
+// Close on one end is io.EOF on the other, after what was written; a
+// zero-length Write sends nothing; Write after the peer closed fails.
+func TestNetConnCloseIsEOF(t *testing.T) {
+	client, server := netConnPair(t, testTransports[0])
+	if n, err := client.Write(nil); n != 0 || err != nil {
+		t.Fatalf("zero-length Write = %d, %v", n, err)
+	}
+	if _, err := client.Write([]byte("last words")); err != nil {
+		t.Fatal(err)
+	}
+	client.Close()
+	got, err := io.ReadAll(server)
+	if err != nil || string(got) != "last words" {
+		t.Fatalf("ReadAll = %q, %v; want the last words and io.EOF", got, err)
+	}
+	eventually(t, "Write to fail after the peer closed", func() bool {
+		_, err := server.Write([]byte("x"))
+		return err != nil
+	})
+	if _, err := client.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Read after Close = %v, want net.ErrClosed", err)
+	}
+}
+
+// Deadlines: a passed one fails at once with a timeout; one set while a
+// Read waits wakes it; moving it away lets the call go on; Close wakes a
+// waiting Read.
+func TestNetConnDeadlines(t *testing.T) {
+	client, server := netConnPair(t, testTransports[0])
+	wantTimeout := func(what string, err error) {
+		t.Helper()
+		var ne net.Error
+		if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("%s: %v, want a net.Error timeout matching os.ErrDeadlineExceeded", what, err)
+		}
+	}
+	client.SetReadDeadline(time.Now().Add(-time.Second))
+	_, err := client.Read(make([]byte, 1))
+	wantTimeout("Read past its deadline", err)
+
+	client.SetReadDeadline(time.Time{})
+	pending := async(func() error { _, err := client.Read(make([]byte, 1)); return err })
+	eventually(t, "the Read to wait", func() bool { return receiveBlocked(client.(*streamConn).c) })
+	client.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	wantTimeout("Read whose deadline was set while it waited", await(t, pending, testTimeout, "Read"))
+
+	client.SetReadDeadline(time.Now().Add(time.Hour))
+	got := async(func() error {
+		b := make([]byte, 5)
+		_, err := io.ReadFull(client, b)
+		if err == nil && string(b) != "later" {
+			err = fmt.Errorf("read %q", b)
+		}
+		return err
+	})
+	if _, err := server.Write([]byte("later")); err != nil {
+		t.Fatal(err)
+	}
+	if err := await(t, got, testTimeout, "Read"); err != nil {
+		t.Fatal(err)
+	}
+
+	client.SetWriteDeadline(time.Now().Add(-time.Second))
+	_, err = client.Write([]byte("x"))
+	wantTimeout("Write past its deadline", err)
+
+	client.SetReadDeadline(time.Time{})
+	pending = async(func() error { _, err := client.Read(make([]byte, 1)); return err })
+	eventually(t, "the Read to wait", func() bool { return receiveBlocked(client.(*streamConn).c) })
+	client.Close()
+	if err := await(t, pending, prompt, "Read at Close"); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Read at Close = %v, want net.ErrClosed", err)
+	}
+}
+
+// A lost socket ends the stream for good: a net.Conn never reconnects
+// behind its user's back.
+func TestNetConnDoesNotReconnect(t *testing.T) {
+	ln := listenTCP(t)
+	srv, err := NewListener(ln, &Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	cl, err := NewClient(fastReconnect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	c, err := cl.DialConn(testContext(t), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	l := linkOf(c.(*streamConn).c)
+	l.conn.Close()
+	eventually(t, "the loss of the socket", l.failed)
+	if _, err := c.Write([]byte("after the loss")); !errors.Is(err, ErrLinkLost) {
+		t.Fatalf("Write after the loss = %v, want ErrLinkLost", err)
+	}
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, ErrLinkLost) {
+		t.Fatalf("Read after the loss = %v, want ErrLinkLost", err)
+	}
+	if got := linkOf(c.(*streamConn).c); got != l {
+		t.Fatal("the connection moved to another socket")
+	}
+}
+
+// net/http runs over the adapters: many requests at once over one
+// socket, 16 MiB bodies both ways, a client timeout, and a server that
+// cuts a response short.
+func TestHTTPOverNetConn(t *testing.T) {
+	ln := listenTCP(t)
+	srvLn, err := NewListener(ln, &Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%d %x", n, h.Sum(nil))
+	})
+	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
+		size, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		w.Write(pattern(size, 9))
+	})
+	mux.HandleFunc("/hang", func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	mux.HandleFunc("/cut", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusOK)
+		w.Write(make([]byte, 500))
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: testTimeout}
+	served := async(func() error { return hs.Serve(srvLn.NetListener()) })
+	t.Cleanup(func() {
+		hs.Close()
+		await(t, served, testTimeout, "http.Server.Serve")
+	})
+
+	cl, err := NewClient(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	transport := &http.Transport{DialContext: cl.DialConn, MaxConnsPerHost: 64}
+	t.Cleanup(transport.CloseIdleConnections)
+	client := &http.Client{Transport: transport}
+	base := "http://" + ln.Addr().String()
+
+	t.Run("concurrent requests share one socket", func(t *testing.T) {
+		var wg sync.WaitGroup
+		errs := make(chan error, 64)
+		for g := range 32 {
+			wg.Go(func() {
+				for i := range 4 {
+					body := pattern(1000+g*37+i, byte(g))
+					resp, err := client.Post(base+"/echo", "application/octet-stream", bytes.NewReader(body))
+					if err != nil {
+						errs <- err
+						return
+					}
+					got, err := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if want := fmt.Sprintf("%d %x", len(body), sha256.Sum256(body)); err != nil || string(got) != want {
+						errs <- fmt.Errorf("echo: got %q (%v), want %q", got, err, want)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		if n := cl.Stats().Links; n != 1 {
+			t.Fatalf("the requests used %d sockets, want 1", n)
+		}
+	})
+
+	t.Run("16 MiB bodies", func(t *testing.T) {
+		body := pattern(16<<20, 3)
+		resp, err := client.Post(base+"/echo", "application/octet-stream", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := fmt.Sprintf("%d %x", len(body), sha256.Sum256(body)); string(got) != want {
+			t.Fatalf("upload: got %q, want %q", got, want)
+		}
+		resp, err = client.Get(base + "/big?n=" + strconv.Itoa(16<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || !bytes.Equal(got, pattern(16<<20, 9)) {
+			t.Fatalf("download: %d bytes (%v), not the 16 MiB sent", len(got), err)
+		}
+	})
+
+	t.Run("client timeout", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/hang", nil)
+		_, err := client.Do(req)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("a request past its deadline = %v, want context.DeadlineExceeded", err)
+		}
+	})
+
+	t.Run("server cuts a response short", func(t *testing.T) {
+		resp, err := client.Get(base + "/cut")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("reading a response cut short = %v, want io.ErrUnexpectedEOF", err)
+		}
+	})
+}
