@@ -102,7 +102,7 @@ type streamConn struct {
 	c *Connection
 
 	rmu  sync.Mutex // one Read at a time: a stream has one read position
-	rbuf []byte     // the message being read; rbuf[roff:] is unread
+	msg  message    // the message being read, in the library's buffer; msg.data[roff:] is unread
 	roff int
 	rerr error // why nothing more can be read (sticky)
 
@@ -112,17 +112,14 @@ type streamConn struct {
 	rdl, wdl deadline
 }
 
-// keepReadBuffer: a drained read buffer larger than this is let go, so an
-// idle stream that once carried a large message does not keep it.
-const keepReadBuffer = 64 << 10
-
 func (s *streamConn) Read(p []byte) (int, error) {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
-	for s.roff == len(s.rbuf) {
-		if cap(s.rbuf) > keepReadBuffer {
-			s.rbuf = nil
-		}
+	for s.roff == len(s.msg.data) {
+		// A drained message's buffer goes back to the pools at once: an
+		// idle stream keeps none, and the next message reuses it.
+		s.msg.release()
+		s.msg, s.roff = message{}, 0
 		if len(p) == 0 {
 			return 0, nil
 		}
@@ -133,13 +130,13 @@ func (s *streamConn) Read(p []byte) (int, error) {
 		if ctx.Err() != nil {
 			return 0, s.opError("read", os.ErrDeadlineExceeded)
 		}
-		buf, err := s.c.ReceiveAppend(ctx, s.rbuf[:0])
+		_, m, _, err := s.c.receive(ctx, nil)
 		if err != nil {
 			return 0, s.readFailed(err)
 		}
-		s.rbuf, s.roff = buf, 0
+		s.msg = m
 	}
-	n := copy(p, s.rbuf[s.roff:])
+	n := copy(p, s.msg.data[s.roff:])
 	s.roff += n
 	return n, nil
 }
@@ -277,10 +274,13 @@ func (d *deadline) set(t time.Time) {
 	close(d.done)
 }
 
+// stop stops the timer (Close). A timer stopped before it fired is
+// forgotten, so that a later set does not wait for a callback that will
+// never run.
 func (d *deadline) stop() {
 	d.mu.Lock()
-	if d.timer != nil {
-		d.timer.Stop()
+	if d.timer != nil && d.timer.Stop() {
+		d.timer = nil
 	}
 	d.mu.Unlock()
 }

@@ -158,12 +158,15 @@ func TestNetConnDeadlines(t *testing.T) {
 	wantTimeout("Write past its deadline", err)
 
 	client.SetReadDeadline(time.Time{})
+	client.SetWriteDeadline(time.Now().Add(time.Hour))
 	pending = async(func() error { _, err := client.Read(make([]byte, 1)); return err })
 	eventually(t, "the Read to wait", func() bool { return receiveBlocked(client.(*streamConn).c) })
 	client.Close()
 	if err := await(t, pending, prompt, "Read at Close"); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Read at Close = %v, want net.ErrClosed", err)
 	}
+	// Deadlines may still be set once closed (gRPC's transport does).
+	within(t, prompt, "SetDeadline after Close", func() error { return client.SetDeadline(time.Now().Add(time.Hour)) })
 }
 
 // A lost socket ends the stream for good: a net.Conn never reconnects
