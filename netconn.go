@@ -130,9 +130,14 @@ func (s *streamConn) Read(p []byte) (int, error) {
 		if ctx.Err() != nil {
 			return 0, s.opError("read", os.ErrDeadlineExceeded)
 		}
-		_, m, _, err := s.c.receive(ctx, nil)
+		// A message that fits in p may be read straight into it (when
+		// this call reads the socket itself): no copy through a buffer.
+		_, m, inPlace, err := s.c.receive(ctx, p)
 		if err != nil {
 			return 0, s.readFailed(err)
+		}
+		if inPlace {
+			return len(m.data), nil
 		}
 		s.msg = m
 	}
