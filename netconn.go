@@ -137,6 +137,9 @@ func (s *streamConn) Read(p []byte) (int, error) {
 			return 0, s.readFailed(err)
 		}
 		if inPlace {
+			if len(m.data) == 0 {
+				continue // an empty message carries no bytes of the stream
+			}
 			return len(m.data), nil
 		}
 		s.msg = m

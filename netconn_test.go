@@ -328,3 +328,27 @@ func TestHTTPOverNetConn(t *testing.T) {
 		}
 	})
 }
+
+// An empty message from a peer that sends messages (not a NetConn) carries
+// no bytes of the stream: Read never returns 0 bytes without an error.
+func TestNetConnSkipsEmptyMessages(t *testing.T) {
+	client, server := netConnPair(t, testTransports[0])
+	peer := server.(*streamConn).c
+	mustSend(t, peer, nil)
+	mustSend(t, peer, []byte("after"))
+	for _, size := range []int{64, 1} { // read in place, and through the library's buffer
+		b := make([]byte, size)
+		n, err := client.Read(b)
+		if n == 0 || err != nil {
+			t.Fatalf("Read(%d bytes) = %d, %v; want bytes of the stream", size, n, err)
+		}
+		if size == 1 {
+			break
+		}
+		if string(b[:n]) != "after" {
+			t.Fatalf("Read = %q, want %q", b[:n], "after")
+		}
+		mustSend(t, peer, nil)
+		mustSend(t, peer, []byte("x"))
+	}
+}
