@@ -93,14 +93,14 @@ func Example_multiplexing() {
 	defer server.stop()
 
 	// Both connections share the same underlying TCP socket
-	conn1 := tcpconn.NewConnectionWithID(server.addr, "user-session", 5*time.Minute)
-	conn2 := tcpconn.NewConnectionWithID(server.addr, "admin-session", 5*time.Minute)
+	conn1 := tcpconn.NewConnectionWithID(server.addr, "user", 5*time.Minute)
+	conn2 := tcpconn.NewConnectionWithID(server.addr, "admin", 5*time.Minute)
 	defer conn1.Close()
 	defer conn2.Close()
 
 	// Messages are routed by ID
-	conn1.Send([]byte("user data"))  // Tagged with "user-session"
-	conn2.Send([]byte("admin data")) // Tagged with "admin-session"
+	conn1.Send([]byte("user data"))  // Tagged with "user"
+	conn2.Send([]byte("admin data")) // Tagged with "admin"
 
 	// Each receives only its own messages
 	userData, _ := conn1.Receive()  // Gets "user data" only
@@ -157,8 +157,8 @@ func ExampleWrapConnection() {
 	// Output: echo me
 }
 
-// handleSession answers each message with the session that received it.
-func handleSession(c *tcpconn.Connection, wg *sync.WaitGroup) {
+// handleID answers each message with the ID that received it.
+func handleID(c *tcpconn.Connection, wg *sync.WaitGroup) {
 	defer wg.Done()
 	defer c.Close()
 	for {
@@ -185,18 +185,18 @@ func ExampleWrapConnectionWithID() {
 			}
 
 			// Create multiple logical connections over same accepted socket
-			session1 := tcpconn.WrapConnectionWithID(conn, "session-1", 5*time.Minute)
-			session2 := tcpconn.WrapConnectionWithID(conn, "session-2", 5*time.Minute)
+			orders := tcpconn.WrapConnectionWithID(conn, "orders", 5*time.Minute)
+			billing := tcpconn.WrapConnectionWithID(conn, "billing", 5*time.Minute)
 
 			wg.Add(2)
-			go handleSession(session1, &wg)
-			go handleSession(session2, &wg)
+			go handleID(orders, &wg)
+			go handleID(billing, &wg)
 		}
 	}()
 
 	addr := listener.Addr().String()
-	c1 := tcpconn.NewConnectionWithID(addr, "session-1", 5*time.Minute)
-	c2 := tcpconn.NewConnectionWithID(addr, "session-2", 5*time.Minute)
+	c1 := tcpconn.NewConnectionWithID(addr, "orders", 5*time.Minute)
+	c2 := tcpconn.NewConnectionWithID(addr, "billing", 5*time.Minute)
 	c2.Send([]byte("second"))
 	c1.Send([]byte("first"))
 	r1, _ := c1.Receive()
@@ -209,8 +209,8 @@ func ExampleWrapConnectionWithID() {
 	listener.Close()
 	wg.Wait()
 	// Output:
-	// session-1 got first
-	// session-2 got second
+	// orders got first
+	// billing got second
 }
 
 // The original README's "Request-Response Pattern".
@@ -317,11 +317,11 @@ func ExampleNewConnectionWithID() {
 	c1 := tcpconn.NewConnection(server.addr, 5*time.Minute)
 	defer c1.Close()
 
-	// Filtered - only receives messages for "session-123"
-	c2 := tcpconn.NewConnectionWithID(server.addr, "session-123", 5*time.Minute)
+	// Filtered - only receives messages for "user-123"
+	c2 := tcpconn.NewConnectionWithID(server.addr, "user-123", 5*time.Minute)
 	defer c2.Close()
 
-	c2.Send([]byte("for session-123"))
+	c2.Send([]byte("for user-123"))
 	c1.Send([]byte("for the catch-all"))
 	d2, _ := c2.Receive()
 	d1, _ := c1.Receive()
@@ -329,7 +329,7 @@ func ExampleNewConnectionWithID() {
 	fmt.Println(string(d2))
 	// Output:
 	// for the catch-all
-	// for session-123
+	// for user-123
 }
 
 // The original README's "Idle Timeout" configuration (one at a time: a socket
