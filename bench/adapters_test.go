@@ -209,27 +209,7 @@ func benchHTTP(b *testing.B, transport string, size int) {
 		return checkReply(reply, req)
 	}
 
-	if err := roundTrip(0, true); err != nil { // dial, and warm up
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	b.SetBytes(int64(size))
-	seq := uint64(1)
-	for b.Loop() {
-		if err := roundTrip(seq, false); err != nil {
-			b.Fatalf("round trip %d: %v", seq, err)
-		}
-		seq++
-	}
-	b.StopTimer()
-	if n := dials.Load(); n != 1 {
-		b.Errorf("the client dialled %d connections, want 1 (keep-alive)", n)
-	}
-	if cl != nil {
-		if n := cl.Stats().Links; n != 1 {
-			b.Errorf("the tcpconn client has %d sockets, want 1", n)
-		}
-	}
+	measureRoundTrips(b, size, roundTrip, &dials, cl)
 }
 
 func benchGRPC(b *testing.B, transport string, size int) {
@@ -250,7 +230,15 @@ func benchGRPC(b *testing.B, transport string, size int) {
 		return checkReply(reply, req)
 	}
 
-	if err := roundTrip(0, true); err != nil { // connect, and warm up
+	measureRoundTrips(b, size, roundTrip, &p.dials, p.cl)
+}
+
+// measureRoundTrips warms up with one fully checked round trip (it dials),
+// times the others, and checks that they all went over one connection
+// (and, over tcpconn, one socket).
+func measureRoundTrips(b *testing.B, size int, roundTrip func(seq uint64, full bool) error, dials *atomic.Int32, cl *tcpconn.Client) {
+	b.Helper()
+	if err := roundTrip(0, true); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
@@ -258,16 +246,16 @@ func benchGRPC(b *testing.B, transport string, size int) {
 	seq := uint64(1)
 	for b.Loop() {
 		if err := roundTrip(seq, false); err != nil {
-			b.Fatalf("call %d: %v", seq, err)
+			b.Fatalf("round trip %d: %v", seq, err)
 		}
 		seq++
 	}
 	b.StopTimer()
-	if n := p.dials.Load(); n != 1 {
+	if n := dials.Load(); n != 1 {
 		b.Errorf("the client dialled %d connections, want 1", n)
 	}
-	if p.cl != nil {
-		if n := p.cl.Stats().Links; n != 1 {
+	if cl != nil {
+		if n := cl.Stats().Links; n != 1 {
 			b.Errorf("the tcpconn client has %d sockets, want 1", n)
 		}
 	}
