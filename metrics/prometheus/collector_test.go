@@ -195,30 +195,26 @@ func TestCollectorCountsRealTraffic(t *testing.T) {
 	)
 	f := gather(t, reg)
 
-	for name, typ := range componentMetrics {
-		mf := f[name]
-		if mf == nil {
-			t.Errorf("%s: not gathered", name)
-			continue
-		}
-		if mf.GetType() != typ || mf.GetHelp() == "" {
-			t.Errorf("%s: type %v help %q, want %v and a help text", name, mf.GetType(), mf.GetHelp(), typ)
-		}
-		if n := len(mf.GetMetric()); n != 3 {
-			t.Errorf("%s: %d series, want 3 (process, client, listener)", name, n)
-		}
-	}
-	for name, typ := range linkMetrics {
-		mf := f[name]
-		if mf == nil {
-			t.Errorf("%s: not gathered", name)
-			continue
-		}
-		if mf.GetType() != typ || mf.GetHelp() == "" {
-			t.Errorf("%s: type %v help %q, want %v and a help text", name, mf.GetType(), mf.GetHelp(), typ)
-		}
-		if n := len(mf.GetMetric()); n != 2 {
-			t.Errorf("%s: %d series, want 2 (the client's link and the listener's)", name, n)
+	for _, group := range []struct {
+		metrics map[string]dto.MetricType
+		series  int
+		which   string
+	}{
+		{componentMetrics, 3, "process, client, listener"},
+		{linkMetrics, 2, "the client's link and the listener's"},
+	} {
+		for name, typ := range group.metrics {
+			mf := f[name]
+			if mf == nil {
+				t.Errorf("%s: not gathered", name)
+				continue
+			}
+			if mf.GetType() != typ || mf.GetHelp() == "" {
+				t.Errorf("%s: type %v help %q, want %v and a help text", name, mf.GetType(), mf.GetHelp(), typ)
+			}
+			if n := len(mf.GetMetric()); n != group.series {
+				t.Errorf("%s: %d series, want %d (%s)", name, n, group.series, group.which)
+			}
 		}
 	}
 	if len(f) != len(componentMetrics)+len(linkMetrics) {
