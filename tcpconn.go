@@ -637,13 +637,11 @@ func (c *Connection) receive(ctx context.Context, into []byte) (id string, m mes
 		if from, m, ok := c.carried.pop(); ok {
 			return c.received(from, m, false)
 		}
-		var from *stream
-		var m message
-		var inPlace bool
-		if from, m, inPlace, err = receive(b.source(), ctx.Done(), into); err == nil {
+		from, m, inPlace, rerr := receive(b.source(), ctx.Done(), into)
+		if rerr == nil {
 			return c.received(from, m, inPlace)
 		}
-		err = c.afterError(ctx, b, err)
+		err = c.afterError(ctx, b, rerr)
 	}
 	if from, m, ok := c.carried.pop(); ok {
 		return c.received(from, m, false)
