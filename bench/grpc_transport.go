@@ -19,9 +19,10 @@ import (
 // server sends no SETTINGS_MAX_CONCURRENT_STREAMS; its client allows 100
 // streams only until the server's first SETTINGS frame arrives).
 
-// grpcMaxMsg is the receive limit on both ends, raised from gRPC's 4 MiB
+// grpcMaxMsg is the message size limit, raised from gRPC's 4 MiB receive
 // default so that 16 MiB messages (Mixed16MB, the adapter tests) pass. The
-// send limit's default is already 2 GiB.
+// transport raises only the receive limits, on both ends: the send limit's
+// default is already 2 GiB.
 const grpcMaxMsg = 32 << 20
 
 const (
@@ -85,18 +86,15 @@ func grpcOver(so sockets) Transport {
 				// Stop then waits for every handler: Serve's contract.
 				grpc.WaitForHandlers(true),
 			)
+			conns := grpcConnDesc
+			conns.Handler = func(_ any, st grpc.ServerStream) error {
+				handle(&grpcConn{stream: st})
+				return nil
+			}
 			srv.RegisterService(&grpc.ServiceDesc{
 				ServiceName: grpcConnService,
 				HandlerType: (*any)(nil),
-				Streams: []grpc.StreamDesc{{
-					StreamName:    grpcConnDesc.StreamName,
-					ServerStreams: true,
-					ClientStreams: true,
-					Handler: func(_ any, st grpc.ServerStream) error {
-						handle(&grpcConn{stream: st})
-						return nil
-					},
-				}},
+				Streams:     []grpc.StreamDesc{conns},
 			}, nil)
 			served := make(chan struct{})
 			go func() {
