@@ -311,9 +311,19 @@ func (e *poolEntry) release(l *link) {
 // dialLink dials and wraps TLS if configured. It does not wait for the
 // peer's HELLO: senders may use InitialWindow at once (0-RTT).
 func dialLink(ctx context.Context, e *poolEntry) (*link, error) {
-	cfg := e.cfg
-	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.DialTimeout)
 	defer cancel()
+	conn, err := e.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return newLink(conn, e.cfg, true, linkHooks{scope: &e.client.scope, dialLane: e.dial}), nil
+}
+
+// dial opens a socket to the entry's address, TLS if configured; the
+// TLS handshake runs on its first read and write.
+func (e *poolEntry) dial(ctx context.Context) (net.Conn, error) {
+	cfg := e.cfg
 	var conn net.Conn
 	var err error
 	if cfg.Dialer != nil {
@@ -339,7 +349,7 @@ func dialLink(ctx context.Context, e *poolEntry) (*link, error) {
 		// ErrHandshake.
 		conn = tls.Client(conn, tc)
 	}
-	return newLink(conn, cfg, true, linkHooks{scope: &e.client.scope}), nil
+	return conn, nil
 }
 
 // forgetIfUnused drops the entry from its pool once nothing uses it, so a
