@@ -642,8 +642,7 @@ func (l *link) readLane(ln *lane) error {
 		br.Discard(h.size)
 		end := lm.got + int(h.length)
 		if lm.got == 0 && lm.m.data == nil {
-			// Sized by what this part brings, not by what BULK claimed.
-			lm.m = newPayload(min(end, lm.total))
+			lm.m = lanePayload(lm.total)
 		}
 		for lm.got < end {
 			if lm.got == len(lm.m.data) {
@@ -666,6 +665,24 @@ func (l *link) readLane(ln *lane) error {
 			l.laneArrived(lm)
 		}
 	}
+}
+
+// lanePayload returns the buffer a lane message is read into, whole, once
+// its first bytes are here: growing it as the bytes come would copy a
+// 4 MiB message three times over and feed the garbage collector, whose
+// pauses the small messages beside it would feel. Its BULK was charged
+// against the link's credit, so the buffers of unfinished lane messages
+// are bounded like messages in flight: the link window plus one message.
+func lanePayload(total int) message {
+	if total <= smallMessageLimit {
+		return newPayload(total)
+	}
+	if c := sizeClass(total); c <= largeClassMax {
+		if b, ok := largeFree[c].tryGet(); ok && cap(b) >= total {
+			return message{data: b[:total]}
+		}
+	}
+	return message{data: make([]byte, total)}
 }
 
 // laneArrived hands a message that came whole on the lane to its record,
