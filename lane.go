@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -51,6 +52,7 @@ const (
 	laneNone    laneState = iota // none yet: the dialling side may open one
 	laneOpening                  // the dialling side is opening one
 	laneUp                       // messages of LaneThreshold bytes or more go on it
+	laneEnding                   // idle: no new messages on it; it closes once both sides have ended it
 	laneOff                      // none on this link: lanes are off, the peer refused, or it could not be dialled
 )
 
@@ -67,6 +69,10 @@ const (
 	// (Wrap then Send) on every accepted socket, within the peer's
 	// InitialWindow, which the dialling side reads and drops.
 	laneHandshakeSkip = 2*InitialWindow + 64<<10
+	// laneIdle: a lane that carried nothing for this long is closed (by
+	// its dialling side), so an idle link costs one socket again; the
+	// next large message opens a new one.
+	laneIdle = 30 * time.Second
 )
 
 // ErrBulkLane is what a server Connection made by Wrap on a socket that
@@ -93,14 +99,20 @@ type lane struct {
 	tcp  *net.TCPConn // writev when the lane is plain TCP
 	br   *frameReader
 
-	mu    sync.Mutex  // below writeQueue.mu
-	queue []*writeReq // messages being written, taking turns
-	next  int         // whose turn it is
-	busy  bool        // a write loop runs
-	err   error       // the lane failed
-	hdrs  []byte      // PART headers of the write in progress
-	segs  [][]byte
-	wv    net.Buffers
+	mu     sync.Mutex  // below writeQueue.mu
+	queue  []*writeReq // messages being written, taking turns
+	next   int         // whose turn it is
+	busy   bool        // a write loop runs
+	err    error       // the lane failed
+	ending bool        // no new messages: half-close once the queue is written
+	wrote  bool        // this side half-closed it
+	read   bool        // the peer half-closed it (EOF between frames)
+	hdrs   []byte      // PART headers of the write in progress
+	segs   [][]byte
+	wv     net.Buffers
+
+	used atomic.Bool  // bytes moved since the last idle check
+	idle *time.Timer // the dialling side's idle check
 }
 
 func newLane(conn net.Conn, br *frameReader, cfg *Config) *lane {
@@ -122,6 +134,118 @@ func (l *link) laneUpLocked() *lane {
 		return l.lanes.cur
 	}
 	return nil
+}
+
+// startIdleCheck arms the dialling side's idle check of ln.
+func (l *link) startIdleCheck(ln *lane) {
+	if l.client {
+		ln.idle = time.AfterFunc(l.laneIdleAfter(), func() { l.laneIdleCheck(ln) })
+	}
+}
+
+func (l *link) laneIdleAfter() time.Duration {
+	if l.cfg.laneIdle != 0 {
+		return l.cfg.laneIdle // tests
+	}
+	return laneIdle
+}
+
+// laneIdleCheck ends a lane that carried nothing since the last check:
+// no new messages go on it, and this side half-closes it once its queue is
+// written; the peer does the same when it reads that (endLane).
+func (l *link) laneIdleCheck(ln *lane) {
+	if ln.used.Swap(false) || !l.lanes.in.empty() {
+		ln.idle.Reset(l.laneIdleAfter())
+		return
+	}
+	if !canHalfClose(ln.conn) {
+		return // it stays until its link ends
+	}
+	l.wq.mu.Lock()
+	if l.lanes.cur != ln || l.lanes.state != laneUp {
+		l.wq.mu.Unlock()
+		return
+	}
+	l.lanes.state = laneEnding
+	ln.mu.Lock()
+	ln.ending = true
+	done := !ln.busy
+	ln.mu.Unlock()
+	l.wq.mu.Unlock()
+	if done {
+		l.laneWriteEnded(ln)
+	}
+}
+
+// halfCloser is a socket that can end its write side alone (TCP, TLS).
+type halfCloser interface{ CloseWrite() error }
+
+func canHalfClose(conn net.Conn) bool {
+	_, ok := conn.(halfCloser)
+	return ok
+}
+
+// endLane handles the peer's half-close of the lane, between frames with
+// nothing announced pending: the peer puts nothing more on it, so neither
+// does this side; it half-closes once its queue is written. false: the
+// lane is not the link's any more.
+func (l *link) endLane(ln *lane) bool {
+	l.wq.mu.Lock()
+	defer l.wq.mu.Unlock()
+	if l.lanes.cur != ln {
+		return false
+	}
+	if l.lanes.state == laneUp {
+		l.lanes.state = laneEnding
+	}
+	ln.mu.Lock()
+	ln.read = true
+	ln.ending = true
+	done := !ln.busy && !ln.wrote
+	ln.mu.Unlock()
+	if done {
+		go l.laneWriteEnded(ln) // a socket call: not under wq.mu
+	} else {
+		go l.retireLane(ln)
+	}
+	return true
+}
+
+// laneWriteEnded half-closes the lane once this side has written all it
+// had for it, and retires it if the peer did already.
+func (l *link) laneWriteEnded(ln *lane) {
+	ln.mu.Lock()
+	if ln.wrote || ln.err != nil {
+		ln.mu.Unlock()
+		return
+	}
+	ln.wrote = true
+	ln.mu.Unlock()
+	if err := ln.conn.(halfCloser).CloseWrite(); err != nil {
+		l.fail(fmt.Errorf("%w: bulk lane: half-close: %w", ErrLinkLost, err))
+		return
+	}
+	l.retireLane(ln)
+}
+
+// retireLane closes a lane both sides have ended; the link may open or
+// take a new one.
+func (l *link) retireLane(ln *lane) {
+	ln.mu.Lock()
+	both := ln.wrote && ln.read
+	ln.mu.Unlock()
+	if !both {
+		return
+	}
+	l.wq.mu.Lock()
+	if l.lanes.cur == ln {
+		l.lanes.cur, l.lanes.state = nil, laneNone
+	}
+	l.wq.mu.Unlock()
+	if ln.idle != nil {
+		ln.idle.Stop()
+	}
+	ln.conn.Close()
 }
 
 // hasLane reports whether the link has a lane up.
@@ -297,6 +421,7 @@ func (l *link) installLane(conn net.Conn, br *frameReader) bool {
 	}
 	l.lanes.cur, l.lanes.state = ln, laneUp
 	l.wq.mu.Unlock()
+	l.startIdleCheck(ln)
 	go l.laneReadLoop(ln)
 	return true
 }
@@ -480,29 +605,33 @@ func (l *link) sendOnLane(ln *lane, s *stream, data []byte, cost int64) error {
 	l.kickWriterLocked()
 	r := getWriteReq()
 	r.s, r.data = s, data
+	// Queued under wq.mu, so an idle check that ends the lane either
+	// comes first (and this message went elsewhere) or sees it queued.
+	err := ln.enqueue(l, r)
 	l.wq.mu.Unlock()
-	ln.enqueue(l, r)
+	if err != nil {
+		l.laneWritten(r, err)
+	}
 	<-r.done
-	err := r.err
+	err = r.err
 	putWriteReq(r)
 	return err
 }
 
 // enqueue adds r to the messages the lane writes, starting its writer.
-func (ln *lane) enqueue(l *link, r *writeReq) {
+func (ln *lane) enqueue(l *link, r *writeReq) error {
 	ln.mu.Lock()
+	defer ln.mu.Unlock()
 	if ln.err != nil {
-		err := ln.err
-		ln.mu.Unlock()
-		l.laneWritten(r, err)
-		return
+		return ln.err
 	}
 	ln.queue = append(ln.queue, r)
+	ln.used.Store(true)
 	if !ln.busy {
 		ln.busy = true
 		go l.laneWriteLoop(ln)
 	}
-	ln.mu.Unlock()
+	return nil
 }
 
 // laneWriteLoop writes the lane's queue until it is empty: each write
@@ -513,7 +642,11 @@ func (l *link) laneWriteLoop(ln *lane) {
 		ln.mu.Lock()
 		if len(ln.queue) == 0 || ln.err != nil {
 			ln.busy = false
+			ending := ln.ending && ln.err == nil
 			ln.mu.Unlock()
+			if ending {
+				l.laneWriteEnded(ln)
+			}
 			return
 		}
 		var n int
@@ -598,6 +731,9 @@ func (l *link) failLane(err error) {
 		for _, r := range queue {
 			l.laneWritten(r, err)
 		}
+		if ln.idle != nil {
+			ln.idle.Stop()
+		}
 		ln.conn.Close()
 	}
 	for _, lm := range l.lanes.in.abandon() {
@@ -610,6 +746,9 @@ func (l *link) failLane(err error) {
 // laneReadLoop reads the lane until it fails, which fails the link.
 func (l *link) laneReadLoop(ln *lane) {
 	err := l.readLane(ln)
+	if errors.Is(err, io.EOF) && canHalfClose(ln.conn) && l.lanes.in.empty() && l.endLane(ln) {
+		return // the peer ended the lane, between messages
+	}
 	if !l.failed() {
 		if errors.Is(err, io.EOF) {
 			err = fmt.Errorf("%w: bulk lane closed by peer (%w)", ErrLinkLost, io.EOF)
@@ -632,6 +771,7 @@ func (l *link) readLane(ln *lane) error {
 		if h.kind != kindPart {
 			return protocolErrorf(frameName(h.typ), "", "only PART frames travel on a bulk lane")
 		}
+		ln.used.Store(true)
 		lm, err := l.lanes.in.front(bytesToString(h.id), l.done)
 		if err != nil {
 			return err
@@ -818,6 +958,13 @@ func (in *laneInbox) finish(lm *laneMessage) bool {
 		delete(in.byID, lm.id)
 	}
 	return true
+}
+
+// empty reports whether no announced message waits for its bytes.
+func (in *laneInbox) empty() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return len(in.byID) == 0
 }
 
 // abandon takes every announced message: the link failed.

@@ -412,3 +412,43 @@ func TestHostileLaneHandshakes(t *testing.T) {
 		})
 	}
 }
+
+// TestLaneClosesWhenIdle: a lane that carried nothing for a while is
+// closed by both sides (half-close each way, between messages), the link
+// goes on, and the next large message opens a new lane.
+func TestLaneClosesWhenIdle(t *testing.T) {
+	for _, tr := range testTransports[:2] { // net.Pipe cannot half-close: its lane stays
+		t.Run(tr.name, func(t *testing.T) {
+			ln, cfg := tr.listen(t, &Config{laneIdle: 50 * time.Millisecond})
+			srv, err := NewListener(ln, serverSide(cfg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			serveListener(t, srv, echoHandler)
+			cl, err := NewClient(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cl.Close() })
+			c := cl.Open(ln.Addr().String(), WithID("idle"))
+			for round := range 2 {
+				if err := sendAndCheckEchoes(testContext(t), c, "idle", 1); err != nil {
+					t.Fatal(err)
+				}
+				eventually(t, "the lane closed on both sides", func() bool {
+					l := linkOf(c)
+					l.wq.mu.Lock()
+					gone := l.lanes.cur == nil && l.lanes.state == laneNone
+					l.wq.mu.Unlock()
+					return gone && !srv.Links()[0].Lane
+				})
+				if n := len(srv.Links()); n != 1 {
+					t.Fatalf("round %d: the server has %d links, want 1", round, n)
+				}
+			}
+			if st := cl.Stats(); st.Reconnects != 0 {
+				t.Fatalf("the link was lost %d times", st.Reconnects)
+			}
+		})
+	}
+}

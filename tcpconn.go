@@ -260,6 +260,7 @@ type Config struct {
 	Logger *slog.Logger
 
 	growMinRTT time.Duration // tests only: 0 means growMinRTT (budget.go)
+	laneIdle   time.Duration // tests only: 0 means laneIdle (lane.go)
 }
 
 // DefaultConfig returns a Config with every default filled in.
