@@ -111,7 +111,7 @@ type lane struct {
 	segs   [][]byte
 	wv     net.Buffers
 
-	used atomic.Bool  // bytes moved since the last idle check
+	used atomic.Bool // bytes moved since the last idle check
 	idle *time.Timer // the dialling side's idle check
 }
 
