@@ -859,6 +859,12 @@ func (l *link) onBulk(body []byte) error {
 	if s, err = l.admit("BULK", s, cost); err != nil {
 		return err
 	}
+	if l.inflow.credit.Load() <= 0 {
+		// A lane message larger than what was left of the link's credit:
+		// the window grows by it, as for a message in parts, so that small
+		// messages beside it do not wait until it has arrived.
+		l.growForMessage(cost)
+	}
 	lm := &laneMessage{s: s, total: int(n), cost: cost}
 	if s != nil {
 		s.expectLane()

@@ -411,6 +411,46 @@ func TestHostileLaneHandshakes(t *testing.T) {
 			}
 		})
 	}
+
+	// A flood: each lane naming an unknown link is refused once its
+	// HandshakeTimeout has passed, all at once, and the victim keeps going.
+	t.Run("a flood of lanes naming unknown links", func(t *testing.T) {
+		const flood = 64
+		start := time.Now()
+		var wg sync.WaitGroup
+		refused := make(chan error, flood)
+		for i := range flood {
+			wg.Go(func() {
+				conn, err := tls.Dial("tcp", addr, clientTLS("mallory"))
+				if err != nil {
+					refused <- err
+					return
+				}
+				defer conn.Close()
+				conn.SetDeadline(time.Now().Add(testTimeout))
+				id := [sizeOfLinkID]byte{byte(i), 0xEE}
+				if _, err := conn.Write(appendLane(nil, id)); err != nil {
+					refused <- err
+					return
+				}
+				refused <- awaitLaneAccept(newFrameReader(conn, nil), id)
+			})
+		}
+		mustRoundTrip(t, c, pattern(1<<20, 6)) // during the flood, on the lane
+		wg.Wait()
+		close(refused)
+		for err := range refused {
+			if !errors.Is(err, ErrHandshake) || !strings.Contains(err.Error(), "unknown link") {
+				t.Fatalf("a flooding lane: %v, want a refusal naming the unknown link", err)
+			}
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("the flood took %v to be refused (HandshakeTimeout is 300ms)", took)
+		}
+		if !linkOf(c).hasLane() {
+			t.Fatal("the victim lost its lane")
+		}
+	})
 }
 
 // TestLaneClosesWhenIdle: a lane that carried nothing for a while is
