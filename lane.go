@@ -95,17 +95,18 @@ type lane struct {
 	tcp  *net.TCPConn // writev when the lane is plain TCP
 	br   *frameReader
 
-	mu     sync.Mutex  // below writeQueue.mu
-	queue  []*writeReq // messages being written, taking turns
-	next   int         // whose turn it is
-	busy   bool        // a write loop runs
-	err    error       // the lane failed
-	ending bool        // no new messages: half-close once the queue is written
-	wrote  bool        // this side half-closed it
-	read   bool        // the peer half-closed it (EOF between frames)
-	hdrs   []byte      // PART headers of the write in progress
-	segs   [][]byte
-	wv     net.Buffers
+	mu      sync.Mutex  // below writeQueue.mu
+	queue   []*writeReq // messages being written, taking turns
+	next    int         // whose turn it is
+	busy    bool        // a write loop runs
+	err     error       // the lane failed
+	ending  bool        // no new messages: half-close once the queue is written
+	wrote   bool        // this side half-closed it
+	read    bool        // the peer half-closed it (EOF between frames)
+	hdrs    []byte      // PART headers of the write in progress
+	segs    [][]byte
+	written []*writeReq // messages the write in progress completes
+	wv      net.Buffers
 
 	used atomic.Bool // bytes moved since the last idle check
 	idle *time.Timer // the dialling side's idle check

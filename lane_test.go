@@ -492,3 +492,65 @@ func TestLaneClosesWhenIdle(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkLaneOpen: what opening a bulk lane costs, from the dial to the
+// lane being the link's (the dialling side's openLane), over TCP, over TLS
+// with a full handshake, and over TLS resuming the link's session (a
+// tls.Config with a ClientSessionCache). The link itself is dialled
+// outside the timer.
+func BenchmarkLaneOpen(b *testing.B) {
+	ca := newTestCA(b, "lane bench CA")
+	srvTLS := &tls.Config{Certificates: []tls.Certificate{ca.leaf(b, "server")}, MinVersion: tls.VersionTLS13}
+	for _, tc := range []struct {
+		name string
+		tls  func() *tls.Config
+	}{
+		{"tcp", nil},
+		{"tls", func() *tls.Config { return &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS13} }},
+		{"tls-resumed", func() *tls.Config {
+			return &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS13, ClientSessionCache: tls.NewLRUClientSessionCache(8)}
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			nl := listenTCP(b)
+			if tc.tls != nil {
+				nl = tls.NewListener(nl, srvTLS)
+			}
+			srv, err := NewListener(nl, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { srv.Close() })
+			serveListener(b, srv, echoHandler)
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				cfg := &Config{}
+				if tc.tls != nil {
+					cfg.TLSConfig = tc.tls()
+				}
+				cl, err := NewClient(cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c, err := cl.Dial(context.Background(), srv.Addr().String(), WithID("open"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				mustRoundTrip(b, c, []byte("warm")) // the session ticket is in
+				l := linkOf(c)
+				l.wq.mu.Lock()
+				l.lanes.state = laneOpening
+				l.wq.mu.Unlock()
+				b.StartTimer()
+				l.openLane()
+				b.StopTimer()
+				if !l.hasLane() {
+					b.Fatal("no lane")
+				}
+				cl.Close()
+				b.StartTimer()
+			}
+		})
+	}
+}

@@ -12,21 +12,32 @@ import "fmt"
 // sendOnLane announces a message with BULK on the link's socket and
 // queues its bytes on the lane, then waits until they are written. The
 // caller holds wq.mu, which it releases, and took the link's credit; the
-// ID's is taken here, whole, as for a data frame.
+// ID's is taken here, whole, as for a data frame. Like a Send on the
+// link's socket, it writes for itself when nobody else is writing: the
+// BULK first, then the lane, with no goroutine hand-off.
 func (l *link) sendOnLane(ln *lane, s *stream, data []byte, cost int64) error {
 	s.outflow.take(cost)
 	var fb [maxControlFrame]byte
 	l.wq.wb.appendCopy(appendIDControl(fb[:0], frameBulk, s.id, uint32(len(data))), nil)
 	s.inParts = true // the ID's next message waits until this one is written
-	l.kickWriterLocked()
+	flushMain := !l.wq.busy
+	if flushMain {
+		l.wq.busy = true
+	}
 	r := getWriteReq()
 	r.s, r.data = s, data
 	// Queued under wq.mu, so an idle check that ends the lane either
 	// comes first (and this message went elsewhere) or sees it queued.
-	err := ln.enqueue(l, r)
+	writeLane, err := ln.enqueue(r)
 	l.wq.mu.Unlock()
-	if err != nil {
+	if flushMain {
+		l.flush()
+	}
+	switch {
+	case err != nil:
 		l.laneWritten(r, err)
+	case writeLane:
+		l.laneWriteLoop(ln)
 	}
 	<-r.done
 	err = r.err
@@ -34,26 +45,27 @@ func (l *link) sendOnLane(ln *lane, s *stream, data []byte, cost int64) error {
 	return err
 }
 
-// enqueue adds r to the messages the lane writes, starting its writer.
-func (ln *lane) enqueue(l *link, r *writeReq) error {
+// enqueue adds r to the messages the lane writes; writeLane: nobody
+// writes the lane now, and the caller is to (laneWriteLoop).
+func (ln *lane) enqueue(r *writeReq) (writeLane bool, err error) {
 	ln.mu.Lock()
 	defer ln.mu.Unlock()
 	if ln.err != nil {
-		return ln.err
+		return false, ln.err
 	}
 	ln.queue = append(ln.queue, r)
 	ln.used.Store(true)
-	if !ln.busy {
-		ln.busy = true
-		go l.laneWriteLoop(ln)
+	if ln.busy {
+		return false, nil
 	}
-	return nil
+	ln.busy = true
+	return true, nil
 }
 
 // laneWriteLoop writes the lane's queue until it is empty: each write
 // carries a part of every queued message, in turn, up to laneBatch bytes.
 func (l *link) laneWriteLoop(ln *lane) {
-	var written []*writeReq
+	written := ln.written[:0]
 	for {
 		ln.mu.Lock()
 		if len(ln.queue) == 0 || ln.err != nil {
@@ -67,6 +79,7 @@ func (l *link) laneWriteLoop(ln *lane) {
 		}
 		var n int
 		written, n = ln.takeLocked(written[:0])
+		ln.written = written // one writer at a time (busy): its scratch
 		ln.mu.Unlock()
 		ln.wv = ln.segs
 		err := writeSegments(ln.conn, ln.tcp, &ln.wv)

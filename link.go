@@ -47,7 +47,8 @@ import (
 //     runs from a timer (keepalive.go). User goroutines read (holding the
 //     token) and write (inline flush) too. A link with a bulk lane has its
 //     reader (laneReadLoop) and, while lane messages are written, its
-//     writer (laneWriteLoop); openLane runs while a lane is dialled.
+//     writer (laneWriteLoop, run by the sender that finds it idle, like
+//     an inline flush); openLane runs while a lane is dialled.
 //
 //   - The read token: held by the background reader or by one receiver
 //     reading for itself; reading and routes.lastHit belong to its holder.
