@@ -221,7 +221,7 @@ func (l *link) readPart(h frameHeader) (bool, error) {
 		}
 		p = &partial{id: s.id, total: int(total), cost: int64(total) + messageOverhead}
 		if l.client && total >= uint64(l.cfg.LaneThreshold) {
-			l.wantLane() // the peer sends bulk: later messages take a lane of their own
+			l.wantLane() // the peer sends bulk beside small messages: a lane for the next ones
 		}
 		// The link is charged the whole message now, the stream part by
 		// part (below) and the whole message once complete (readPending).
@@ -307,6 +307,9 @@ func (l *link) readPending() (bool, error) {
 	*p = pendingData{}
 	l.counters.messagesIn.Add(1)
 	l.counters.bytesIn.Add(uint64(len(m.data)))
+	if len(m.data) >= l.cfg.LaneThreshold {
+		l.lanes.bulkIn.Add(1)
+	}
 	switch {
 	case s == nil:
 		l.drop(m, cost)

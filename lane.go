@@ -65,6 +65,9 @@ const (
 	// (Wrap then Send) on every accepted socket, within the peer's
 	// InitialWindow, which the dialling side reads and drops.
 	laneHandshakeSkip = 2*InitialWindow + 64<<10
+	// laneSmallRecent: large messages take the lane while a small
+	// message went either way this recently (smallTrafficLocked).
+	laneSmallRecent = 100 * time.Millisecond
 	// laneIdle: a lane that carried nothing for this long is closed (by
 	// its dialling side), so an idle link costs one socket again; the
 	// next large message opens a new one.
@@ -82,6 +85,12 @@ var ErrBulkLane = fmt.Errorf("tcpconn: the socket became the bulk lane of anothe
 type laneSet struct {
 	state laneState // guarded by link.wq.mu
 	cur   *lane     // guarded by link.wq.mu; set while laneUp
+	// Whether small messages share the link (smallTrafficLocked): the
+	// messages that were not large, counted as both ways' messages minus
+	// the large ones, as last seen, and when that count last moved.
+	bulkIn, bulkOut atomic.Uint64 // counted where messagesIn and messagesOut are
+	smallSeen       uint64        // guarded by link.wq.mu
+	smallAt         int64         // nanotime; guarded by link.wq.mu
 	// dial opens a socket to the link's peer (the client pool's dialer);
 	// nil on the accepting side, which never opens lanes.
 	dial func(ctx context.Context) (net.Conn, error)
@@ -133,6 +142,21 @@ func (l *link) laneUpLocked() *lane {
 	return nil
 }
 
+// smallTrafficLocked reports whether a message smaller than LaneThreshold
+// went either way within laneSmallRecent: only then does a large message
+// need the lane. A link that carries large messages alone (request and
+// response, a bulk transfer) keeps them on its socket, where a receiver
+// reads them straight into its buffer; a lane would add a copy and a
+// hand-off for nothing to protect. It is counted lazily, from the link's
+// message counters, so the per-message paths pay nothing for it.
+func (l *link) smallTrafficLocked(now int64) bool {
+	small := l.counters.messagesIn.Load() + l.counters.messagesOut.Load() - l.lanes.bulkIn.Load() - l.lanes.bulkOut.Load()
+	if small != l.lanes.smallSeen {
+		l.lanes.smallSeen, l.lanes.smallAt = small, now
+	}
+	return l.lanes.smallAt != 0 && now-l.lanes.smallAt < int64(laneSmallRecent)
+}
+
 // hasLane reports whether the link has a lane up.
 func (l *link) hasLane() bool {
 	l.wq.mu.Lock()
@@ -151,10 +175,13 @@ func (l *link) wantLaneLocked() {
 }
 
 // wantLane is wantLaneLocked for the reader, which learns of a large
-// message from its first PART.
+// message from its first PART: it opens a lane if small messages share
+// the link.
 func (l *link) wantLane() {
 	l.wq.mu.Lock()
-	l.wantLaneLocked()
+	if l.smallTrafficLocked(nanotime()) {
+		l.wantLaneLocked()
+	}
 	l.wq.mu.Unlock()
 }
 

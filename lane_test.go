@@ -205,6 +205,7 @@ func TestLaneAcceptedByWrapEndsItsConnection(t *testing.T) {
 		}
 	})
 	c := closeAtCleanup(t, Open(ln.Addr().String(), WithConfig(cfg)))
+	mustRoundTrip(t, c, []byte("small first")) // a lane protects small messages
 	mustRoundTrip(t, c, pattern(2<<20, 1))
 	eventually(t, "a lane", func() bool { return linkOf(c).hasLane() })
 	err := await(t, ends, 5*time.Second, "the lane's Connection to end")
@@ -213,6 +214,29 @@ func TestLaneAcceptedByWrapEndsItsConnection(t *testing.T) {
 	}
 	mustRoundTrip(t, c, pattern(2<<20, 2))
 	mustRoundTrip(t, c, []byte("small"))
+}
+
+// TestLargeMessagesAloneStayOnTheSocket: a link that carries only large
+// messages (request and response) opens no lane: there is no small message
+// to protect, and its receivers read large messages straight into their
+// buffers. Once small messages share the link, the next large one opens it.
+func TestLargeMessagesAloneStayOnTheSocket(t *testing.T) {
+	srv := mustListen(t, "127.0.0.1:0", nil)
+	serveListener(t, srv, echoHandler)
+	c := closeAtCleanup(t, Open(srv.Addr().String(), WithID("alone"), WithConfig(&Config{})))
+	for i := range 4 {
+		mustRoundTrip(t, c, pattern(1<<20, byte(i)))
+	}
+	l := linkOf(c)
+	l.wq.mu.Lock()
+	state := l.lanes.state
+	l.wq.mu.Unlock()
+	if state != laneNone {
+		t.Fatalf("lane state %d after large messages alone, want none (%d)", state, laneNone)
+	}
+	mustRoundTrip(t, c, []byte("small"))
+	mustRoundTrip(t, c, pattern(1<<20, 9))
+	eventually(t, "a lane once small messages share the link", l.hasLane)
 }
 
 // laneDialer is a client Dialer whose first dial reaches the server and
@@ -286,6 +310,7 @@ func TestCloseWhileLaneOpens(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := cl.Open(srv.Addr().String(), WithID("closing"))
+	mustRoundTrip(t, c, []byte("small first"))
 	mustRoundTrip(t, c, pattern(1<<20, 3))
 	await(t, async(func() error { <-dialing; return nil }), 5*time.Second, "the lane's dial")
 	if err := within(t, prompt, "Client.Close", cl.Close); err != nil {
@@ -315,6 +340,7 @@ func TestLaneCutMidMessage(t *testing.T) {
 		serveListener(t, l, echoHandler)
 		c := closeAtCleanup(t, Open(ln.Addr().String(), WithID("cut"), WithConfig(cfg)))
 		big := pattern(8<<20, 4)
+		mustRoundTrip(t, c, []byte("small first"))
 		mustRoundTrip(t, c, big)
 		first := linkOf(c)
 		first.wq.mu.Lock()
@@ -335,10 +361,10 @@ func TestLaneCutMidMessage(t *testing.T) {
 		}
 		// The echo of a message that made it may still come: skip to ours.
 		ctx := testContext(t)
+		if err := c.SendContext(ctx, []byte("after")); err != nil {
+			t.Fatal(err)
+		}
 		for {
-			if err := c.SendContext(ctx, []byte("after")); err != nil {
-				t.Fatal(err)
-			}
 			got, err := c.ReceiveContext(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -374,6 +400,7 @@ func TestHostileLaneHandshakes(t *testing.T) {
 		return &tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{certs[name]}, MinVersion: tls.VersionTLS13}
 	}
 	c := closeAtCleanup(t, Open(addr, WithID("victim"), WithConfig(&Config{TLSConfig: clientTLS("alice")})))
+	mustRoundTrip(t, c, []byte("small first"))
 	mustRoundTrip(t, c, pattern(1<<20, 5))
 	eventually(t, "the victim's lane", func() bool { return linkOf(c).hasLane() })
 	victim := *linkOf(c).id.Load()
@@ -436,6 +463,7 @@ func TestHostileLaneHandshakes(t *testing.T) {
 				refused <- awaitLaneAccept(newFrameReader(conn, nil), id)
 			})
 		}
+		mustRoundTrip(t, c, []byte("small"))
 		mustRoundTrip(t, c, pattern(1<<20, 6)) // during the flood, on the lane
 		wg.Wait()
 		close(refused)

@@ -98,6 +98,7 @@ func lanePayload(total int) message {
 func (l *link) laneArrived(lm *laneMessage) {
 	l.counters.messagesIn.Add(1)
 	l.counters.bytesIn.Add(uint64(lm.total))
+	l.lanes.bulkIn.Add(1)
 	if lm.s == nil {
 		l.drop(lm.m, lm.cost)
 		return

@@ -139,6 +139,7 @@ func (l *link) laneWritten(r *writeReq, err error) {
 	l.wq.mu.Unlock()
 	if err == nil {
 		l.counters.messagesOut.Add(1)
+		l.lanes.bulkOut.Add(1)
 	}
 	r.err = err
 	r.done <- struct{}{}

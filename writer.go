@@ -50,6 +50,7 @@ type writeBatch struct {
 	tail    *byteBuffer // the pooled buffer of the last segment; nil after a reference
 	size    int
 	msgs    uint64
+	bulk    uint64 // of msgs, those of LaneThreshold bytes or more (smallTrafficLocked)
 	payload uint64
 	parts   bool // carries parts of a message in parts (adaptBurst)
 }
@@ -172,8 +173,11 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 				l.wq.mu.Unlock()
 				return fmt.Errorf("%w: %d bytes, the peer accepts at most %d", ErrMessageTooLarge, len(data), maxMessage)
 			}
-			if len(data) >= l.cfg.LaneThreshold {
+			if len(data) >= l.cfg.LaneThreshold && l.smallTrafficLocked(nanotime()) {
 				lane = l.laneUpLocked()
+				if lane == nil {
+					l.wantLaneLocked()
+				}
 			}
 			inParts = lane == nil && len(data) > l.cfg.FrameSize
 		}
@@ -203,9 +207,6 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 		l.outflow.take(cost)
 		return l.sendOnLane(lane, s, data, cost)
 	}
-	if hello && len(data) >= l.cfg.LaneThreshold {
-		l.wantLaneLocked()
-	}
 	if inParts {
 		// Link and stream credit are taken as parts are queued (takePartLocked).
 		return l.sendInParts(s, data, cost)
@@ -213,6 +214,9 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 	l.outflow.take(cost)
 	s.outflow.take(cost)
 	l.wq.wb.msgs++
+	if len(data) >= l.cfg.LaneThreshold {
+		l.wq.wb.bulk++
+	}
 	l.wq.wb.payload += uint64(len(data))
 	now := nanotime()
 	l.sched.smallAt = now
@@ -343,6 +347,9 @@ func (l *link) takePartLocked(b *writeBatch) bool {
 		r.s.outflow.take(int64(len(r.data)) + messageOverhead)
 		l.finishPartsLocked(r)
 		b.msgs++
+		if len(r.data) >= l.cfg.LaneThreshold {
+			b.bulk++
+		}
 		b.waiters = append(b.waiters, r) // its Send returns once b is written
 	}
 	return taken > 0
@@ -473,6 +480,9 @@ func (l *link) flush() {
 		// Counted before the write: a message the peer has answered must
 		// already show in Stats.
 		l.counters.messagesOut.Add(b.msgs)
+		if b.bulk > 0 {
+			l.lanes.bulkOut.Add(b.bulk)
+		}
 		l.counters.bytesOut.Add(b.payload)
 		start := nanotime()
 		err := l.writeOut(b)
