@@ -22,7 +22,7 @@ import (
 // without one.
 func (l *link) openLane() {
 	conn, br, err := l.dialLane()
-	if err == nil && !l.installLane(conn, br) {
+	if err == nil && !l.adoptLane(conn, br) {
 		conn.Close()
 		err = ErrClosed
 	}
@@ -156,11 +156,13 @@ func discardPayload(br *frameReader, n int) error {
 	return nil
 }
 
-// installLane makes a dialled lane the link's; false if the link ended.
-func (l *link) installLane(conn net.Conn, br *frameReader) bool {
+// adoptLane makes a lane the link's: one this side dialled (it is still
+// opening one) or one the peer dialled (the link has none). false if the
+// link ended meanwhile.
+func (l *link) adoptLane(conn net.Conn, br *frameReader) bool {
 	ln := newLane(conn, br, l.cfg)
 	l.wq.mu.Lock()
-	if l.wq.err != nil || l.wq.closing || l.lanes.state != laneOpening {
+	if l.wq.err != nil || l.wq.closing || l.client && l.lanes.state != laneOpening || !l.client && l.lanes.cur != nil {
 		l.wq.mu.Unlock()
 		return false
 	}
@@ -251,7 +253,7 @@ func (l *link) acceptLane() error {
 	}
 	l.conn.SetReadDeadline(time.Time{})
 	l.handedOff.Store(true)
-	if !target.attachLane(l.conn, l.reading.br) {
+	if !target.adoptLane(l.conn, l.reading.br) {
 		l.handedOff.Store(false) // ours to close after all
 		return fmt.Errorf("%w: bulk lane: link %s ended", ErrHandshake, uuid.UUID(id))
 	}
@@ -316,21 +318,6 @@ func samePeer(a, b net.Conn) bool {
 		return len(ca) == len(cb)
 	}
 	return bytes.Equal(ca[0].Raw, cb[0].Raw)
-}
-
-// attachLane makes an accepted lane the link's; false if the link ended
-// or has a lane.
-func (l *link) attachLane(conn net.Conn, br *frameReader) bool {
-	ln := newLane(conn, br, l.cfg)
-	l.wq.mu.Lock()
-	if l.wq.err != nil || l.wq.closing || l.lanes.cur != nil {
-		l.wq.mu.Unlock()
-		return false
-	}
-	l.lanes.cur, l.lanes.state = ln, laneUp
-	l.wq.mu.Unlock()
-	go l.laneReadLoop(ln)
-	return true
 }
 
 // onStrayLane: LANE is only ever a socket's first frame.

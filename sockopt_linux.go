@@ -13,7 +13,17 @@ import (
 // TCP_USER_TIMEOUT to the keepalive timeout so that writes a dead peer
 // never acknowledges fail in seconds rather than the kernel's ~15 minutes,
 // and TCP_NOTSENT_LOWAT to SendQueueLimit.
-func tuneTCP(c *net.TCPConn, cfg *Config) error {
+func tuneTCP(c *net.TCPConn, cfg *Config) error { return tuneSocket(c, cfg, cfg.SendQueueLimit) }
+
+// tuneLane tunes a bulk lane like a link's socket, but without a bound on
+// what the kernel holds unsent: nothing small waits behind its bytes, and
+// a bound would only cost it wakeups. An accepted lane had the link's
+// bound set first, so it is lifted, not just left out.
+func tuneLane(c *net.TCPConn, cfg *Config) error { return tuneSocket(c, cfg, math.MaxInt32) }
+
+// tuneSocket is tuneTCP with notSentLimit as TCP_NOTSENT_LOWAT (none if
+// not positive).
+func tuneSocket(c *net.TCPConn, cfg *Config, notSentLimit int) error {
 	if err := tuneCommon(c, cfg); err != nil {
 		return err
 	}
@@ -26,11 +36,11 @@ func tuneTCP(c *net.TCPConn, cfg *Config) error {
 		if cfg.KeepAliveInterval > 0 {
 			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(cfg.KeepAliveTimeout.Milliseconds()))
 		}
-		if serr == nil && cfg.SendQueueLimit > 0 {
+		if serr == nil && notSentLimit > 0 {
 			// The kernel holds at most this much not yet sent, so a small
 			// message or a PING queued now is not behind megabytes of bulk
 			// data in the socket's buffer: the write scheduler chooses.
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, cfg.SendQueueLimit)
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, notSentLimit)
 		}
 	})
 	if err != nil {
@@ -51,28 +61,4 @@ func unreadBytes(c *net.TCPConn) (n int, ok bool) {
 		return 0, false
 	}
 	return n, true
-}
-
-// tuneLane tunes a bulk lane like a link's socket, but without
-// TCP_NOTSENT_LOWAT: nothing small waits behind its bytes, and a bound
-// would only cost it wakeups. An accepted lane had it set as a link's
-// socket first, so it is lifted, not just left out.
-func tuneLane(c *net.TCPConn, cfg *Config) error {
-	lane := *cfg
-	lane.SendQueueLimit = -1
-	if err := tuneTCP(c, &lane); err != nil {
-		return err
-	}
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	err = raw.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, math.MaxInt32)
-	})
-	if err != nil {
-		return err
-	}
-	return serr
 }
