@@ -104,6 +104,10 @@ func (l *link) keepAliveTick() {
 		l.fail(fmt.Errorf("%w: nothing heard for %v", ErrKeepAliveTimeout, silent.Round(time.Millisecond)))
 		return
 	}
+	if d := l.laneSilence(now); l.cfg.KeepAliveInterval > 0 && d >= l.cfg.KeepAliveTimeout {
+		l.fail(fmt.Errorf("%w: messages announced for the bulk lane, and nothing of them on it for %v", ErrKeepAliveTimeout, d.Round(time.Millisecond)))
+		return
+	}
 	if ping {
 		l.ping()
 	}

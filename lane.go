@@ -91,6 +91,12 @@ type laneSet struct {
 	bulkIn, bulkOut atomic.Uint64 // counted where messagesIn and messagesOut are
 	smallSeen       uint64        // guarded by link.wq.mu
 	smallAt         int64         // nanotime; guarded by link.wq.mu
+	// Keepalive of the lane (laneSilence): bytes read on it, as last seen
+	// by keepalive, and since when they have not moved while announced
+	// messages waited. Keepalive's tick alone uses the last two.
+	read         atomic.Uint64
+	readSeen     uint64
+	waitingSince time.Time
 	// dial opens a socket to the link's peer (the client pool's dialer);
 	// nil on the accepting side, which never opens lanes.
 	dial func(ctx context.Context) (net.Conn, error)
@@ -118,7 +124,7 @@ type lane struct {
 	wv      net.Buffers
 
 	used atomic.Bool // bytes moved since the last idle check
-	idle *time.Timer // the dialling side's idle check
+	idle *time.Timer // the dialling side's idle check; guarded by mu
 }
 
 func newLane(conn net.Conn, br *frameReader, cfg *Config) *lane {
@@ -132,6 +138,21 @@ func newLane(conn net.Conn, br *frameReader, cfg *Config) *lane {
 		tuneLane(tc, cfg)
 	}
 	return ln
+}
+
+// laneSilence is how long announced messages have waited with no byte
+// of them coming on the lane, as keepalive sees it at now: PINGs on the
+// link's socket cannot tell that the lane still moves.
+func (l *link) laneSilence(now time.Time) time.Duration {
+	if l.lanes.in.empty() {
+		l.lanes.waitingSince = time.Time{}
+		return 0
+	}
+	if read := l.lanes.read.Load(); read != l.lanes.readSeen || l.lanes.waitingSince.IsZero() {
+		l.lanes.readSeen, l.lanes.waitingSince = read, now
+		return 0
+	}
+	return now.Sub(l.lanes.waitingSince)
 }
 
 // laneUpLocked returns the lane if messages may go on it.
@@ -201,9 +222,7 @@ func (l *link) failLane(err error) {
 		for _, r := range queue {
 			l.laneWritten(r, err)
 		}
-		if ln.idle != nil {
-			ln.idle.Stop()
-		}
+		ln.stopIdleCheck()
 		ln.conn.Close()
 	}
 	for _, lm := range l.lanes.in.abandon() {

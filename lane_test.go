@@ -582,3 +582,61 @@ func BenchmarkLaneOpen(b *testing.B) {
 		})
 	}
 }
+
+// freezableConn stops delivering what it reads once frozen, as a lane
+// whose path stalls while the link's socket keeps going; Close ends a
+// frozen Read.
+type freezableConn struct {
+	net.Conn
+	frozen chan struct{}
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (c *freezableConn) Read(p []byte) (int, error) {
+	select {
+	case <-c.frozen:
+		<-c.closed
+		return 0, net.ErrClosed
+	default:
+		return c.Conn.Read(p)
+	}
+}
+
+func (c *freezableConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return c.Conn.Close()
+}
+
+// TestKeepAliveCoversTheLane: messages announced for the lane whose bytes
+// stop coming fail the link with ErrKeepAliveTimeout, although PINGs on
+// the link's socket still get their PONGs.
+func TestKeepAliveCoversTheLane(t *testing.T) {
+	srv := mustListen(t, "127.0.0.1:0", nil)
+	serveListener(t, srv, echoHandler)
+	lane := &freezableConn{frozen: make(chan struct{}), closed: make(chan struct{})}
+	cfg := &Config{
+		KeepAliveInterval: 100 * time.Millisecond, KeepAliveTimeout: 400 * time.Millisecond,
+		Dialer: laneDialer(func(ctx context.Context) (net.Conn, error) {
+			var d net.Dialer
+			conn, err := d.DialContext(ctx, "tcp", srv.Addr().String())
+			lane.Conn = conn
+			return lane, err
+		}),
+	}
+	c := closeAtCleanup(t, Open(srv.Addr().String(), WithID("stall"), WithConfig(cfg)))
+	mustRoundTrip(t, c, []byte("small first"))
+	mustRoundTrip(t, c, pattern(1<<20, 7))
+	l := linkOf(c)
+	eventually(t, "a lane", l.hasLane)
+	close(lane.frozen)
+	ctx := testContext(t)
+	if err := c.SendContext(ctx, pattern(1<<20, 8)); err != nil { // its echo comes on the lane
+		t.Fatal(err)
+	}
+	_, err := c.ReceiveContext(ctx)
+	wantErr(t, err, ErrKeepAliveTimeout)
+	if !errors.Is(l.linkError(), ErrKeepAliveTimeout) || !strings.Contains(l.linkError().Error(), "bulk lane") {
+		t.Fatalf("link error %v, want a keepalive timeout naming the bulk lane", l.linkError())
+	}
+}

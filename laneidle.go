@@ -18,7 +18,9 @@ import (
 // startIdleCheck arms the dialling side's idle check of ln.
 func (l *link) startIdleCheck(ln *lane) {
 	if l.client {
+		ln.mu.Lock() // the check may run before AfterFunc returns
 		ln.idle = time.AfterFunc(l.laneIdleAfter(), func() { l.laneIdleCheck(ln) })
+		ln.mu.Unlock()
 	}
 }
 
@@ -29,12 +31,23 @@ func (l *link) laneIdleAfter() time.Duration {
 	return laneIdle
 }
 
+// stopIdleCheck stops the idle check, if there is one.
+func (ln *lane) stopIdleCheck() {
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	if ln.idle != nil {
+		ln.idle.Stop()
+	}
+}
+
 // laneIdleCheck ends a lane that carried nothing since the last check:
 // no new messages go on it, and this side half-closes it once its queue is
 // written; the peer does the same when it reads that (endLane).
 func (l *link) laneIdleCheck(ln *lane) {
 	if ln.used.Swap(false) || !l.lanes.in.empty() {
+		ln.mu.Lock()
 		ln.idle.Reset(l.laneIdleAfter())
+		ln.mu.Unlock()
 		return
 	}
 	if !canHalfClose(ln.conn) {
@@ -121,8 +134,6 @@ func (l *link) retireLane(ln *lane) {
 		l.lanes.cur, l.lanes.state = nil, laneNone
 	}
 	l.wq.mu.Unlock()
-	if ln.idle != nil {
-		ln.idle.Stop()
-	}
+	ln.stopIdleCheck()
 	ln.conn.Close()
 }

@@ -202,10 +202,11 @@ func (r *laneRegistry) remove(id uuid.UUID, l *link) {
 	}
 }
 
-// await returns the link named id, waiting until deadline for it: a lane
-// can arrive before its link's HELLO has been read (the dialling side
-// opens it once it has the accepting side's HELLO, which does not wait).
-func (r *laneRegistry) await(id uuid.UUID, deadline <-chan time.Time) *link {
+// await returns the link named id, waiting until deadline or done for
+// it: a lane can arrive before its link's HELLO has been read (the
+// dialling side opens it once it has the accepting side's HELLO, which
+// does not wait).
+func (r *laneRegistry) await(id uuid.UUID, deadline <-chan time.Time, done <-chan struct{}) *link {
 	for {
 		r.mu.Lock()
 		l := r.links[id]
@@ -221,6 +222,8 @@ func (r *laneRegistry) await(id uuid.UUID, deadline <-chan time.Time) *link {
 		select {
 		case <-wake:
 		case <-deadline:
+			return nil
+		case <-done:
 			return nil
 		}
 	}
@@ -288,7 +291,7 @@ func (l *link) laneTarget(id [sizeOfLinkID]byte) (target *link, why string) {
 	}
 	wait := time.NewTimer(l.cfg.HandshakeTimeout)
 	defer wait.Stop()
-	if target = laneTargets.await(uuid.UUID(id), wait.C); target == nil {
+	if target = laneTargets.await(uuid.UUID(id), wait.C, l.done); target == nil {
 		return nil, "unknown link"
 	}
 	if !samePeer(target.conn, l.conn) {

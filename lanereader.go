@@ -60,6 +60,7 @@ func (l *link) readLane(ln *lane) error {
 			lm.got += k
 			if k > 0 {
 				l.keepAlive.heard.Add(1)
+				l.lanes.read.Add(uint64(k))
 			}
 			if err != nil {
 				return truncated(err, "a bulk lane PART")
