@@ -154,6 +154,12 @@ var (
 	ErrInvalidID = errors.New("tcpconn: invalid connection ID")
 	// ErrInvalidConfig: a Config field is out of range; the error names it.
 	ErrInvalidConfig = errors.New("tcpconn: invalid config")
+	// ErrInvalidTarget: a target is malformed or has a scheme its
+	// Resolver does not know; the error names the target.
+	ErrInvalidTarget = errors.New("tcpconn: invalid target")
+	// ErrResolve: a target's name did not resolve to any endpoint. Dial
+	// reports it at once; Open's Connections retry with backoff.
+	ErrResolve = errors.New("tcpconn: target did not resolve")
 )
 
 // timeoutError is a sentinel that is also a net.Error with Timeout() true,
