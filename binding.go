@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,9 +19,10 @@ import (
 // binding is a Connection's attachment to one link: its record there, or
 // the link's catch-all.
 type binding struct {
-	link *link
-	st   *stream
-	ca   *catchAll
+	link  *link
+	st    *stream
+	ca    *catchAll
+	moved atomic.Bool // the Connection is moving off it (drain.go)
 }
 
 // source is what the binding receives from.
@@ -148,9 +150,10 @@ func (c *Connection) connect(ctx context.Context) (*binding, error) {
 func (c *Connection) startAttemptLocked() *dialAttempt {
 	a := &dialAttempt{done: make(chan struct{})}
 	c.attempt = a
-	if !c.held {
+	if !c.held && c.fleet == nil {
 		// Held until Close or idle timeout, across failed dials, so the
-		// entry keeps its backoff state.
+		// entry keeps its backoff state. (A fleet's Connection holds the
+		// entry of the endpoint it is placed on: acquireInFleet.)
 		c.entry, c.held = c.owner.hold(c.addr, c.poolCfg, c.cfg), true
 	}
 	go c.runAttempt(a, c.entry)
@@ -158,7 +161,13 @@ func (c *Connection) startAttemptLocked() *dialAttempt {
 }
 
 func (c *Connection) runAttempt(a *dialAttempt, e *poolEntry) {
-	l, err := e.acquire(c.life)
+	var l *link
+	var err error
+	if c.fleet != nil {
+		l, err = c.acquireInFleet(c.life)
+	} else {
+		l, err = e.acquire(c.life)
+	}
 	var b *binding
 	if err == nil {
 		b, err = c.attach(l)

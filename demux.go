@@ -405,7 +405,11 @@ func (l *link) onGoAway(body []byte) error {
 	if l.goingAway.Swap(true) {
 		return l.allowControl()
 	}
-	l.logger().Debug("tcpconn: peer is going away", "code", loadU32(body), "reason", string(body[sizeOfLength+sizeOfIDLen:]))
+	code := goAwayCode(loadU32(body))
+	l.logger().Debug("tcpconn: peer is going away", "code", code, "reason", string(body[sizeOfLength+sizeOfIDLen:]))
+	if l.goAwayHook != nil {
+		go l.goAwayHook(l, code) // the token holder must not wait for its owner
+	}
 	return nil
 }
 

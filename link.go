@@ -85,10 +85,13 @@ type link struct {
 	sock   *net.TCPConn // the TCP socket, under TLS too; nil for other net.Conns
 	cfg    *Config
 	client bool
-	log    atomic.Pointer[slog.Logger] // logger(); carries the link's ID
-	id     atomic.Pointer[uuid.UUID]   // set by setID: ours, or the dialler's once its HELLO is in
-	scope  *scope                      // the owner's counters (stats.go)
-	bound  atomic.Int64                // Connections bound to this link (Stats.Connections)
+	// endpoint is the address a client dialled (its pool entry's), which
+	// log records and LinkStats carry; empty on a server.
+	endpoint string
+	log      atomic.Pointer[slog.Logger] // logger(); carries the link's ID
+	id       atomic.Pointer[uuid.UUID]   // set by setID: ours, or the dialler's once its HELLO is in
+	scope    *scope                      // the owner's counters (stats.go)
+	bound    atomic.Int64                // Connections bound to this link (Stats.Connections)
 
 	// Read side: the read token, and what belongs to its holder.
 	token     readToken
@@ -104,8 +107,9 @@ type link struct {
 	wq    writeQueue
 	sched partScheduler
 
-	onClose   func(*link)
-	goingAway atomic.Bool // the peer sent GOAWAY: open nothing new here
+	onClose    func(*link)
+	goAwayHook func(*link, goAwayCode) // called once, on a goroutine of its own
+	goingAway  atomic.Bool             // the peer sent GOAWAY: open nothing new here
 
 	counters  linkCounters
 	keepAlive keepAlive
@@ -118,9 +122,11 @@ type link struct {
 // linkHooks connect a link to its owner (the client pool, the Wrap registry
 // or a Listener); they are fixed before the read loop starts.
 type linkHooks struct {
-	accept  func(*stream) bool // offers a peer-opened record; nil: catch-all or unclaimed
-	onClose func(*link)
-	scope   *scope // whose Stats count the link (besides the process's)
+	accept   func(*stream) bool // offers a peer-opened record; nil: catch-all or unclaimed
+	onClose  func(*link)
+	onGoAway func(*link, goAwayCode) // a client's: the peer's first GOAWAY
+	scope    *scope                  // whose Stats count the link (besides the process's)
+	endpoint string                  // a client's: the address dialled, for log records
 }
 
 func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
@@ -128,13 +134,14 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 		hooks.scope = new(scope) // counted by the process only
 	}
 	l := &link{
-		onClose:   hooks.onClose,
-		scope:     hooks.scope,
-		conn:      conn,
-		cfg:       cfg,
-		client:    client,
-		helloDone: make(chan struct{}),
-		done:      make(chan struct{}),
+		onClose:    hooks.onClose,
+		goAwayHook: hooks.onGoAway,
+		scope:      hooks.scope,
+		conn:       conn,
+		cfg:        cfg,
+		client:     client,
+		helloDone:  make(chan struct{}),
+		done:       make(chan struct{}),
 	}
 	l.token.init()
 	l.wq.init()
@@ -142,6 +149,7 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 	l.sched.burst = cfg.FrameSize
 	l.reading.limiter.init(cfg.MaxControlFramesPerSecond, time.Now())
 	id := uuid.New()
+	l.endpoint = hooks.endpoint
 	l.setID(id) // a server adopts the client's when its HELLO arrives
 	raw := conn
 	if tc, ok := conn.(*tls.Conn); ok {

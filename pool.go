@@ -33,6 +33,11 @@ type Client struct {
 	pool      clientPool
 	scope     scope
 
+	// fleets follows the targets with a scheme that open Connections use
+	// (fleet.go), keyed like pool entries.
+	fleetMu sync.Mutex
+	fleets  map[poolKey]*fleet
+
 	mu     sync.Mutex
 	conns  map[*Connection]struct{}
 	closed bool
@@ -105,6 +110,10 @@ func (cl *Client) open(address string, opts []Option) (*Connection, error) {
 	if err == nil {
 		err = checkID(o.id)
 	}
+	var t Target
+	if err == nil {
+		t, err = checkTarget(address, rc)
+	}
 	if err != nil {
 		c.closeErr = err
 		return c, err
@@ -121,6 +130,9 @@ func (cl *Client) open(address string, opts []Option) (*Connection, error) {
 	}
 	cl.conns[c] = struct{}{}
 	cl.mu.Unlock()
+	if t.Scheme != "" {
+		c.fleet = cl.holdFleet(t, key, rc)
+	}
 	c.mu.Lock()
 	c.startAttemptLocked()
 	c.mu.Unlock()
@@ -269,6 +281,9 @@ func (e *poolEntry) acquire(ctx context.Context) (*link, error) {
 		// A link the peer sent GOAWAY on is left to its remaining users;
 		// the last of them closes it (release).
 		e.link = l
+		e.mu.Unlock()
+		e.client.linkEvent(l, LinkEvent{Kind: LinkUp}, 0)
+		e.mu.Lock()
 	}
 }
 
@@ -339,7 +354,17 @@ func dialLink(ctx context.Context, e *poolEntry) (*link, error) {
 		// ErrHandshake.
 		conn = tls.Client(conn, tc)
 	}
-	return newLink(conn, cfg, true, linkHooks{scope: &e.client.scope}), nil
+	cl := e.client
+	return newLink(conn, cfg, true, linkHooks{
+		scope:    &cl.scope,
+		endpoint: e.key.address,
+		onClose: func(l *link) {
+			go cl.linkEvent(l, LinkEvent{Kind: LinkLost, Err: l.err}, 0)
+		},
+		onGoAway: func(l *link, code goAwayCode) {
+			cl.linkEvent(l, LinkEvent{Kind: LinkGoAway, Draining: code.draining()}, code)
+		},
+	}), nil
 }
 
 // forgetIfUnused drops the entry from its pool once nothing uses it, so a

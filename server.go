@@ -233,9 +233,12 @@ func (ln *Listener) acceptLoop() {
 		if ln.draining.Load() {
 			// Accepted while Shutdown ran: its GOAWAY loop (under ln.mu)
 			// may have passed already.
-			l.enqueueControl(appendGoAway(nil, 0, "shutdown"))
+			l.enqueueControl(appendGoAway(nil, uint32(goAwayShutdown), "shutdown"))
 		}
 		ln.mu.Unlock()
+		if ln.cfg.MaxLinkAge > 0 {
+			ln.ageLink(l)
+		}
 	}
 }
 
@@ -326,7 +329,7 @@ func (ln *Listener) Shutdown(ctx context.Context) error {
 	ln.ln.Close()
 	ln.mu.Lock()
 	for l := range ln.links {
-		l.enqueueControl(appendGoAway(nil, 0, "shutdown"))
+		l.enqueueControl(appendGoAway(nil, uint32(goAwayShutdown), "shutdown"))
 	}
 	ln.mu.Unlock()
 	t := time.NewTicker(10 * time.Millisecond)
@@ -354,4 +357,37 @@ func (ln *Listener) idle() bool {
 		}
 	}
 	return true
+}
+
+// Link age (Config.MaxLinkAge): the client of a link this old is asked to
+// move its logical connections to new links (GOAWAY, drain.go), which
+// spreads them over the replicas a fleet has now.
+const (
+	// linkAgeJitter keeps the links of one client from leaving together.
+	linkAgeJitter = 0.1
+	// drainPoll is how often a draining link is checked for its last
+	// logical connection.
+	drainPoll = 10 * time.Millisecond
+)
+
+// ageLink sends l's GOAWAY at its age and closes it once its logical
+// connections have left, or after the grace period.
+func (ln *Listener) ageLink(l *link) {
+	time.AfterFunc(jitter(ln.cfg.MaxLinkAge, linkAgeJitter), func() {
+		if l.failed() {
+			return
+		}
+		l.enqueueControl(appendGoAway(nil, uint32(goAwayLinkAge), "link age"))
+		deadline := time.Now().Add(ln.cfg.MaxLinkAgeGrace)
+		t := time.NewTicker(drainPoll)
+		defer t.Stop()
+		for l.routes.n.Load() > 0 && time.Now().Before(deadline) {
+			select {
+			case <-t.C:
+			case <-l.done:
+				return
+			}
+		}
+		l.close()
+	})
 }
