@@ -55,6 +55,8 @@ import (
 //
 //     Connection.mu        binding, idle release, Close; never held across a dial, a wait for the peer or a write
 //     Client.mu            the Client's Connections (forget, under Connection.mu on Close)
+//     Client.fleetMu       the Client's fleets by target (release, under Connection.mu on Close)
+//     fleet.mu             a target's endpoints, their health and lookups; taken alone but under fleetMu
 //     clientPool.mu        pool entries by address
 //     poolEntry.mu         one address's link, users and backoff
 //     wrapRegistry.mu      wrapped sockets (a server Connection's last release)

@@ -332,7 +332,7 @@ func (ln *Listener) Shutdown(ctx context.Context) error {
 		l.enqueueControl(appendGoAway(nil, uint32(goAwayShutdown), "shutdown"))
 	}
 	ln.mu.Unlock()
-	t := time.NewTicker(10 * time.Millisecond)
+	t := time.NewTicker(drainPoll)
 	defer t.Stop()
 	for {
 		if ln.idle() {
