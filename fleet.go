@@ -107,8 +107,8 @@ func (cl *Client) fleetsOf(addr string) []*fleet {
 }
 
 // run looks the target up now, then every ResolveInterval (with jitter),
-// at once when kicked (at most every eagerGap), and after a failure with
-// the reconnect backoff while no endpoint is known.
+// at once when kicked, and after a failure with the reconnect backoff
+// while no endpoint is known; never more often than every gap.
 func (f *fleet) run() {
 	defer close(f.done)
 	gap := min(maxEagerResolveGap, f.cfg.ResolveInterval)
@@ -122,26 +122,30 @@ func (f *fleet) run() {
 		} else if failures++; f.empty() {
 			wait = min(wait, backoff(f.cfg, failures))
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-f.life.Done():
-			t.Stop()
+		if !f.sleep(wait, f.kick) {
 			return
-		case <-t.C:
-			continue
-		case <-f.kick:
 		}
-		t.Stop()
-		if rest := gap - time.Since(last); rest > 0 {
-			t := time.NewTimer(rest)
-			select {
-			case <-f.life.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
+		if !f.sleep(gap-time.Since(last), nil) {
+			return
 		}
 	}
+}
+
+// sleep waits for d or a kick (nil: none), and reports false if the
+// fleet's life ended first.
+func (f *fleet) sleep(d time.Duration, kick <-chan struct{}) bool {
+	if d <= 0 {
+		return f.life.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-f.life.Done():
+		return false
+	case <-t.C:
+	case <-kick:
+	}
+	return true
 }
 
 // jitter returns d ± frac·d, at random.

@@ -308,3 +308,28 @@ func TestFleetBadTargets(t *testing.T) {
 func contains(err error, s string) bool {
 	return err != nil && strings.Contains(err.Error(), s)
 }
+
+// TestFleetEndsWithItsLastConnection: the lookup loop of a target stops
+// when the last Connection to it closes, and the target is forgotten.
+func TestFleetEndsWithItsLastConnection(t *testing.T) {
+	f := newTestFleet(t, 1, nil)
+	cl := f.client(Config{})
+	conns := openIDs(t, cl, f.target, 2)
+	cl.fleetMu.Lock()
+	fl := cl.fleets[poolKey{f.target, nil}]
+	cl.fleetMu.Unlock()
+	if fl == nil {
+		t.Fatal("no fleet for the target")
+	}
+	conns[0].Close()
+	if isClosed(fl.done) {
+		t.Fatal("the loop ended while a Connection still uses the target")
+	}
+	conns[1].Close()
+	eventually(t, "the lookup loop to end", func() bool { return isClosed(fl.done) })
+	cl.fleetMu.Lock()
+	defer cl.fleetMu.Unlock()
+	if len(cl.fleets) != 0 {
+		t.Fatalf("%d fleets left", len(cl.fleets))
+	}
+}
