@@ -57,10 +57,10 @@ func (c *Connection) move(old *binding) {
 	ctx, cancel := context.WithTimeout(c.life, c.cfg.DialTimeout)
 	defer cancel()
 	for {
-		addr := c.addr
+		addr, healthy := c.addr, false
 		if c.fleet != nil {
 			var err error
-			if addr, err = c.fleet.place(ctx, c.id, false, nil); err != nil {
+			if addr, healthy, err = c.fleet.place(ctx, c.id, false, nil); err != nil {
 				return
 			}
 		}
@@ -70,7 +70,9 @@ func (c *Connection) move(old *binding) {
 			e.release(nil)
 			if c.fleet != nil && ctx.Err() == nil {
 				c.fleet.eject(addr, err)
-				continue
+				if healthy {
+					continue // the next endpoint, at once
+				}
 			}
 			return
 		}

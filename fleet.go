@@ -234,10 +234,10 @@ func (f *fleet) reResolve() {
 
 // place returns the endpoint for a Connection: by rendezvous on its ID, or
 // by two choices on load for a catch-all, among healthy endpoints not in
-// skip (else among any not in skip). Before the first answer it waits for
-// one; with no endpoint known it waits for the next lookup and reports its
-// error.
-func (f *fleet) place(ctx context.Context, id string, catchAll bool, skip []string) (string, error) {
+// skip (else among any not in skip: healthy is then false). Before the
+// first answer it waits for one; with no endpoint known it waits for the
+// next lookup and reports its error.
+func (f *fleet) place(ctx context.Context, id string, catchAll bool, skip []string) (addr string, healthy bool, err error) {
 	f.mu.Lock()
 	if len(f.endpoints) == 0 {
 		want := f.gen + 1
@@ -248,22 +248,22 @@ func (f *fleet) place(ctx context.Context, id string, catchAll bool, skip []stri
 			select {
 			case <-ch:
 			case <-ctx.Done():
-				return "", ctx.Err()
+				return "", false, ctx.Err()
 			}
 			f.mu.Lock()
 		}
 		if len(f.endpoints) == 0 {
 			err := f.lastErr
 			f.mu.Unlock()
-			return "", err
+			return "", false, err
 		}
 	}
 	addrs := make([]string, len(f.endpoints))
-	healthy := make([]bool, len(f.endpoints))
+	up := make([]bool, len(f.endpoints))
 	now := time.Now()
 	for i, e := range f.endpoints {
 		addrs[i] = e.addr
-		healthy[i] = !now.Before(e.ejectedUntil)
+		up[i] = !now.Before(e.ejectedUntil)
 	}
 	f.mu.Unlock()
 
@@ -281,7 +281,7 @@ func (f *fleet) place(ctx context.Context, id string, catchAll bool, skip []stri
 			if slices.Contains(skip, addrs[i]) {
 				return false
 			}
-			return !strict || healthy[i] && (load == nil || load[i] < catchAllFull)
+			return !strict || up[i] && (load == nil || load[i] < catchAllFull)
 		}
 		var i int
 		if catchAll {
@@ -290,10 +290,10 @@ func (f *fleet) place(ctx context.Context, id string, catchAll bool, skip []stri
 			i = rendezvous(id, addrs, ok)
 		}
 		if i >= 0 {
-			return addrs[i], nil
+			return addrs[i], strict, nil
 		}
 	}
-	return "", fmt.Errorf("%w: %s: every endpoint failed", ErrLinkLost, f.target)
+	return "", false, fmt.Errorf("%w: %s: every endpoint failed", ErrLinkLost, f.target)
 }
 
 // eject takes addr out of placement for its backoff, after a failed dial
@@ -378,14 +378,17 @@ func checkTarget(address string, cfg *Config) (Target, error) {
 }
 
 // acquireInFleet places a Connection of a fleet and returns its endpoint's
-// link: the next endpoint is tried at once when one fails to dial (it is
-// ejected), so an ID answers elsewhere without waiting for a backoff.
+// link: the next healthy endpoint is tried at once when one fails to dial
+// (it is ejected), so an ID answers elsewhere without waiting for a
+// backoff. With none healthy it tries one ejected endpoint, after its
+// backoff, and reports that dial's error: a call never waits out the
+// backoff of every endpoint in turn.
 func (c *Connection) acquireInFleet(ctx context.Context) (*link, error) {
 	f := c.fleet
 	var skip []string
 	var lastErr error
 	for {
-		addr, err := f.place(ctx, c.id, c.catchAll, skip)
+		addr, healthy, err := f.place(ctx, c.id, c.catchAll, skip)
 		if err != nil {
 			if lastErr != nil && ctx.Err() == nil {
 				return nil, lastErr
@@ -404,6 +407,9 @@ func (c *Connection) acquireInFleet(ctx context.Context) (*link, error) {
 			return nil, err
 		}
 		f.eject(addr, err)
+		if !healthy {
+			return nil, err
+		}
 		skip, lastErr = append(skip, addr), err
 	}
 }

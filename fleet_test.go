@@ -333,3 +333,26 @@ func TestFleetEndsWithItsLastConnection(t *testing.T) {
 		t.Fatalf("%d fleets left", len(cl.fleets))
 	}
 }
+
+// TestFleetAllDown: with every replica gone, calls fail promptly (each
+// endpoint is tried at most once per call), and succeed again once one is
+// back.
+func TestFleetAllDown(t *testing.T) {
+	f := newTestFleet(t, 3, nil)
+	cl := f.client(Config{})
+	c := openIDs(t, cl, f.target, 1)[0]
+	addrs := f.addrs()
+	for _, a := range addrs {
+		f.kill(a)
+	}
+	for range 3 {
+		err := within(t, 5*time.Second, "a round trip with every replica down", func() error {
+			return roundTrip(testContext(t), c, []byte("x"))
+		})
+		if err == nil {
+			t.Fatal("a round trip succeeded with every replica down")
+		}
+	}
+	f.start(addrs[1])
+	eventuallyRoundTrip(t, c, []byte("back"))
+}
