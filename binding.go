@@ -188,6 +188,9 @@ func (c *Connection) runAttempt(a *dialAttempt, e *poolEntry) {
 			c.owner.scope.reconnects.Add(1)
 		}
 		c.bindLocked(b)
+		if b.link.moveAway.Load() {
+			c.moveIfMovable(b)
+		}
 	}
 	a.b, a.err = b, err
 	c.mu.Unlock()

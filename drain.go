@@ -45,10 +45,25 @@ func (cl *Client) moveFrom(l *link) {
 	conns := slices.Collect(maps.Keys(cl.conns))
 	cl.mu.Unlock()
 	for _, c := range conns {
-		if b := c.bind.Load(); b != nil && b.link == l && b.st != nil && !c.final.Load() {
-			go c.move(b)
+		if b := c.bind.Load(); b != nil && b.link == l {
+			c.moveIfMovable(b)
 		}
 	}
+}
+
+// moveIfMovable starts c's move off b unless c cannot move (a catch-all, a
+// byte stream). A Connection that binds to a link after its GOAWAY asked
+// for a move (it was dialled or chosen just before) calls it too.
+func (c *Connection) moveIfMovable(b *binding) {
+	if b.st != nil && !c.final.Load() {
+		go c.move(b)
+	}
+}
+
+// ended reports whether b will bring nothing more: the peer closed its
+// record, or its link is gone.
+func (b *binding) ended() bool {
+	return b.link.failed() || b.st != nil && b.st.state.Load()&streamPeerClosed != 0
 }
 
 // move rebinds c from old to a new place (steps 1 and 2 above). It gives
@@ -97,9 +112,9 @@ func (c *Connection) move(old *binding) {
 type moveResult int
 
 const (
-	moveDone  moveResult = iota
-	moveLater            // a message in parts is on its way on the old record
-	moveAbandoned
+	moveDone      moveResult = iota
+	moveLater                // a message in parts is on its way on the old record, or a move before is not done
+	moveAbandoned            // c left the binding meanwhile
 )
 
 // rebind attaches c to nl (entry e, which the caller holds for it) and
@@ -107,9 +122,19 @@ const (
 func (c *Connection) rebind(old *binding, nl *link, e *poolEntry) moveResult {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closeErr != nil || c.bind.Load() != old || c.draining.Load() != nil {
+	if c.closeErr != nil || c.bind.Load() != old {
 		e.release(nil)
 		return moveAbandoned
+	}
+	if d := c.draining.Load(); d != nil {
+		// A move before this one is still reading its old binding: one at
+		// a time. Once that binding has ended, what it holds unread is
+		// kept (carried) and it goes.
+		if !d.ended() {
+			e.release(nil)
+			return moveLater
+		}
+		c.dropDrainingLocked(d)
 	}
 	nb, err := c.attach(nl)
 	if err != nil {
@@ -136,6 +161,9 @@ func (c *Connection) rebind(old *binding, nl *link, e *poolEntry) moveResult {
 		return moveLater
 	}
 	old.link.logger().Debug("tcpconn: logical connection moving", "id", c.id, "to", nb.link.endpoint)
+	if nl.moveAway.Load() {
+		c.moveIfMovable(nb) // its new link is draining too
+	}
 	return moveDone
 }
 

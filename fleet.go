@@ -465,6 +465,7 @@ func (cl *Client) linkEvent(l *link, ev LinkEvent, code goAwayCode) {
 			}
 		}
 		if ev.Draining {
+			l.moveAway.Store(true) // before moveFrom: a Connection bound later moves itself
 			cl.moveFrom(l)
 		}
 	}

@@ -112,6 +112,7 @@ type link struct {
 	onClose    func(*link)
 	goAwayHook func(*link, goAwayCode) // called once, on a goroutine of its own
 	goingAway  atomic.Bool             // the peer sent GOAWAY: open nothing new here
+	moveAway   atomic.Bool             // a client's: that GOAWAY asked for its IDs to move (drain.go)
 
 	counters  linkCounters
 	keepAlive keepAlive

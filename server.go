@@ -242,10 +242,11 @@ func (ln *Listener) acceptLoop() {
 	}
 }
 
+// offer queues a record for Accept. A shutting-down Listener still takes
+// one: its client opened it before it read the GOAWAY, and moves it away
+// at a quiet point once it has (drain.go); refusing it would lose the
+// messages sent with it.
 func (ln *Listener) offer(s *stream) bool {
-	if ln.draining.Load() {
-		return false
-	}
 	select {
 	case ln.backlog <- s:
 		return true
