@@ -17,7 +17,7 @@ import (
 // TestFleetSpread: every ID sits on its rendezvous endpoint, so IDs spread
 // evenly over the replicas of an SRV target.
 func TestFleetSpread(t *testing.T) {
-	const replicas, ids = 4, 1200
+	const replicas, ids = 4, 2000
 	f := newTestFleet(t, replicas, nil)
 	cl := f.client(Config{})
 	conns := openIDs(t, cl, f.target, ids)
