@@ -283,6 +283,11 @@ var epoch = time.Now()
 func (c *Connection) checkIdle() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if d := c.draining.Load(); d != nil && d.ended() {
+		// A move's old binding that no Receive came to finish: its link
+		// and pool entry go, what it holds unread is kept (carried).
+		c.dropDrainingLocked(d)
+	}
 	b := c.bind.Load()
 	if b == nil || c.closeErr != nil {
 		return
