@@ -166,7 +166,7 @@ func (c *Connection) runAttempt(a *dialAttempt, e *poolEntry) {
 	if c.fleet != nil {
 		l, err = c.acquireInFleet(c.life)
 	} else {
-		l, err = e.acquire(c.life)
+		l, err = e.acquire(c.life, false)
 	}
 	var b *binding
 	if err == nil {

@@ -80,7 +80,7 @@ func (c *Connection) move(old *binding) {
 			}
 		}
 		e := c.owner.hold(addr, c.poolCfg, c.cfg)
-		nl, err := e.acquire(ctx)
+		nl, err := e.acquire(ctx, c.fleet == nil || healthy)
 		if err != nil {
 			e.release(nil)
 			if c.fleet != nil && ctx.Err() == nil {

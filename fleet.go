@@ -399,7 +399,7 @@ func (c *Connection) acquireInFleet(ctx context.Context) (*link, error) {
 		if e == nil {
 			return nil, ErrClosed
 		}
-		l, err := e.acquire(ctx)
+		l, err := e.acquire(ctx, healthy)
 		if err == nil {
 			return l, nil
 		}

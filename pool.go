@@ -3,6 +3,7 @@
 package tcpconn
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -227,8 +228,11 @@ func (cl *Client) hold(address string, cfg, resolved *Config) *poolEntry {
 }
 
 // acquire returns the entry's live link, dialling one if needed. The
-// caller holds the entry (hold).
-func (e *poolEntry) acquire(ctx context.Context) (*link, error) {
+// caller holds the entry (hold). With failFast (a fleet's endpoint, which
+// has others to go to) it reports a failure at once, a shared dial's or
+// the last one's while the backoff runs, instead of waiting out the
+// backoff and dialling again.
+func (e *poolEntry) acquire(ctx context.Context, failFast bool) (*link, error) {
 	e.mu.Lock()
 	for {
 		if l := e.link; l != nil && !l.failed() && !l.goingAway.Load() {
@@ -236,7 +240,7 @@ func (e *poolEntry) acquire(ctx context.Context) (*link, error) {
 			return l, nil
 		}
 		if e.dialing != nil {
-			ch := e.dialing
+			ch, failures := e.dialing, e.failures
 			e.mu.Unlock()
 			select {
 			case <-ch:
@@ -244,9 +248,19 @@ func (e *poolEntry) acquire(ctx context.Context) (*link, error) {
 				return nil, ctx.Err()
 			}
 			e.mu.Lock()
+			if failFast && e.failures > failures {
+				err := e.lastErr
+				e.mu.Unlock()
+				return nil, cmp.Or(err, ErrLinkLost)
+			}
 			continue
 		}
 		if wait := time.Until(e.nextDial); wait > 0 {
+			if failFast {
+				err := e.lastErr
+				e.mu.Unlock()
+				return nil, cmp.Or(err, ErrLinkLost)
+			}
 			e.mu.Unlock()
 			t := time.NewTimer(wait)
 			select {
