@@ -6,7 +6,11 @@
 //
 // Client connections to the same address (and *Config) share one
 // physical socket, reference counted, and reconnect after it is lost; a
-// server's connections live as long as their socket. Which constructor:
+// server's connections live as long as their socket. A target with a
+// scheme ("dns:///host:port", "srv:///name", "list:///a,b") names many
+// servers: a Client spreads its connections over all of them, follows the
+// set as it changes, and moves connections off a server that drains
+// (README.md, "Many servers"). Which constructor:
 //
 //	NewConnection(addr, idle)            the original API: a client catch-all (empty ID); never blocks
 //	NewConnectionWithID(addr, id, idle)  the original API: a client connection with an ID; never blocks
