@@ -91,16 +91,7 @@ func (rs *replicaSet) start(addr string) (string, error) {
 			}
 			go func() {
 				defer c.Close()
-				for {
-					data, err := c.Receive()
-					if err != nil {
-						return
-					}
-					r.messages.Add(1)
-					if c.Send(data) != nil {
-						return
-					}
-				}
+				echo(countedConn{c, &r.messages}) // ends when the client moves the ID or leaves
 			}()
 		}
 	}()
@@ -108,6 +99,20 @@ func (rs *replicaSet) start(addr string) (string, error) {
 	rs.m[ln.Addr().String()] = r
 	rs.mu.Unlock()
 	return ln.Addr().String(), nil
+}
+
+// countedConn counts the messages a replica receives.
+type countedConn struct {
+	Conn
+	n *atomic.Int64
+}
+
+func (c countedConn) Receive() ([]byte, error) {
+	m, err := c.Conn.Receive()
+	if err == nil {
+		c.n.Add(1)
+	}
+	return m, err
 }
 
 func (rs *replicaSet) take(addr string) *benchReplica {
