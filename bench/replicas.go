@@ -341,9 +341,12 @@ func MeasureReplicas(cfg ReplicasConfig) (res ReplicasResult, err error) {
 		}
 		return float64(same) / float64(cfg.IDs)
 	}
-	// Every link ages within MaxLinkAge (+10 %) and its grace: by then
-	// each ID has been placed again over the set it had before the kill.
-	waitUntil(2*cfg.MaxLinkAge+time.Second, func() bool { return returned() == 1 })
+	// The replica takes IDs again once its ejection ends (the reconnect
+	// backoff: up to 1.5x its maximum), and every link ages within
+	// MaxLinkAge (+10 %) and its grace: by then each ID has been placed
+	// again over the set it had before the kill.
+	limit = 3*tcpconn.DefaultReconnectBackoffMax/2 + 2*cfg.MaxLinkAge + time.Second
+	waitUntil(limit, func() bool { return returned() == 1 })
 	res.Returned = returned()
 	return res, nil
 }
