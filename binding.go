@@ -11,7 +11,7 @@ import (
 )
 
 // Binding a Connection to a link, in one place: a client's background
-// connect attempts (pool, then attach), attaching to a link (register the
+// connect attempts (pool, or placement in a fleet, then attach), attaching to a link (register the
 // ID or install the catch-all), detaching (Close, idle timeout, loss), and
 // the idle timer. The public methods in tcpconn.go call down into these;
 // nothing here calls back up.
@@ -316,4 +316,59 @@ func (c *Connection) finishServerLocked(err error) {
 		c.held = false
 		releaseWrapped(c.wrapped)
 	}
+}
+
+// acquireInFleet places a Connection of a fleet and returns its endpoint's
+// link: the next healthy endpoint is tried at once when one fails to dial
+// (it is ejected), so an ID answers elsewhere without waiting for a
+// backoff. With none healthy it tries one ejected endpoint, after its
+// backoff, and reports that dial's error: a call never waits out the
+// backoff of every endpoint in turn.
+func (c *Connection) acquireInFleet(ctx context.Context) (*link, error) {
+	f := c.fleet
+	var skip []string
+	var lastErr error
+	for {
+		addr, healthy, err := f.place(ctx, c.id, c.catchAll, skip)
+		if err != nil {
+			if lastErr != nil && ctx.Err() == nil {
+				return nil, lastErr
+			}
+			return nil, err
+		}
+		e := c.holdEntry(addr)
+		if e == nil {
+			return nil, ErrClosed
+		}
+		l, err := e.acquire(ctx, healthy)
+		if err == nil {
+			return l, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		f.eject(addr, err)
+		if !healthy {
+			return nil, err
+		}
+		skip, lastErr = append(skip, addr), err
+	}
+}
+
+// holdEntry makes c hold addr's pool entry (and no other), or returns nil
+// once c is closed.
+func (c *Connection) holdEntry(addr string) *poolEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closeErr != nil {
+		return nil
+	}
+	if c.held {
+		if c.entry.key.address == addr {
+			return c.entry
+		}
+		c.releaseClientLocked(nil)
+	}
+	c.entry, c.held = c.owner.hold(addr, c.poolCfg, c.cfg), true
+	return c.entry
 }

@@ -2,7 +2,10 @@
 
 package tcpconn
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // LinkEventKind says what happened to a client's link or target.
 type LinkEventKind int
@@ -55,5 +58,44 @@ type LinkEvent struct {
 func (c *Config) emit(ev LinkEvent) {
 	if c.OnLinkEvent != nil {
 		c.OnLinkEvent(ev)
+	}
+}
+
+// errShutdown is why an endpoint whose server is shutting down is ejected.
+var errShutdown = errors.New("tcpconn: the server is shutting down")
+
+// linkEvent reports ev about l, a link of cl's pool, and lets the fleets
+// that hold its endpoint react: a link up makes the endpoint healthy; a
+// loss or a GOAWAY asks for a lookup; a shutdown ejects the endpoint; a
+// draining GOAWAY moves the Connections on l (drain.go).
+func (cl *Client) linkEvent(l *link, ev LinkEvent, code goAwayCode) {
+	ev.Endpoint, ev.LinkID = l.endpoint, l.id.Load().String()
+	l.cfg.emit(ev)
+	fleets := cl.fleetsOf(l.endpoint)
+	switch ev.Kind {
+	case LinkUp:
+		for _, f := range fleets {
+			f.healthy(l.endpoint)
+		}
+	case LinkLost:
+		if errors.Is(ev.Err, ErrClosed) {
+			return // closed by this side: nothing to learn
+		}
+		for _, f := range fleets {
+			f.reResolve()
+		}
+	case LinkGoAway:
+		l.logger().Info("tcpconn: server going away", "draining", ev.Draining)
+		for _, f := range fleets {
+			if code == goAwayShutdown {
+				f.eject(l.endpoint, errShutdown)
+			} else {
+				f.reResolve()
+			}
+		}
+		if ev.Draining {
+			l.moveAway.Store(true) // before moveFrom: a Connection bound later moves itself
+			cl.moveFrom(l)
+		}
 	}
 }

@@ -4,7 +4,6 @@ package tcpconn
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -91,7 +90,7 @@ func (f *fleet) release() {
 	}
 }
 
-// fleets returns the Client's fleets that hold endpoint addr.
+// fleetsOf returns the Client's fleets that hold endpoint addr.
 func (cl *Client) fleetsOf(addr string) []*fleet {
 	cl.fleetMu.Lock()
 	defer cl.fleetMu.Unlock()
@@ -349,124 +348,4 @@ func (cl *Client) linkLoad(addr string, cfg *Config) int64 {
 		return catchAllFull
 	}
 	return l.bound.Load()
-}
-
-func (c *Config) resolver() Resolver {
-	if c.Resolver != nil {
-		return c.Resolver
-	}
-	return DNSResolver{}
-}
-
-// checkTarget parses a Connection's target; with the default Resolver it
-// also checks what the name of each scheme must look like.
-func checkTarget(address string, cfg *Config) (Target, error) {
-	t, err := ParseTarget(address)
-	if err != nil || t.Scheme == "" || cfg.Resolver != nil {
-		return t, err
-	}
-	switch t.Scheme {
-	case SchemeDNS:
-		_, _, err = splitHostPort(t)
-	case SchemeList:
-		_, err = resolveList(t)
-	case SchemeSRV:
-	default:
-		err = invalidTarget(address, "unknown scheme (dns, srv or list)")
-	}
-	return t, err
-}
-
-// acquireInFleet places a Connection of a fleet and returns its endpoint's
-// link: the next healthy endpoint is tried at once when one fails to dial
-// (it is ejected), so an ID answers elsewhere without waiting for a
-// backoff. With none healthy it tries one ejected endpoint, after its
-// backoff, and reports that dial's error: a call never waits out the
-// backoff of every endpoint in turn.
-func (c *Connection) acquireInFleet(ctx context.Context) (*link, error) {
-	f := c.fleet
-	var skip []string
-	var lastErr error
-	for {
-		addr, healthy, err := f.place(ctx, c.id, c.catchAll, skip)
-		if err != nil {
-			if lastErr != nil && ctx.Err() == nil {
-				return nil, lastErr
-			}
-			return nil, err
-		}
-		e := c.holdEntry(addr)
-		if e == nil {
-			return nil, ErrClosed
-		}
-		l, err := e.acquire(ctx, healthy)
-		if err == nil {
-			return l, nil
-		}
-		if ctx.Err() != nil {
-			return nil, err
-		}
-		f.eject(addr, err)
-		if !healthy {
-			return nil, err
-		}
-		skip, lastErr = append(skip, addr), err
-	}
-}
-
-// holdEntry makes c hold addr's pool entry (and no other), or returns nil
-// once c is closed.
-func (c *Connection) holdEntry(addr string) *poolEntry {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closeErr != nil {
-		return nil
-	}
-	if c.held {
-		if c.entry.key.address == addr {
-			return c.entry
-		}
-		c.releaseClientLocked(nil)
-	}
-	c.entry, c.held = c.owner.hold(addr, c.poolCfg, c.cfg), true
-	return c.entry
-}
-
-// errShutdown is why an endpoint whose server is shutting down is ejected.
-var errShutdown = errors.New("tcpconn: the server is shutting down")
-
-// linkEvent reports ev about l, a link of cl's pool, and lets the fleets
-// that hold its endpoint react: a link up makes the endpoint healthy; a
-// loss or a GOAWAY asks for a lookup; a shutdown ejects the endpoint; a
-// draining GOAWAY moves the Connections on l (drain.go).
-func (cl *Client) linkEvent(l *link, ev LinkEvent, code goAwayCode) {
-	ev.Endpoint, ev.LinkID = l.endpoint, l.id.Load().String()
-	l.cfg.emit(ev)
-	fleets := cl.fleetsOf(l.endpoint)
-	switch ev.Kind {
-	case LinkUp:
-		for _, f := range fleets {
-			f.healthy(l.endpoint)
-		}
-	case LinkLost:
-		if errors.Is(ev.Err, ErrClosed) {
-			return // closed by this side: nothing to learn
-		}
-		for _, f := range fleets {
-			f.reResolve()
-		}
-	case LinkGoAway:
-		l.logger().Info("tcpconn: server going away", "draining", ev.Draining)
-		for _, f := range fleets {
-			if code == goAwayShutdown {
-				f.eject(l.endpoint, errShutdown)
-			} else {
-				f.reResolve()
-			}
-		}
-		if ev.Draining {
-			l.moveAway.Store(true) // before moveFrom: a Connection bound later moves itself
-			cl.moveFrom(l)
-		}
-	}
 }

@@ -171,3 +171,29 @@ func splitHostPort(t Target) (host, port string, err error) {
 	}
 	return host, port, nil
 }
+
+func (c *Config) resolver() Resolver {
+	if c.Resolver != nil {
+		return c.Resolver
+	}
+	return DNSResolver{}
+}
+
+// checkTarget parses a Connection's target; with the default Resolver it
+// also checks what the name of each scheme must look like.
+func checkTarget(address string, cfg *Config) (Target, error) {
+	t, err := ParseTarget(address)
+	if err != nil || t.Scheme == "" || cfg.Resolver != nil {
+		return t, err
+	}
+	switch t.Scheme {
+	case SchemeDNS:
+		_, _, err = splitHostPort(t)
+	case SchemeList:
+		_, err = resolveList(t)
+	case SchemeSRV:
+	default:
+		err = invalidTarget(address, "unknown scheme (dns, srv or list)")
+	}
+	return t, err
+}
