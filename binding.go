@@ -76,8 +76,11 @@ func (c *Connection) attach(l *link) (*binding, error) {
 	if err != nil {
 		return nil, err
 	}
-	if fresh && c.client {
-		l.enqueueControl(appendIDControl(nil, frameOpen, c.id, 0))
+	if fresh && c.client && !l.enqueueOpen(c.id) {
+		// The record never reached the peer: it goes without a CLOSE.
+		st.fail(errGoingAway)
+		l.routes.remove(st)
+		return nil, errGoingAway
 	}
 	return &binding{link: l, st: st}, nil
 }
@@ -162,15 +165,20 @@ func (c *Connection) startAttemptLocked() *dialAttempt {
 
 func (c *Connection) runAttempt(a *dialAttempt, e *poolEntry) {
 	var l *link
-	var err error
-	if c.fleet != nil {
-		l, err = c.acquireInFleet(c.life)
-	} else {
-		l, err = e.acquire(c.life, false)
-	}
 	var b *binding
-	if err == nil {
-		b, err = c.attach(l)
+	var err error
+	for {
+		if c.fleet != nil {
+			l, err = c.acquireInFleet(c.life)
+		} else {
+			l, err = e.acquire(c.life, false)
+		}
+		if err == nil {
+			b, err = c.attach(l)
+		}
+		if err != errGoingAway {
+			break // else the pool has another link by now (acquire skips l)
+		}
 	}
 	c.mu.Lock()
 	c.attempt = nil

@@ -402,7 +402,13 @@ func (l *link) onPong(body []byte) error {
 }
 
 func (l *link) onGoAway(body []byte) error {
-	if l.goingAway.Swap(true) {
+	// Under wq.mu: an OPEN queued from now on is refused (enqueueOpen),
+	// so every OPEN this side sends goes before its answer to a PING
+	// that follows the GOAWAY.
+	l.wq.mu.Lock()
+	repeated := l.goingAway.Swap(true)
+	l.wq.mu.Unlock()
+	if repeated {
 		return l.allowControl()
 	}
 	code := goAwayCode(loadU32(body))

@@ -5,6 +5,7 @@ package tcpconn
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -34,6 +35,10 @@ import (
 // errMoved: the record a Send used has been finished by a move; the
 // Connection's binding is the new one.
 var errMoved = errors.New("tcpconn: logical connection moved")
+
+// errGoingAway: attach found the link's GOAWAY read before its OPEN could
+// go; the caller takes another link.
+var errGoingAway = fmt.Errorf("%w: the server asked for new logical connections to go elsewhere", ErrLinkLost)
 
 // moveRetry spaces attempts to finish a record while a message in parts is
 // being sent on it.
@@ -113,7 +118,7 @@ type moveResult int
 
 const (
 	moveDone      moveResult = iota
-	moveLater                // a message in parts is on its way on the old record, or a move before is not done
+	moveLater                // a message in parts is on its way on the old record, a move before is not done, or the new link went
 	moveAbandoned            // c left the binding meanwhile
 )
 
@@ -139,6 +144,9 @@ func (c *Connection) rebind(old *binding, nl *link, e *poolEntry) moveResult {
 	nb, err := c.attach(nl)
 	if err != nil {
 		e.release(nil)
+		if nl.failed() || nl.goingAway.Load() {
+			return moveLater // the new link aged or went while we waited: another
+		}
 		return moveAbandoned
 	}
 	old.moved.Store(true)
@@ -165,6 +173,42 @@ func (c *Connection) rebind(old *binding, nl *link, e *poolEntry) moveResult {
 		c.moveIfMovable(nb) // its new link is draining too
 	}
 	return moveDone
+}
+
+// A server's side of a drain: GOAWAY with a code that asks the client to
+// move its IDs, and a PING behind it. The client answers the PING after it
+// has read the GOAWAY, and it opens no ID on the link once it has
+// (enqueueOpen): so once the PONG is back, every ID it will ever open on
+// the link has arrived, and a link with none left is done with.
+
+// goAwayDraining sends the GOAWAY and its PING, whose value it returns.
+func (l *link) goAwayDraining(code goAwayCode, reason string) uint32 {
+	l.enqueueControl(appendGoAway(nil, uint32(code), reason))
+	return l.ping()
+}
+
+// drained reports whether a link sent goAwayDraining (PING value seq)
+// carries no logical connection its client may still use.
+func (l *link) drained(seq uint32) bool {
+	return l.pongedSince(seq) && l.routes.n.Load() == 0
+}
+
+// enqueueOpen announces a new ID with OPEN, unless the peer's GOAWAY was
+// read first (the other half of the drain barrier above); then the caller
+// takes the ID elsewhere.
+func (l *link) enqueueOpen(id string) bool {
+	var fb [maxControlFrame]byte
+	l.wq.mu.Lock()
+	defer l.wq.mu.Unlock()
+	switch {
+	case l.goingAway.Load():
+		return false
+	case l.wq.err != nil || l.wq.closing:
+		return true // nothing goes out any more: the link's end reports why
+	}
+	l.wq.wb.appendCopy(appendIDControl(fb[:0], frameOpen, id, 0), nil)
+	l.kickWriterLocked()
+	return true
 }
 
 // finishStream sends CLOSE(id, finished) for s behind everything queued for
@@ -196,10 +240,13 @@ func (c *Connection) finishDraining(d *binding) {
 // dropDrainingLocked releases d if it is still c's draining binding; what
 // it holds unread is kept for Receive (carried).
 func (c *Connection) dropDrainingLocked(d *binding) {
-	if d == nil || !c.draining.CompareAndSwap(d, nil) {
+	if d == nil || c.draining.Load() != d {
 		return
 	}
+	// What d holds goes to carried before d stops being the draining
+	// binding: a receive that finds no draining binding finds them there.
 	c.carried.take(d.source())
+	c.draining.Store(nil)
 	d.link.bound.Add(-1)
 	c.detach(d, ErrClosed)
 	e := c.drainEntry

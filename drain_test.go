@@ -3,9 +3,12 @@
 package tcpconn
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -91,5 +94,60 @@ func TestMoveOnLinkAge(t *testing.T) {
 				t.Errorf("%d reconnects: a link was lost, not drained", n)
 			}
 		})
+	}
+}
+
+// TestMoveKeepsServerPushes: a server that pushes a numbered stream on an
+// ID without being asked (one handler at a time per ID, each going on
+// from where the one before stopped) loses nothing and reorders nothing
+// while its links age: the client reads the old link until the server
+// closes the ID there, then the new one.
+func TestMoveKeepsServerPushes(t *testing.T) {
+	ln, err := Listen("tcp", "127.0.0.1:0", &Config{MaxLinkAge: 20 * time.Millisecond, MaxLinkAgeGrace: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var turn sync.Mutex // the ID's handler that may push
+	var next atomic.Uint64
+	serveListener(t, ln, func(c *Connection) {
+		eof := async(func() error { // the client finished with this link
+			for {
+				if _, err := c.Receive(); err != nil {
+					return err
+				}
+			}
+		})
+		turn.Lock()
+		defer turn.Unlock()
+		msg := make([]byte, 8)
+		for {
+			select {
+			case <-eof:
+				return
+			default:
+			}
+			binary.BigEndian.PutUint64(msg, next.Load())
+			if c.Send(msg) != nil {
+				return
+			}
+			next.Add(1)
+		}
+	})
+	cl, err := NewClient(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	c := cl.Open(ln.Addr().String(), WithID("feed"))
+	mustSend(t, c, []byte("start")) // opens the ID; the first handler reads it
+	links := map[string]bool{}
+	for want := uint64(0); want < 20000 || len(links) < 4; want++ {
+		got := recvWithin(t, c, testTimeout)
+		if n := binary.BigEndian.Uint64(got); n != want {
+			t.Fatalf("message %d, want %d (links so far: %d)", n, want, len(links))
+		}
+		if l := linkOf(c); l != nil {
+			links[l.id.Load().String()] = true
+		}
 	}
 }

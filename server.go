@@ -129,7 +129,7 @@ type Listener struct {
 	backlog chan *stream
 
 	mu       sync.Mutex
-	links    map[*link]struct{}
+	links    map[*link]uint32 // each accepted link; during Shutdown, its drain PING (goAwayDraining)
 	closed   bool
 	draining atomic.Bool
 
@@ -170,7 +170,7 @@ func newListener(nl net.Listener, cfg *Config) *Listener {
 		ln:       nl,
 		cfg:      cfg,
 		backlog:  make(chan *stream, cfg.AcceptBacklog),
-		links:    make(map[*link]struct{}),
+		links:    make(map[*link]uint32),
 		done:     make(chan struct{}),
 		loopDone: make(chan struct{}),
 	}
@@ -229,11 +229,11 @@ func (ln *Listener) acceptLoop() {
 			return
 		}
 		l := newLink(conn, ln.cfg, false, linkHooks{accept: ln.offer, onClose: ln.forget, scope: &ln.scope})
-		ln.links[l] = struct{}{}
+		ln.links[l] = 0
 		if ln.draining.Load() {
 			// Accepted while Shutdown ran: its GOAWAY loop (under ln.mu)
 			// may have passed already.
-			l.enqueueControl(appendGoAway(nil, uint32(goAwayShutdown), "shutdown"))
+			ln.links[l] = l.goAwayDraining(goAwayShutdown, "shutdown")
 		}
 		ln.mu.Unlock()
 		if ln.cfg.MaxLinkAge > 0 {
@@ -330,7 +330,7 @@ func (ln *Listener) Shutdown(ctx context.Context) error {
 	ln.ln.Close()
 	ln.mu.Lock()
 	for l := range ln.links {
-		l.enqueueControl(appendGoAway(nil, uint32(goAwayShutdown), "shutdown"))
+		ln.links[l] = l.goAwayDraining(goAwayShutdown, "shutdown")
 	}
 	ln.mu.Unlock()
 	t := time.NewTicker(drainPoll)
@@ -352,8 +352,8 @@ func (ln *Listener) Shutdown(ctx context.Context) error {
 func (ln *Listener) idle() bool {
 	ln.mu.Lock()
 	defer ln.mu.Unlock()
-	for l := range ln.links {
-		if l.routes.n.Load() > 0 {
+	for l, seq := range ln.links {
+		if !l.drained(seq) {
 			return false
 		}
 	}
@@ -378,11 +378,11 @@ func (ln *Listener) ageLink(l *link) {
 		if l.failed() {
 			return
 		}
-		l.enqueueControl(appendGoAway(nil, uint32(goAwayLinkAge), "link age"))
+		seq := l.goAwayDraining(goAwayLinkAge, "link age")
 		deadline := time.Now().Add(ln.cfg.MaxLinkAgeGrace)
 		t := time.NewTicker(drainPoll)
 		defer t.Stop()
-		for l.routes.n.Load() > 0 && time.Now().Before(deadline) {
+		for !l.drained(seq) && time.Now().Before(deadline) {
 			select {
 			case <-t.C:
 			case <-l.done:

@@ -705,6 +705,11 @@ func (c *Connection) receive(ctx context.Context, into []byte) (id string, m mes
 		}
 		b, err := c.current(ctx, false)
 		if err == nil {
+			if c.draining.Load() != nil {
+				// A move began since draining was looked at (it is set
+				// before bind): the old binding comes first.
+				continue
+			}
 			if from, m, ok := c.carried.pop(); ok {
 				return c.received(from, m, false)
 			}
