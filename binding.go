@@ -11,10 +11,10 @@ import (
 )
 
 // Binding a Connection to a link, in one place: a client's background
-// connect attempts (pool, or placement in a fleet, then attach), attaching to a link (register the
-// ID or install the catch-all), detaching (Close, idle timeout, loss), and
-// the idle timer. The public methods in tcpconn.go call down into these;
-// nothing here calls back up.
+// connect attempts (pool, or placement in a fleet, then attach), attaching
+// to a link (register the ID or install the catch-all), detaching (Close,
+// idle timeout, loss), and the idle timer. The public methods in
+// tcpconn.go call down into these; nothing here calls back up.
 
 // binding is a Connection's attachment to one link: its record there, or
 // the link's catch-all.
