@@ -46,7 +46,7 @@ func (k LinkEventKind) String() string {
 // targets.
 type LinkEvent struct {
 	Kind      LinkEventKind
-	Target    string   // the target with a scheme (resolution events); empty for link events
+	Target    string   // the target with a scheme (EndpointEjected, EndpointsResolved, ResolveFailed); empty for link events
 	Endpoint  string   // the address dialled ("host:port")
 	LinkID    string   // the link's ID, as in LinkStats and log records
 	Draining  bool     // LinkGoAway: the server asked for its logical connections to move
