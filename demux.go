@@ -89,6 +89,9 @@ func (l *link) readHello() error {
 		l.conn.SetReadDeadline(time.Now().Add(d))
 	}
 	b, err := l.reading.br.Peek(2)
+	if err == nil && !l.client && b[0] == controlMarker && b[1] == frameLane {
+		return l.acceptLane()
+	}
 	if err == nil && (b[0] != controlMarker || b[1] != frameHello) {
 		return fmt.Errorf("%w: first frame is not a tcpconn hello (first bytes % x): peer is not a tcpconn v%d endpoint", ErrHandshake, b, protocolVersion)
 	}
@@ -112,6 +115,9 @@ func (l *link) readHello() error {
 	l.conn.SetReadDeadline(time.Time{})
 	if !l.client {
 		l.setID(uuid.UUID(h.linkID)) // the dialling side names the link
+		if !l.cfg.DisableLanes {
+			laneTargets.add(uuid.UUID(h.linkID), l)
+		}
 	}
 	l.wq.mu.Lock()
 	l.peer = h // the windows and message limit senders use from now on
@@ -187,6 +193,16 @@ func newPayload(n int) message {
 	return m
 }
 
+// grownPayload returns m with room past its got bytes, grown with the
+// bytes that arrive: doubled, or to the end of this frame's payload if
+// more (at most maxUnbackedAlloc ahead of them), never past total.
+func grownPayload(m message, got, end, total int) message {
+	grown := make([]byte, min(total, max(2*got, min(end, got+maxUnbackedAlloc))))
+	copy(grown, m.data[:got])
+	m.release()
+	return message{data: grown}
+}
+
 // readPart reads a PART: a piece of a message too large for one frame,
 // which the sender interleaves with other IDs' frames. The first PART of a
 // message admits it whole (its size is this piece plus rest); later ones
@@ -204,6 +220,9 @@ func (l *link) readPart(h frameHeader) (bool, error) {
 			return false, err
 		}
 		p = &partial{id: s.id, total: int(total), cost: int64(total) + messageOverhead}
+		if l.client && total >= uint64(l.cfg.LaneThreshold) {
+			l.wantLane() // the peer sends bulk: later messages take a lane of their own
+		}
 		// The link is charged the whole message now, the stream part by
 		// part (below) and the whole message once complete (readPending).
 		if err := l.chargeLink("PART", s, p.cost); err != nil {
@@ -244,12 +263,7 @@ func (l *link) readPending() (bool, error) {
 	p := &l.reading.pend
 	for p.got < p.end {
 		if p.got == len(p.m.data) {
-			// Grow with the bytes that arrive: double, or this frame's
-			// payload if more (at most maxUnbackedAlloc ahead of them).
-			grown := make([]byte, min(p.total, max(2*p.got, min(p.end, p.got+maxUnbackedAlloc))))
-			copy(grown, p.m.data[:p.got])
-			p.m.release()
-			p.m = message{data: grown}
+			p.m = grownPayload(p.m, p.got, p.end, p.total)
 		}
 		// Read in chunks so that a long payload counts as the peer being
 		// heard (keepalive) while it arrives.
@@ -371,6 +385,8 @@ var controlFrames = [frameTypeLimit]controlFrame{
 	// PART carries a payload like a data frame: readFrame hands it to
 	// readPart before this table is consulted.
 	framePart: {name: "PART"},
+	frameLane: {"LANE", sizeOfLaneBody, tailNone, (*link).onStrayLane},
+	frameBulk: {"BULK", sizeOfIDLen, tailID, (*link).onBulk},
 }
 
 func frameName(typ byte) string {

@@ -47,12 +47,15 @@ const (
 	frameGoAway     = 0x07 // code u32 reasonLen u8 reason
 	frameOpen       = 0x08 // idLen u8 id reserved u32 (0)
 	framePart       = 0x09 // idLen u8 id rest u32 length u32 payload: a piece of a message in parts
-	frameTypeLimit  = 0x0a // first unassigned type
+	frameLane       = 0x0a // magic[4] version u8 linkID[16]: opens a bulk lane (lane.go), and accepts it
+	frameBulk       = 0x0b // idLen u8 id length u32: that message's bytes come on the bulk lane
+	frameTypeLimit  = 0x0c // first unassigned type
 )
 
 const (
 	sizeOfLinkID    = 16 // a UUID
 	sizeOfHelloBody = len(helloMagic) + 1 + 4*sizeOfLength + sizeOfLinkID
+	sizeOfLaneBody  = len(helloMagic) + 1 + sizeOfLinkID
 )
 
 // closeCode is carried by frameClose.
@@ -157,6 +160,25 @@ func parseHelloBody(b []byte) (hello, error) {
 		return h, fmt.Errorf("%w: unusable %v (windows and max message must be at least %d)", ErrHandshake, h, InitialWindow)
 	}
 	return h, nil
+}
+
+// appendLane appends a LANE frame naming the link a bulk lane belongs to.
+func appendLane(dst []byte, linkID [sizeOfLinkID]byte) []byte {
+	dst = append(dst, controlMarker, frameLane)
+	dst = append(dst, helloMagic[:]...)
+	dst = append(dst, protocolVersion)
+	return append(dst, linkID[:]...)
+}
+
+// parseLaneBody returns the link a LANE frame names.
+func parseLaneBody(b []byte) ([sizeOfLinkID]byte, error) {
+	if [4]byte(b[:4]) != helloMagic {
+		return [sizeOfLinkID]byte{}, fmt.Errorf("%w: bad lane magic % x (not a tcpconn v%d peer)", ErrHandshake, b[:4], protocolVersion)
+	}
+	if b[4] != protocolVersion {
+		return [sizeOfLinkID]byte{}, fmt.Errorf("%w: lane of protocol version %d, this side %d", ErrHandshake, b[4], protocolVersion)
+	}
+	return [sizeOfLinkID]byte(b[5:]), nil
 }
 
 // appendIDControl appends a control frame whose body is [idLen][id][value].

@@ -41,6 +41,10 @@ var (
 	// The message "xyz" in two parts: "xy" with 1 byte to follow, then "z".
 	goldenPart1 = []byte{0xFF, 0x09, 0x02, 'a', 'b', 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x02, 'x', 'y'}
 	goldenPart2 = []byte{0xFF, 0x09, 0x02, 'a', 'b', 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 'z'}
+	// LANE for link 00 01 ... 0f: magic, version 2, the link's ID.
+	goldenLane = []byte{0xFF, 0x0A, 'T', 'C', 'P', 'C', 0x02, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
+	// BULK: a message of 1 MiB on "ab" comes on the bulk lane.
+	goldenBulk = []byte{0xFF, 0x0B, 0x02, 'a', 'b', 0x00, 0x10, 0x00, 0x00}
 )
 
 var smallHello = hello{version: protocolVersion, streamWindow: InitialWindow, linkWindow: InitialWindow, maxMessage: 16 << 20, maxStreams: 8,
@@ -70,6 +74,8 @@ func TestFrameGoldenEncode(t *testing.T) {
 		{"OPEN", appendIDControl(nil, frameOpen, "ab", 0), goldenOpen},
 		{"PART, first of two", append(appendPartHeader(nil, "ab", 1, 2), "xy"...), goldenPart1},
 		{"PART, last", append(appendPartHeader(nil, "ab", 0, 1), "z"...), goldenPart2},
+		{"LANE", appendLane(nil, smallHello.linkID), goldenLane},
+		{"BULK", appendIDControl(nil, frameBulk, "ab", 1<<20), goldenBulk},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if !bytes.Equal(tc.got, tc.want) {
@@ -191,6 +197,7 @@ func TestControlTypeTableHasNoHoles(t *testing.T) {
 	assigned := map[byte]bool{
 		frameHello: true, frameWindow: true, frameLinkWindow: true, frameClose: true,
 		framePing: true, framePong: true, frameGoAway: true, frameOpen: true,
+		frameLane: true, frameBulk: true,
 	}
 	if len(controlFrames) != frameTypeLimit {
 		t.Fatalf("controlFrames has %d entries, frameTypeLimit is %d", len(controlFrames), frameTypeLimit)

@@ -475,7 +475,9 @@ func readRawFrame(br *bufio.Reader) ([]byte, error) {
 	switch typ[0] {
 	case 0x01: // HELLO
 		_, err = take(4 + 1 + 4*4 + 16)
-	case 0x02, 0x04, 0x08: // WINDOW, CLOSE, OPEN: [idLen][id][u32]
+	case 0x0A: // LANE
+		_, err = take(4 + 1 + 16)
+	case 0x02, 0x04, 0x08, 0x0B: // WINDOW, CLOSE, OPEN, BULK: [idLen][id][u32]
 		var l []byte
 		if l, err = take(1); err == nil {
 			_, err = take(int(l[0]) + 4)

@@ -3,6 +3,7 @@
 package tcpconn
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -27,6 +28,8 @@ import (
 //	write queue  writequeue.go  the ordered batch of frames and its single writer (writer.go writes it)
 //	scheduler    scheduler.go   which parts of messages in parts go into the next write
 //	keepalive    keepalive.go   frames heard, PING/PONG round trips, silence, unclaimed-ID expiry
+//	bulk lane    lane.go        a second socket for large messages: opening, writer, reader;
+//	                            laneorder.go holds an ID's messages behind one still on it
 //
 // A byte that arrives goes: token (whoever holds it reads) -> frame reader
 // -> parser -> routes (its record) -> flow (charged) -> record (queued,
@@ -42,7 +45,10 @@ import (
 //     awaitToken); it ends when done is closed. A writer goroutine (flush)
 //     runs only while frames are written behind senders, and keepalive
 //     runs from a timer (keepalive.go). User goroutines read (holding the
-//     token) and write (inline flush) too.
+//     token) and write (inline flush) too. A link with a bulk lane has its
+//     reader (laneReadLoop) and, while lane messages are written, its
+//     writer (laneWriteLoop, run by the sender that finds it idle, like
+//     an inline flush); openLane runs while a lane is dialled.
 //
 //   - The read token: held by the background reader or by one receiver
 //     reading for itself; reading and routes.lastHit belong to its holder.
@@ -67,7 +73,10 @@ import (
 //     stream.mu            a record's queue, owner and waiters (inbox lock)
 //     routeTable.unclaimedMu  unclaimed records
 //     keepAlive.mu         a tick against stop
-//     writeQueue.mu        the write queue, scheduler and outflows: a leaf, never held across a socket write
+//     writeQueue.mu        the write queue, scheduler, outflows and lane state: never held across a socket write
+//     lane.mu              a lane's queue of messages being written
+//     laneInbox.mu         messages announced by BULK, waiting for their bytes on the lane
+//     laneRegistry.mu      the accepting side's links that take lanes, by ID
 //
 //   - Who fails the link: any goroutine that sees a read or write error,
 //     a protocol violation (the token holder), keepalive, or close; fail runs
@@ -109,10 +118,13 @@ type link struct {
 	wq    writeQueue
 	sched partScheduler
 
+	lanes laneSet // the bulk lane (lane.go)
+
 	onClose    func(*link)
 	goAwayHook func(*link, goAwayCode) // called once, on a goroutine of its own
 	goingAway  atomic.Bool             // the peer sent GOAWAY: open nothing new here
 	moveAway   atomic.Bool             // a client's: that GOAWAY asked for its IDs to move (drain.go)
+	handedOff  atomic.Bool             // the socket became another link's bulk lane: not ours to close
 
 	counters  linkCounters
 	keepAlive keepAlive
@@ -127,9 +139,10 @@ type link struct {
 type linkHooks struct {
 	accept   func(*stream) bool // offers a peer-opened record; nil: catch-all or unclaimed
 	onClose  func(*link)
-	onGoAway func(*link, goAwayCode) // a client's: the peer's first GOAWAY
-	scope    *scope                  // whose Stats count the link (besides the process's)
-	endpoint string                  // a client's: the address dialled, for log records
+	onGoAway func(*link, goAwayCode)                     // a client's: the peer's first GOAWAY
+	scope    *scope                                      // whose Stats count the link (besides the process's)
+	dialLane func(ctx context.Context) (net.Conn, error) // the dialling side's way to open a bulk lane
+	endpoint string                                      // a client's: the address dialled, for log records
 }
 
 func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
@@ -149,6 +162,7 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 	l.token.init()
 	l.wq.init()
 	l.routes.accept = hooks.accept
+	l.lanes.dial = hooks.dialLane
 	l.sched.burst = cfg.FrameSize
 	l.reading.limiter.init(cfg.MaxControlFramesPerSecond, time.Now())
 	id := uuid.New()
@@ -197,11 +211,19 @@ func (l *link) fail(err error) {
 			l.scope.protocolErrors.Add(1)
 		}
 		l.err = err
+		// Failed from here on: a Connection that unbinds while the rest
+		// runs reports err, not a close of its own.
+		close(l.done)
 		l.failWrites(err)
+		l.failLane(err)
+		if id := l.id.Load(); !l.client && id != nil {
+			laneTargets.remove(*id, l)
+		}
 		l.keepAlive.stop()
 		l.inflow.window.release(l.inflow.budget)
-		close(l.done)
-		l.conn.Close()
+		if !l.handedOff.Load() {
+			l.conn.Close()
+		}
 		l.routes.each(func(s *stream) bool {
 			s.fail(err)
 			return true

@@ -63,7 +63,7 @@ func TestParseHeaderRejectsInvalidHeaders(t *testing.T) {
 		header      []byte
 	}{
 		{"unknown control type", "0x00", []byte{0xFF, 0x00, 0, 0, 0, 0}},
-		{"unassigned type past the table", "0x0a", []byte{0xFF, frameTypeLimit, 0, 0, 0, 0}},
+		{"unassigned type past the table", "0x0c", []byte{0xFF, frameTypeLimit, 0, 0, 0, 0}},
 		{"PART with an ID of 255 bytes", "PART", []byte{0xFF, framePart, 0xFF}},
 		{"WINDOW with an ID of 255 bytes", "WINDOW", []byte{0xFF, frameWindow, 0xFF}},
 		{"CLOSE with an ID of 255 bytes", "CLOSE", []byte{0xFF, frameClose, 0xFF}},

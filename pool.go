@@ -340,9 +340,30 @@ func (e *poolEntry) release(l *link) {
 // dialLink dials and wraps TLS if configured. It does not wait for the
 // peer's HELLO: senders may use InitialWindow at once (0-RTT).
 func dialLink(ctx context.Context, e *poolEntry) (*link, error) {
-	cfg := e.cfg
-	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.DialTimeout)
 	defer cancel()
+	conn, err := e.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cl := e.client
+	return newLink(conn, e.cfg, true, linkHooks{
+		scope:    &cl.scope,
+		dialLane: e.dial,
+		endpoint: e.key.address,
+		onClose: func(l *link) {
+			go cl.linkEvent(l, LinkEvent{Kind: LinkLost, Err: l.err}, 0)
+		},
+		onGoAway: func(l *link, code goAwayCode) {
+			cl.linkEvent(l, LinkEvent{Kind: LinkGoAway, Draining: code.draining()}, code)
+		},
+	}), nil
+}
+
+// dial opens a socket to the entry's address, TLS if configured; the
+// TLS handshake runs on its first read and write.
+func (e *poolEntry) dial(ctx context.Context) (net.Conn, error) {
+	cfg := e.cfg
 	var conn net.Conn
 	var err error
 	if cfg.Dialer != nil {
@@ -368,17 +389,7 @@ func dialLink(ctx context.Context, e *poolEntry) (*link, error) {
 		// ErrHandshake.
 		conn = tls.Client(conn, tc)
 	}
-	cl := e.client
-	return newLink(conn, cfg, true, linkHooks{
-		scope:    &cl.scope,
-		endpoint: e.key.address,
-		onClose: func(l *link) {
-			go cl.linkEvent(l, LinkEvent{Kind: LinkLost, Err: l.err}, 0)
-		},
-		onGoAway: func(l *link, code goAwayCode) {
-			cl.linkEvent(l, LinkEvent{Kind: LinkGoAway, Draining: code.draining()}, code)
-		},
-	}), nil
+	return conn, nil
 }
 
 // forgetIfUnused drops the entry from its pool once nothing uses it, so a

@@ -242,7 +242,7 @@ func (in *readInto) takes(s *stream) bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.queue.len() > 0 || s.state.Load()&streamLocalClosed != 0 {
+	if s.queue.len() > 0 || s.order.pending > 0 || s.state.Load()&streamLocalClosed != 0 {
 		return false
 	}
 	return ca == nil || ca.err == nil && ca.ready.len() == 0 && s.owner == nil

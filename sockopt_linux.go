@@ -3,6 +3,7 @@
 package tcpconn
 
 import (
+	"math"
 	"net"
 
 	"golang.org/x/sys/unix"
@@ -50,4 +51,28 @@ func unreadBytes(c *net.TCPConn) (n int, ok bool) {
 		return 0, false
 	}
 	return n, true
+}
+
+// tuneLane tunes a bulk lane like a link's socket, but without
+// TCP_NOTSENT_LOWAT: nothing small waits behind its bytes, and a bound
+// would only cost it wakeups. An accepted lane had it set as a link's
+// socket first, so it is lifted, not just left out.
+func tuneLane(c *net.TCPConn, cfg *Config) error {
+	lane := *cfg
+	lane.SendQueueLimit = -1
+	if err := tuneTCP(c, &lane); err != nil {
+		return err
+	}
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, math.MaxInt32)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }

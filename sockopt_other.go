@@ -10,5 +10,8 @@ import "net"
 // alone detect a dead peer.
 func tuneTCP(c *net.TCPConn, cfg *Config) error { return tuneCommon(c, cfg) }
 
+// tuneLane tunes a bulk lane like a link's socket.
+func tuneLane(c *net.TCPConn, cfg *Config) error { return tuneCommon(c, cfg) }
+
 // unreadBytes: only Linux tells (SIOCINQ).
 func unreadBytes(*net.TCPConn) (int, bool) { return 0, false }

@@ -53,6 +53,9 @@ type LinkStats struct {
 	// Window is the link's receive window now: LinkWindow, grown (with
 	// bytes from the Budget) while its reader kept up, or shrunk back.
 	Window int64
+	// Lane reports a bulk lane open beside the link's socket (its bytes
+	// and messages count in the figures above).
+	Lane bool
 }
 
 type linkCounters struct {
@@ -142,6 +145,7 @@ func (l *link) stats() LinkStats {
 		BytesQueued: int64(queued),
 		RTT:         time.Duration(l.keepAlive.rtt.Load()),
 		Window:      max(l.inflow.window.size.Load(), 0),
+		Lane:        l.hasLane(),
 	}
 }
 

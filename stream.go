@@ -53,9 +53,10 @@ type stream struct {
 	// when they were queued, reserved from the Budget until consumed
 	// (holdQueued).
 	held    atomic.Int64
-	inflow  inflow  // what the peer may send on this ID
-	outflow outflow // what this side has sent of the peer's window for it; guarded by link.wq.mu
-	inParts bool    // a message in parts is being queued; guarded by link.wq.mu
+	inflow  inflow    // what the peer may send on this ID
+	outflow outflow   // what this side has sent of the peer's window for it; guarded by link.wq.mu
+	inParts bool      // a message in parts or on the lane is being queued; guarded by link.wq.mu
+	order   laneOrder // messages held behind one on the bulk lane; guarded by mu
 }
 
 // message is one received payload; pooled is non-nil when data aliases a
@@ -189,10 +190,16 @@ func (l *link) closeStream(s *stream, code closeCode) {
 func (l *link) onPeerClose(s *stream, code closeCode) error {
 	if code == closeFinished {
 		// The peer sends nothing more here; this side's reader sees the
-		// end after what is queued, and may still send until it closes.
-		// (Crossing our CLOSE, it is no reply: the peer answers that.)
+		// end after what is queued (and what is still on the bulk lane),
+		// and may still send until it closes. (Crossing our CLOSE, it is
+		// no reply: the peer answers that.)
 		if !s.closing() {
-			s.fail(ErrPeerClosed)
+			s.mu.Lock()
+			held := s.deferCloseLocked(ErrPeerClosed)
+			s.mu.Unlock()
+			if !held {
+				s.fail(ErrPeerClosed)
+			}
 		}
 		return nil
 	}
@@ -206,20 +213,39 @@ func (l *link) onPeerClose(s *stream, code closeCode) error {
 	if code == closeRefused {
 		err = ErrRefused
 	}
-	s.fail(err) // before the state bit: a sender that sees the bit finds the error
+	s.mu.Lock()
+	held := s.deferCloseLocked(err) // its last messages are still on the bulk lane
+	unclaimed := s.owner == nil
+	s.mu.Unlock()
+	if !held {
+		s.fail(err) // before the state bit: a sender that sees the bit finds the error
+	}
 	s.state.Or(streamPeerClosed)
 	l.enqueueControl(appendIDControl(nil, frameClose, s.id, uint32(closeNormal)))
 	l.routes.remove(s)
-	s.mu.Lock()
-	unclaimed := s.owner == nil
-	s.mu.Unlock()
+	if !held {
+		l.drainIfNobodyCan(s)
+	}
 	if unclaimed {
-		if l.routes.catchAll.Load() == nil {
-			s.drain() // out of the route table: nobody can claim it now
-		}
 		return l.allowControl() // open-then-reset churn is charged
 	}
 	return nil
+}
+
+// endByPeer ends s as the peer's CLOSE, held behind messages on the bulk
+// lane, said once they are queued.
+func (l *link) endByPeer(s *stream, err error) {
+	s.fail(err)
+	l.drainIfNobodyCan(s)
+}
+
+// drainIfNobodyCan releases the messages of a record the peer closed that
+// no Connection owns and no catch-all will read: out of the route table,
+// nobody can claim it now.
+func (l *link) drainIfNobodyCan(s *stream) {
+	if s.ownerIs(nil) && l.routes.catchAll.Load() == nil {
+		s.drain()
+	}
 }
 
 // route finds the record for a data frame's ID, opening one for an ID the
@@ -304,6 +330,16 @@ func (l *link) drainUnowned() {
 // woke a receiver.
 func (s *stream) deliver(m message) bool {
 	s.mu.Lock()
+	if s.holdLocked(m) {
+		s.mu.Unlock()
+		return false
+	}
+	return s.queueLocked(m)
+}
+
+// queueLocked is deliver once m's turn has come; the caller holds s.mu,
+// which it releases.
+func (s *stream) queueLocked(m message) bool {
 	if s.state.Load()&streamLocalClosed != 0 {
 		// Admitted before we closed s, complete after its queue was
 		// drained (a long message in parts): nobody will take it.
@@ -417,6 +453,11 @@ func (s *stream) sendError() error {
 	}
 	if err := s.error(); err != nil {
 		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.order.closeErr; err != nil {
+		return err // the peer's CLOSE, held behind messages on the lane
 	}
 	return ErrClosed
 }

@@ -85,6 +85,11 @@ const (
 	// p99 under bulk that the bytes in flight dominate anyway
 	// (PERFORMANCE.md).
 	DefaultFrameSize = 64 << 10
+	// DefaultLaneThreshold: messages of this size or more go on the bulk
+	// lane. Below it a message costs a few frames in parts, which the
+	// scheduler slips between small messages; above it, one socket's
+	// kernel buffers would hold enough of it to delay them.
+	DefaultLaneThreshold = 256 << 10
 	// DefaultSendQueueLimit: unsent bytes the kernel may hold per socket
 	// (measured in PERFORMANCE.md, "Small messages beside bulk ones").
 	DefaultSendQueueLimit = 128 << 10
@@ -256,6 +261,17 @@ type Config struct {
 	// (see PERFORMANCE.md); set them only with a measurement.
 	SocketReadBuffer  int
 	SocketWriteBuffer int
+	// DisableLanes keeps every message on the link's own socket. By
+	// default a link opens a second socket to its peer, its bulk lane, the
+	// first time a message of LaneThreshold bytes or more goes either way,
+	// and such messages travel on it, so that small messages never wait
+	// behind them in a kernel buffer (README, "Bulk lanes"). A server with
+	// DisableLanes refuses lanes; its clients then interleave parts on one
+	// socket.
+	DisableLanes bool
+	// LaneThreshold is the size from which a message goes on the bulk lane
+	// (default DefaultLaneThreshold, at least 1 KiB).
+	LaneThreshold int
 	// Logger receives rare events (link failures, peers going away);
 	// default: discard.
 	Logger *slog.Logger
@@ -285,6 +301,7 @@ type Config struct {
 	MaxLinkAgeGrace time.Duration
 
 	growMinRTT time.Duration // tests only: 0 means growMinRTT (budget.go)
+	laneIdle   time.Duration // tests only: 0 means laneIdle (lane.go)
 }
 
 // DefaultConfig returns a Config with every default filled in.
@@ -302,6 +319,7 @@ func (c *Config) fill() {
 	setDefault(&c.MaxStreamWindow, max(DefaultMaxStreamWindow, c.StreamWindow))
 	setDefault(&c.MaxLinkWindow, max(DefaultMaxLinkWindow, c.LinkWindow))
 	setDefault(&c.FrameSize, DefaultFrameSize)
+	setDefault(&c.LaneThreshold, DefaultLaneThreshold)
 	setDefault(&c.SendQueueLimit, DefaultSendQueueLimit)
 	setDefault(&c.MaxStreams, DefaultMaxStreams)
 	setDefault(&c.AcceptBacklog, DefaultAcceptBacklog)
@@ -345,6 +363,8 @@ func (c *Config) Validate() error {
 		return bad("MaxLinkWindow", r.MaxLinkWindow, "must be in LinkWindow..2147483647")
 	case r.FrameSize < 1<<10 || r.FrameSize > 1<<30:
 		return bad("FrameSize", r.FrameSize, "must be in 1024..1073741824")
+	case r.LaneThreshold < 1<<10:
+		return bad("LaneThreshold", r.LaneThreshold, "must be at least 1024")
 	case r.MaxStreams < 0 || r.MaxStreams > 1<<30:
 		return bad("MaxStreams", r.MaxStreams, "must be in 1..1073741824")
 	case r.AcceptBacklog < 0:

@@ -27,6 +27,7 @@ type writeQueue struct {
 	lazyTimer   *time.Timer   // backstop for them; made on first use
 	creditWake  chan struct{} // closed when credit arrives or a stream ends; nil if nobody waits
 	closing     bool          // close was called: fail once the queue is written
+	handedOff   bool          // the socket is becoming another link's bulk lane: nothing more goes on it
 	err         error         // set once the link failed
 	wv          net.Buffers   // the writer's; consumed by WriteTo
 }

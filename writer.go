@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"runtime"
 	"syscall"
 	"time"
@@ -57,11 +58,12 @@ type writeBatch struct {
 // parts, to be written. For a message in parts it also says how far the
 // writer got (guarded by link.wq.mu).
 type writeReq struct {
-	done chan struct{}
-	err  error
-	s    *stream
-	data []byte
-	off  int
+	done     chan struct{}
+	err      error
+	s        *stream
+	data     []byte
+	off      int
+	linkCost int64 // link credit a message in parts takes with its first part; 0 once taken
 }
 
 // writeReqFree keeps writeReqs across garbage collections (bufpool.go).
@@ -143,7 +145,8 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 	hdr := appendDataHeader(hb[:0], s.id, len(data))
 	cost := int64(len(data)) + messageOverhead
 	l.wq.mu.Lock()
-	var hello bool
+	var hello, inParts bool
+	var lane *lane
 	for {
 		if s.state.Load() != 0 { // first: the stream's end says why, not the link's after it
 			l.wq.mu.Unlock()
@@ -157,6 +160,10 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 			l.wq.mu.Unlock()
 			return ErrClosed
 		}
+		if l.wq.handedOff {
+			l.wq.mu.Unlock()
+			return ErrBulkLane
+		}
 		hello = l.peer.version != 0
 		window, linkWindow, maxMessage := int64(InitialWindow), int64(InitialWindow), uint64(InitialWindow)
 		if hello {
@@ -165,8 +172,15 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 				l.wq.mu.Unlock()
 				return fmt.Errorf("%w: %d bytes, the peer accepts at most %d", ErrMessageTooLarge, len(data), maxMessage)
 			}
+			if len(data) >= l.cfg.LaneThreshold {
+				lane = l.laneUpLocked()
+			}
+			inParts = lane == nil && len(data) > l.cfg.FrameSize
 		}
-		if uint64(len(data)) <= maxMessage && s.outflow.open(window) && l.outflow.open(linkWindow) && !s.inParts {
+		// A message in parts takes its link credit when its first part is
+		// queued (takePartLocked): the receiver charges frames in the order
+		// they arrive, so credit must be taken in that order too.
+		if uint64(len(data)) <= maxMessage && s.outflow.open(window) && (inParts || l.outflow.open(linkWindow)) && !s.inParts {
 			break
 		}
 		wake := l.wq.creditWaitLocked()
@@ -185,11 +199,18 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 		l.token.parked.Add(-1)
 		l.wq.mu.Lock()
 	}
-	l.outflow.take(cost)
-	if hello && len(data) > l.cfg.FrameSize {
-		// Stream credit is charged part by part (takePartLocked).
-		return l.sendInParts(s, data)
+	if lane != nil {
+		l.outflow.take(cost)
+		return l.sendOnLane(lane, s, data, cost)
 	}
+	if hello && len(data) >= l.cfg.LaneThreshold {
+		l.wantLaneLocked()
+	}
+	if inParts {
+		// Link and stream credit are taken as parts are queued (takePartLocked).
+		return l.sendInParts(s, data, cost)
+	}
+	l.outflow.take(cost)
 	s.outflow.take(cost)
 	l.wq.wb.msgs++
 	l.wq.wb.payload += uint64(len(data))
@@ -238,9 +259,9 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 
 // sendInParts queues a message for the scheduler (takePartLocked) and waits
 // until its last part is written. The caller holds wq.mu, which it releases.
-func (l *link) sendInParts(s *stream, data []byte) error {
+func (l *link) sendInParts(s *stream, data []byte, cost int64) error {
 	r := getWriteReq()
-	r.s, r.data = s, data
+	r.s, r.data, r.linkCost = s, data, cost
 	l.sched.add(r)
 	s.inParts = true
 	if l.wq.busy {
@@ -275,7 +296,9 @@ func (l *link) sendInParts(s *stream, data []byte) error {
 // transfer on a fast path pays no more syscalls, on either side, than a
 // whole message. A part goes only while its stream's credit is positive
 // and costs its length; the last part also charges the whole message, as
-// the receiver does once it is complete (README, "Messages in parts"). A
+// the receiver does once it is complete (README, "Messages in parts"). The
+// first part takes the link's credit for the whole message, once that is
+// positive: here, in the order the receiver charges it. A
 // message whose stream ended is abandoned: no part may follow a CLOSE.
 // It reports whether it added anything.
 func (l *link) takePartLocked(b *writeBatch) bool {
@@ -293,12 +316,14 @@ func (l *link) takePartLocked(b *writeBatch) bool {
 			r.done <- struct{}{}
 			continue
 		}
-		if !r.s.outflow.open(inFlight) {
+		if !r.s.outflow.open(inFlight) || r.linkCost > 0 && !l.outflow.open(int64(l.peer.linkWindow)) {
 			l.sched.skip()
-			skipped++ // until the peer's WINDOW (addSendCredit kicks the writer)
+			skipped++ // until the peer's WINDOW or LINK_WINDOW (addSendCredit kicks the writer)
 			continue
 		}
 		skipped = 0
+		l.outflow.take(r.linkCost)
+		r.linkCost = 0
 		n := min(len(r.data)-r.off, max(l.cfg.FrameSize, budget-taken))
 		rest := len(r.data) - r.off - n
 		var hb [maxPartHeader]byte
@@ -355,7 +380,7 @@ func (l *link) enqueueControl(frame []byte) { l.queueControl(frame, controlAsync
 
 func (l *link) queueControl(frame []byte, how controlMode) {
 	l.wq.mu.Lock()
-	if l.wq.err != nil || l.wq.closing { // nothing goes after close's GOAWAY
+	if l.wq.err != nil || l.wq.closing || l.wq.handedOff { // nothing goes after close's GOAWAY, or on a lane's socket after its LANE
 		l.wq.mu.Unlock()
 		return
 	}
@@ -473,26 +498,31 @@ func (l *link) adaptBurst(took int64) {
 	l.wq.mu.Unlock()
 }
 
-// writeOut writes b with one writev on TCP. Elsewhere (TLS, proxies)
-// net.Buffers would issue one Write per segment, so small segments are
-// coalesced into gatherChunk-sized Writes.
+// writeOut writes b on the link's socket.
 func (l *link) writeOut(b *writeBatch) error {
-	if l.tcp != nil || len(b.segs) == 1 {
-		l.wq.wv = b.segs
-		_, err := l.wq.wv.WriteTo(l.conn)
+	l.wq.wv = b.segs
+	return writeSegments(l.conn, l.tcp, &l.wq.wv)
+}
+
+// writeSegments writes segs (consuming it) with one writev on TCP (tcp
+// non-nil). Elsewhere (TLS, proxies) net.Buffers would issue one Write per
+// segment, so small segments are coalesced into gatherChunk-sized Writes.
+func writeSegments(conn net.Conn, tcp *net.TCPConn, segs *net.Buffers) error {
+	if tcp != nil || len(*segs) == 1 {
+		_, err := segs.WriteTo(conn)
 		return err
 	}
 	g := gatherFree.get()
 	defer gatherFree.put(g)
-	for _, seg := range b.segs {
+	for _, seg := range *segs {
 		if len(g.B) > 0 && len(g.B)+len(seg) > gatherChunk {
-			if _, err := l.conn.Write(g.B); err != nil {
+			if _, err := conn.Write(g.B); err != nil {
 				return err
 			}
 			g.B = g.B[:0]
 		}
 		if len(seg) >= gatherChunk {
-			if _, err := l.conn.Write(seg); err != nil {
+			if _, err := conn.Write(seg); err != nil {
 				return err
 			}
 			continue
@@ -502,7 +532,7 @@ func (l *link) writeOut(b *writeBatch) error {
 	if len(g.B) == 0 {
 		return nil
 	}
-	_, err := l.conn.Write(g.B)
+	_, err := conn.Write(g.B)
 	return err
 }
 

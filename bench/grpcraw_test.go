@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -15,53 +14,20 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 )
 
 // gRPC without generated code, for the adapter tests and benchmarks: a
-// hand-written grpc.ServiceDesc whose messages are raw bytes (rawCodec,
-// forced on both ends), served on a tcpconn Listener's NetListener or on a
-// plain TCP listener, and a client that dials through a tcpconn Client's
-// DialConn or net.Dialer.
-
-// rawCodec carries gRPC messages as raw bytes: Marshal takes a []byte or
-// *[]byte as is; Unmarshal copies into a *[]byte, reusing its capacity.
-type rawCodec struct{}
-
-func (rawCodec) Name() string { return "raw" }
-
-func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
-	switch m := v.(type) {
-	case []byte:
-		return mem.BufferSlice{mem.SliceBuffer(m)}, nil
-	case *[]byte:
-		return mem.BufferSlice{mem.SliceBuffer(*m)}, nil
-	}
-	return nil, fmt.Errorf("rawCodec: cannot marshal %T", v)
-}
-
-func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	p, ok := v.(*[]byte)
-	if !ok {
-		return fmt.Errorf("rawCodec: cannot unmarshal into %T", v)
-	}
-	n := data.Len()
-	if cap(*p) < n {
-		*p = make([]byte, n)
-	}
-	*p = (*p)[:n]
-	data.CopyTo(*p)
-	return nil
-}
+// hand-written grpc.ServiceDesc whose messages are raw bytes (bytesCodec in
+// grpc_codec.go, forced on both ends), served on a tcpconn Listener's
+// NetListener or on a plain TCP listener, and a client that dials through a
+// tcpconn Client's DialConn or net.Dialer.
 
 const (
 	grpcService  = "tcpconnbench.Bytes"
 	grpcEcho     = "/" + grpcService + "/Echo"     // unary: the request back
 	grpcHang     = "/" + grpcService + "/Hang"     // unary: waits for its context to end
 	grpcDownload = "/" + grpcService + "/Download" // server stream: see downloadRequest
-
-	grpcMaxMsg = 32 << 20 // message size limit on both ends (the default is 4 MiB)
 )
 
 var grpcDownloadDesc = &grpc.StreamDesc{StreamName: "Download", ServerStreams: true}
@@ -243,7 +209,7 @@ func startGRPC(tb testing.TB, transport string, hooks *grpcServerHooks) *grpcPai
 	}
 	p.addr = nl.Addr().String()
 	p.srv = grpc.NewServer(
-		grpc.ForceServerCodecV2(rawCodec{}),
+		grpc.ForceServerCodecV2(bytesCodec{}),
 		grpc.MaxRecvMsgSize(grpcMaxMsg),
 		grpc.MaxSendMsgSize(grpcMaxMsg),
 	)
@@ -278,7 +244,7 @@ func (p *grpcPair) client(tb testing.TB) *grpc.ClientConn {
 		grpc.WithContextDialer(p.dial),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(
-			grpc.ForceCodecV2(rawCodec{}),
+			grpc.ForceCodecV2(bytesCodec{}),
 			grpc.MaxCallRecvMsgSize(grpcMaxMsg),
 			grpc.MaxCallSendMsgSize(grpcMaxMsg),
 		),

@@ -3,6 +3,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	tcpconn "github.com/pulsyflux/tcp-conn"
 	"io"
 	"net"
 	"sync"
@@ -28,7 +29,8 @@ type env struct {
 	ln          net.Listener
 	path        io.Closer // a delayProxy between client and server, if any
 	accepts     atomic.Int32
-	wantAccepts int32 // 1, or n for a SocketPerConn transport
+	lanes       atomic.Int32 // accepted sockets that became a tcpconn link's bulk lane
+	wantAccepts int32        // 1, or n for a SocketPerConn transport
 	mu          sync.Mutex
 	socks       []net.Conn
 	acceptWG    sync.WaitGroup
@@ -88,11 +90,20 @@ func setupDelayed(b *testing.B, tr Transport, n int, perConn bool, rtt time.Dura
 			e.serveWG.Add(1)
 			go func() {
 				defer e.serveWG.Done()
+				var lane atomic.Bool
 				tr.Serve(sock, n, perConn, func() { readyOnce.Do(func() { close(ready) }) }, func(c Conn) {
-					if err := handle(c); err != nil && !e.closing.Load() {
+					err := handle(c)
+					if errors.Is(err, tcpconn.ErrBulkLane) {
+						lane.Store(true) // the socket joined its link as its bulk lane
+						return
+					}
+					if err != nil && !e.closing.Load() {
 						e.fail(fmt.Errorf("server: %w", err))
 					}
 				})
+				if lane.Load() {
+					e.lanes.Add(1)
+				}
 			}()
 		}
 	}()
@@ -160,7 +171,8 @@ func (e *env) fatalf(format string, args ...any) {
 }
 
 // teardown closes everything, waits for every goroutine the env started,
-// and checks that exactly one socket was accepted (n for SocketPerConn).
+// and checks that exactly one socket was accepted (n for SocketPerConn),
+// besides tcpconn's bulk lane.
 func (e *env) teardown() {
 	if e.timer != nil {
 		e.timer.Stop()
@@ -175,6 +187,7 @@ func (e *env) teardown() {
 	case <-time.After(teardownLimit):
 		e.b.Errorf("server goroutines still running %v after close", teardownLimit)
 	}
+	accepts -= e.lanes.Load() // a lane is its link's second socket, not a connection of its own
 	if e.path != nil {
 		e.path.Close()
 	}

@@ -1,6 +1,7 @@
-// Package bench compares tcpconn with a hand-written floor ("raw") and with
-// two stream multiplexers (hashicorp/yamux, xtaci/smux) on the same
-// message-oriented workloads, all in one process over 127.0.0.1.
+// Package bench compares tcpconn with a hand-written floor ("raw"), with
+// two stream multiplexers (hashicorp/yamux, xtaci/smux) and with gRPC
+// streams on the same message-oriented workloads, all in one process over
+// 127.0.0.1.
 //
 // It is its own module so that importers of tcpconn never pull the peers.
 package bench
@@ -62,7 +63,7 @@ var plainTCP = sockets{
 // Transports returns every transport, raw first.
 func Transports() []Transport {
 	var ts []Transport
-	for _, t := range []Transport{rawTransport(), yamuxTransport(), smuxTransport(), tcpconnTransport(false), tcpconnTransport(true)} {
+	for _, t := range []Transport{rawTransport(), yamuxTransport(), smuxTransport(), grpcTransport(), tcpconnTransport(false), tcpconnTransport(true)} {
 		if t.Name != "" {
 			ts = append(ts, t)
 		}

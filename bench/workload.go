@@ -118,12 +118,12 @@ func TransportsFor(w Workload) []Transport {
 	case w.Kind == Mixed:
 		return append([]Transport{floorOver(plainTCP)}, Transports()...)
 	case w.Kind == Fair:
-		return []Transport{rawTransport(), yamuxTransport(), smuxTransport(), tcpconnTransport(false)}
+		return []Transport{rawTransport(), yamuxTransport(), smuxTransport(), grpcTransport(), tcpconnTransport(false)}
 	case w.Kind == WAN:
-		return []Transport{rawTransport(), yamuxTransport(), smuxTransport(), tcpconnTransport(false), tcpconnTransport(true)}
+		return []Transport{rawTransport(), yamuxTransport(), smuxTransport(), grpcTransport(), tcpconnTransport(false), tcpconnTransport(true)}
 	case w.TLS:
 		tls := tlsSockets()
-		return []Transport{rawOver(tls), yamuxOver(tls), smuxOver(tls), tcpconnTLS(false), tcpconnTLS(true)}
+		return []Transport{rawOver(tls), yamuxOver(tls), smuxOver(tls), grpcOver(tls), tcpconnTLS(false), tcpconnTLS(true)}
 	}
 	return Transports()
 }

@@ -17,6 +17,7 @@ var styles = map[string]style{
 	"raw":            {"#555555", ""},
 	"yamux":          {"#1f77b4", ""},
 	"smux":           {"#2ca02c", ""},
+	"grpc":           {"#9467bd", ""},
 	"tcpconn":        {"#d62728", ""},
 	"tcpconn-pooled": {"#ff7f0e", "6 3"},
 }
@@ -68,7 +69,7 @@ func chart(results map[string]map[string]*result, transports []bench.Transport, 
 	var s strings.Builder
 	fmt.Fprintf(&s, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="sans-serif" font-size="12">`+"\n", chartW, chartH, chartW, chartH)
 	fmt.Fprintf(&s, `<rect width="%.0f" height="%.0f" fill="white"/>`+"\n", chartW, chartH)
-	fmt.Fprintf(&s, `<text x="%.0f" y="24" font-size="15" font-weight="bold" text-anchor="middle">tcpconn beside raw TCP, yamux and smux</text>`+"\n", chartW/2)
+	fmt.Fprintf(&s, `<text x="%.0f" y="24" font-size="15" font-weight="bold" text-anchor="middle">tcpconn beside raw TCP, yamux, smux and gRPC</text>`+"\n", chartW/2)
 	fmt.Fprintf(&s, `<text x="%.0f" y="42" fill="#666" text-anchor="middle">%s</text>`+"\n", chartW/2, esc(subtitle))
 	panel(&s, 0, "Round-trip time vs message size", "lower is better",
 		"message size (bytes)", "time per round trip", lat, transports, fmtBytes, fmtMicros)

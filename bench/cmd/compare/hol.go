@@ -14,8 +14,9 @@ import (
 // the TLS table's legend.
 
 const tlsLegend = `  In these rows every transport runs over TLS 1.3: raw is u32 length + payload on a plain
-  *tls.Conn (the floor), yamux and smux run on a *tls.Conn, tcpconn dials with Config.TLSConfig
-  and the server wraps tls.Server(sock) with WrapConnection. vs raw is the ratio to raw TLS.
+  *tls.Conn (the floor), yamux, smux and grpc run on a *tls.Conn (grpc with insecure
+  credentials: the socket is already TLS), tcpconn dials with Config.TLSConfig and the server
+  wraps tls.Server(sock) with WrapConnection. vs raw is the ratio to raw TLS.
 `
 
 // spreadOf is (largest - smallest) / median of f over the passes of r.
@@ -70,7 +71,8 @@ func printHOL(w io.Writer, workloads []bench.Workload, results map[string]map[st
   bulk MB/s  bulk payload the server received and checked while the probes ran, 1 MB = 10^6 bytes.
   vs floor   ratio to floor: the same two flows on two sockets of their own (plain TCP, or TLS in
              TLSMixed*), so only the CPU and the kernel are shared. raw is the minimal mux (one
-             writev per whole message under a mutex); yamux, smux, tcpconn as in the main table.
+             writev per whole message under a mutex); yamux, smux, grpc, tcpconn as in the main
+             table.
 `)
 	if short {
 		fmt.Fprint(w, shortNote)

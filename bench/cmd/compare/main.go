@@ -452,6 +452,9 @@ server talk over 127.0.0.1 and share the machine's cores; compare within a row.
   raw             u32 length + payload on a plain TCP socket, one write per message; in the
                   Mux* and Memory* rows a minimal hand-written mux on one socket (no flow control).
   yamux, smux     hashicorp/yamux and xtaci/smux, one stream per logical connection.
+  grpc            google.golang.org/grpc: one bidirectional stream per logical connection on
+                  one ClientConn (one HTTP/2 connection), each message one gRPC message (plain
+                  bytes, no protobuf); gRPC's defaults but the receive limit, raised to 32 MiB.
   tcpconn         this library through the original TCP-Conn API; Receive returns a new slice
                   per message.
   tcpconn-pooled  the same, receiving with ReceiveAppend into one reused buffer per connection.

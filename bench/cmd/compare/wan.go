@@ -42,7 +42,8 @@ func printWAN(w io.Writer, workloads []bench.Workload, results map[string]map[st
            window, of which it keeps about 128 KiB in flight here (it returns credit once it owes
            half its window, and 4-byte prefixes on 64 KiB messages leave the second half 8 bytes
            short); smux (v1, default config) has no per-stream window, only a 4 MiB receive buffer
-           that pushes back through TCP, and TCP ends at the proxy, so it moves like raw.
+           that pushes back through TCP, and TCP ends at the proxy, so it moves like raw; grpc
+           the windows its BDP estimator grows by pinging, at most 16 MiB.
   The proxy terminates both TCP connections on loopback, so the kernel's buffers and congestion
   control never see the delay: only a protocol's own window does (as on a well-tuned long path).
   It reads as data arrives and writes each read when due, holding up to 128 MiB per direction

@@ -1,0 +1,187 @@
+// SPDX-License-Identifier: MIT
+
+package tcpconn
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// A link's bulk lane is a second socket to the same peer that carries the
+// messages of Config.LaneThreshold bytes or more, so that small messages
+// and control frames on the link's own socket never have bulk bytes ahead
+// of them in a kernel buffer: two sockets are two queues, at both ends. No
+// scheduling inside one byte stream can give that; Apache Cassandra keeps
+// separate sockets for large messages for the same reason.
+//
+//   - Opening: the dialling side opens it on demand, when it sends such a
+//     message or starts receiving one in parts. It dials the link's address
+//     again and sends LANE (magic, version, the link's ID) as the socket's
+//     first frame. The accepting side, a Listener or a wrapped socket alike,
+//     finds the link by its ID, checks that the lane comes from the same TLS
+//     peer and that the link has none, answers with its HELLO then LANE, and
+//     hands the socket to the link. Until the lane is up, and on a link
+//     whose peer refused it, messages go in parts on the link's socket.
+//   - Order: a message put on the lane is announced on the link's socket by
+//     BULK (its ID and length) at its place among the ID's frames; its bytes
+//     follow on the lane in PARTs. The receiver holds the ID's later
+//     messages, and the peer's CLOSE of it, until the lane has brought the
+//     announced one (laneorder.go): a message never overtakes an earlier one
+//     of its ID.
+//   - Credit: BULK is charged like a data frame of its length against the
+//     ID's and the link's windows and the Budget; the lane carries no
+//     credit of its own.
+//   - Failure: a lane's read or write error, or a protocol error on it,
+//     fails its link: messages in flight are lost at most once, as for any
+//     lost link. The lane closes with its link.
+
+// laneState is where a link is with its lane; guarded by link.wq.mu.
+type laneState uint8
+
+const (
+	laneNone    laneState = iota // none yet: the dialling side may open one
+	laneOpening                  // the dialling side is opening one
+	laneUp                       // messages of LaneThreshold bytes or more go on it
+	laneEnding                   // idle: no new messages on it; it closes once both sides have ended it
+	laneOff                      // none on this link: lanes are off, the peer refused, or it could not be dialled
+)
+
+// Limits of the lane.
+const (
+	// lanePart is the most one message puts in a write while other bulk
+	// messages share the lane: they take turns, so one 16 MiB message
+	// does not hold a 1 MiB one back for its whole length.
+	lanePart = 256 << 10
+	// laneBatch is the most one write on the lane carries.
+	laneBatch = 1 << 20
+	// laneHandshakeSkip bounds what a wrapped socket may send on a lane
+	// before its LANE answer: frames of an application that speaks first
+	// (Wrap then Send) on every accepted socket, within the peer's
+	// InitialWindow, which the dialling side reads and drops.
+	laneHandshakeSkip = 2*InitialWindow + 64<<10
+	// laneIdle: a lane that carried nothing for this long is closed (by
+	// its dialling side), so an idle link costs one socket again; the
+	// next large message opens a new one.
+	laneIdle = 30 * time.Second
+)
+
+// ErrBulkLane is what a server Connection made by Wrap on a socket that
+// turns out to be another link's bulk lane returns from Receive and Send:
+// the socket now belongs to that link. It matches io.EOF, so an accept
+// loop that wraps every socket and ends its handler at io.EOF treats it as
+// a client that came and went.
+var ErrBulkLane = fmt.Errorf("tcpconn: the socket became the bulk lane of another link (%w)", io.EOF)
+
+// laneSet is a link's lane and the announcements waiting for its bytes.
+type laneSet struct {
+	state laneState // guarded by link.wq.mu
+	cur   *lane     // guarded by link.wq.mu; set while laneUp
+	// dial opens a socket to the link's peer (the client pool's dialer);
+	// nil on the accepting side, which never opens lanes.
+	dial func(ctx context.Context) (net.Conn, error)
+	in   laneInbox
+}
+
+// lane is one lane socket: its reader (laneReadLoop) and its writer, which
+// writes the messages queued on it round robin.
+type lane struct {
+	conn net.Conn
+	tcp  *net.TCPConn // writev when the lane is plain TCP
+	br   *frameReader
+
+	mu      sync.Mutex  // below writeQueue.mu
+	queue   []*writeReq // messages being written, taking turns
+	next    int         // whose turn it is
+	busy    bool        // a write loop runs
+	err     error       // the lane failed
+	ending  bool        // no new messages: half-close once the queue is written
+	wrote   bool        // this side half-closed it
+	read    bool        // the peer half-closed it (EOF between frames)
+	hdrs    []byte      // PART headers of the write in progress
+	segs    [][]byte
+	written []*writeReq // messages the write in progress completes
+	wv      net.Buffers
+
+	used atomic.Bool // bytes moved since the last idle check
+	idle *time.Timer // the dialling side's idle check
+}
+
+func newLane(conn net.Conn, br *frameReader, cfg *Config) *lane {
+	ln := &lane{conn: conn, br: br}
+	ln.tcp, _ = conn.(*net.TCPConn)
+	raw := conn
+	if tc, ok := conn.(*tls.Conn); ok {
+		raw = tc.NetConn()
+	}
+	if tc, ok := raw.(*net.TCPConn); ok {
+		tuneLane(tc, cfg)
+	}
+	return ln
+}
+
+// laneUpLocked returns the lane if messages may go on it.
+func (l *link) laneUpLocked() *lane {
+	if l.lanes.state == laneUp {
+		return l.lanes.cur
+	}
+	return nil
+}
+
+// hasLane reports whether the link has a lane up.
+func (l *link) hasLane() bool {
+	l.wq.mu.Lock()
+	defer l.wq.mu.Unlock()
+	return l.lanes.state == laneUp
+}
+
+// wantLaneLocked starts opening a lane if this side may and none is
+// there; the caller's message goes on the link's socket meanwhile.
+func (l *link) wantLaneLocked() {
+	if l.lanes.state != laneNone || l.lanes.dial == nil || l.cfg.DisableLanes || l.wq.err != nil || l.wq.closing {
+		return
+	}
+	l.lanes.state = laneOpening
+	go l.openLane()
+}
+
+// wantLane is wantLaneLocked for the reader, which learns of a large
+// message from its first PART.
+func (l *link) wantLane() {
+	l.wq.mu.Lock()
+	l.wantLaneLocked()
+	l.wq.mu.Unlock()
+}
+
+// failLane is fail's part for the lane: queued messages get err and the
+// socket closes; announcements still waiting for bytes are given up.
+func (l *link) failLane(err error) {
+	l.wq.mu.Lock()
+	ln := l.lanes.cur
+	l.lanes.cur, l.lanes.state = nil, laneOff
+	l.wq.mu.Unlock()
+	if ln != nil {
+		ln.mu.Lock()
+		ln.err = err
+		queue := ln.queue
+		ln.queue = nil
+		ln.mu.Unlock()
+		for _, r := range queue {
+			l.laneWritten(r, err)
+		}
+		if ln.idle != nil {
+			ln.idle.Stop()
+		}
+		ln.conn.Close()
+	}
+	for _, lm := range l.lanes.in.abandon() {
+		if lm.s != nil {
+			lm.s.laneAbandoned()
+		}
+	}
+}

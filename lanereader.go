@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: MIT
+
+package tcpconn
+
+import (
+	"errors"
+	"fmt"
+	"io"
+)
+
+// The lane's reader: PARTs in, matched with their BULK announcements
+// (laneinbox.go), delivered in their ID's order (laneorder.go).
+
+// laneReadLoop reads the lane until it fails, which fails the link.
+func (l *link) laneReadLoop(ln *lane) {
+	err := l.readLane(ln)
+	if errors.Is(err, io.EOF) && canHalfClose(ln.conn) && l.lanes.in.empty() && l.endLane(ln) {
+		return // the peer ended the lane, between messages
+	}
+	if !l.failed() {
+		if errors.Is(err, io.EOF) {
+			err = fmt.Errorf("%w: bulk lane closed by peer (%w)", ErrLinkLost, io.EOF)
+		} else if !errors.Is(err, ErrProtocol) {
+			err = fmt.Errorf("%w: bulk lane: %w", ErrLinkLost, err)
+		}
+		l.fail(err)
+	}
+}
+
+// readLane reads PARTs: each continues the oldest message announced by
+// BULK for its ID (waiting for the announcement if the lane was faster).
+func (l *link) readLane(ln *lane) error {
+	br := ln.br
+	for {
+		h, err := peekHeader(br)
+		if err != nil {
+			return err
+		}
+		if h.kind != kindPart {
+			return protocolErrorf(frameName(h.typ), "", "only PART frames travel on a bulk lane")
+		}
+		ln.used.Store(true)
+		lm, err := l.lanes.in.front(bytesToString(h.id), l.done)
+		if err != nil {
+			return err
+		}
+		if uint64(h.length)+uint64(h.rest) != uint64(lm.total-lm.got) {
+			return protocolErrorf("PART", string(h.id), "bulk lane PART of %d bytes with %d to follow, where %d bytes of the message announced are missing", h.length, h.rest, lm.total-lm.got)
+		}
+		br.Discard(h.size)
+		end := lm.got + int(h.length)
+		if lm.got == 0 && lm.m.data == nil {
+			lm.m = lanePayload(lm.total)
+		}
+		for lm.got < end {
+			if lm.got == len(lm.m.data) {
+				lm.m = grownPayload(lm.m, lm.got, end, lm.total)
+			}
+			k, err := br.ReadFull(lm.m.data[lm.got:min(len(lm.m.data), lm.got+readProgressChunk, end)])
+			lm.got += k
+			if k > 0 {
+				l.keepAlive.heard.Add(1)
+			}
+			if err != nil {
+				return truncated(err, "a bulk lane PART")
+			}
+		}
+		if h.rest == 0 {
+			if !l.lanes.in.finish(lm) {
+				lm.m.release() // given up: the link failed meanwhile
+				return ErrClosed
+			}
+			l.laneArrived(lm)
+		}
+	}
+}
+
+// lanePayload returns the buffer a lane message is read into, whole, once
+// its first bytes are here: growing it as the bytes come would copy a
+// 4 MiB message three times over and feed the garbage collector, whose
+// pauses the small messages beside it would feel. Its BULK was charged
+// against the link's credit, so the buffers of unfinished lane messages
+// are bounded like messages in flight: the link window plus one message.
+func lanePayload(total int) message {
+	if total <= smallMessageLimit {
+		return newPayload(total)
+	}
+	if c := sizeClass(total); c <= largeClassMax {
+		if b, ok := largeFree[c].tryGet(); ok && cap(b) >= total {
+			return message{data: b[:total]}
+		}
+	}
+	return message{data: make([]byte, total)}
+}
+
+// laneArrived hands a message that came whole on the lane to its record,
+// and the messages held behind it.
+func (l *link) laneArrived(lm *laneMessage) {
+	l.counters.messagesIn.Add(1)
+	l.counters.bytesIn.Add(uint64(lm.total))
+	if lm.s == nil {
+		l.drop(lm.m, lm.cost)
+		return
+	}
+	lm.s.fromLane(lm.m)
+	l.interruptDirect() // a receiver reading the link's socket for itself looks again
+}
+
+// onBulk is the announcement of a message coming on the lane: admitted
+// whole like a data frame, and its place in the ID's order kept.
+func (l *link) onBulk(body []byte) error {
+	idb, n := splitIDBody(body)
+	if !l.lanesAllowed() {
+		return protocolErrorf("BULK", string(idb), "BULK without a bulk lane")
+	}
+	if uint64(n) > uint64(l.cfg.MaxMessageSize) {
+		return protocolErrorf("BULK", string(idb), "message of %d bytes exceeds the limit of %d", n, l.cfg.MaxMessageSize)
+	}
+	if len(l.reading.partials) > 0 && l.reading.partials[bytesToString(idb)] != nil {
+		return protocolErrorf("BULK", string(idb), "BULK on %q inside a message in parts", idb)
+	}
+	s, err := l.route(idb)
+	if err != nil {
+		return err
+	}
+	cost := int64(n) + messageOverhead
+	if s, err = l.admit("BULK", s, cost); err != nil {
+		return err
+	}
+	if l.inflow.credit.Load() <= 0 {
+		// A lane message larger than what was left of the link's credit:
+		// the window grows by it, as for a message in parts, so that small
+		// messages beside it do not wait until it has arrived.
+		l.growForMessage(cost)
+	}
+	lm := &laneMessage{s: s, total: int(n), cost: cost}
+	if s != nil {
+		s.expectLane()
+		lm.id = s.id
+	} else {
+		lm.id = string(idb)
+	}
+	l.lanes.in.announce(lm)
+	return nil
+}
+
+// lanesAllowed reports whether the peer may announce lane messages: this
+// side takes lanes, and (dialling side) has opened one.
+func (l *link) lanesAllowed() bool {
+	if l.cfg.DisableLanes {
+		return false
+	}
+	if !l.client {
+		return true
+	}
+	l.wq.mu.Lock()
+	defer l.wq.mu.Unlock()
+	return l.lanes.state == laneOpening || l.lanes.state == laneUp
+}
