@@ -6,21 +6,23 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 )
 
 // Binding a Connection to a link, in one place: a client's background
-// connect attempts (pool, then attach), attaching to a link (register the
-// ID or install the catch-all), detaching (Close, idle timeout, loss), and
-// the idle timer. The public methods in tcpconn.go call down into these;
-// nothing here calls back up.
+// connect attempts (pool, or placement in a fleet, then attach), attaching
+// to a link (register the ID or install the catch-all), detaching (Close,
+// idle timeout, loss), and the idle timer. The public methods in
+// tcpconn.go call down into these; nothing here calls back up.
 
 // binding is a Connection's attachment to one link: its record there, or
 // the link's catch-all.
 type binding struct {
-	link *link
-	st   *stream
-	ca   *catchAll
+	link  *link
+	st    *stream
+	ca    *catchAll
+	moved atomic.Bool // the Connection is moving off it (drain.go)
 }
 
 // source is what the binding receives from.
@@ -74,8 +76,11 @@ func (c *Connection) attach(l *link) (*binding, error) {
 	if err != nil {
 		return nil, err
 	}
-	if fresh && c.client {
-		l.enqueueControl(appendIDControl(nil, frameOpen, c.id, 0))
+	if fresh && c.client && !l.enqueueOpen(c.id) {
+		// The record never reached the peer: it goes without a CLOSE.
+		st.fail(errGoingAway)
+		l.routes.remove(st)
+		return nil, errGoingAway
 	}
 	return &binding{link: l, st: st}, nil
 }
@@ -148,9 +153,10 @@ func (c *Connection) connect(ctx context.Context) (*binding, error) {
 func (c *Connection) startAttemptLocked() *dialAttempt {
 	a := &dialAttempt{done: make(chan struct{})}
 	c.attempt = a
-	if !c.held {
+	if !c.held && c.fleet == nil {
 		// Held until Close or idle timeout, across failed dials, so the
-		// entry keeps its backoff state.
+		// entry keeps its backoff state. (A fleet's Connection holds the
+		// entry of the endpoint it is placed on: acquireInFleet.)
 		c.entry, c.held = c.owner.hold(c.addr, c.poolCfg, c.cfg), true
 	}
 	go c.runAttempt(a, c.entry)
@@ -158,10 +164,21 @@ func (c *Connection) startAttemptLocked() *dialAttempt {
 }
 
 func (c *Connection) runAttempt(a *dialAttempt, e *poolEntry) {
-	l, err := e.acquire(c.life)
+	var l *link
 	var b *binding
-	if err == nil {
-		b, err = c.attach(l)
+	var err error
+	for {
+		if c.fleet != nil {
+			l, err = c.acquireInFleet(c.life)
+		} else {
+			l, err = e.acquire(c.life, false)
+		}
+		if err == nil {
+			b, err = c.attach(l)
+		}
+		if err != errGoingAway {
+			break // else the pool has another link by now (acquire skips l)
+		}
 	}
 	c.mu.Lock()
 	c.attempt = nil
@@ -179,6 +196,9 @@ func (c *Connection) runAttempt(a *dialAttempt, e *poolEntry) {
 			c.owner.scope.reconnects.Add(1)
 		}
 		c.bindLocked(b)
+		if b.link.moveAway.Load() {
+			c.moveIfMovable(b)
+		}
 	}
 	a.b, a.err = b, err
 	c.mu.Unlock()
@@ -271,6 +291,11 @@ var epoch = time.Now()
 func (c *Connection) checkIdle() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if d := c.draining.Load(); d != nil && d.ended() {
+		// A move's old binding that no Receive came to finish: its link
+		// and pool entry go, what it holds unread is kept (carried).
+		c.dropDrainingLocked(d)
+	}
 	b := c.bind.Load()
 	if b == nil || c.closeErr != nil {
 		return
@@ -299,4 +324,59 @@ func (c *Connection) finishServerLocked(err error) {
 		c.held = false
 		releaseWrapped(c.wrapped)
 	}
+}
+
+// acquireInFleet places a Connection of a fleet and returns its endpoint's
+// link: the next healthy endpoint is tried at once when one fails to dial
+// (it is ejected), so an ID answers elsewhere without waiting for a
+// backoff. With none healthy it tries one ejected endpoint, after its
+// backoff, and reports that dial's error: a call never waits out the
+// backoff of every endpoint in turn.
+func (c *Connection) acquireInFleet(ctx context.Context) (*link, error) {
+	f := c.fleet
+	var skip []string
+	var lastErr error
+	for {
+		addr, healthy, err := f.place(ctx, c.id, c.catchAll, skip)
+		if err != nil {
+			if lastErr != nil && ctx.Err() == nil {
+				return nil, lastErr
+			}
+			return nil, err
+		}
+		e := c.holdEntry(addr)
+		if e == nil {
+			return nil, ErrClosed
+		}
+		l, err := e.acquire(ctx, healthy)
+		if err == nil {
+			return l, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		f.eject(addr, err)
+		if !healthy {
+			return nil, err
+		}
+		skip, lastErr = append(skip, addr), err
+	}
+}
+
+// holdEntry makes c hold addr's pool entry (and no other), or returns nil
+// once c is closed.
+func (c *Connection) holdEntry(addr string) *poolEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closeErr != nil {
+		return nil
+	}
+	if c.held {
+		if c.entry.key.address == addr {
+			return c.entry
+		}
+		c.releaseClientLocked(nil)
+	}
+	c.entry, c.held = c.owner.hold(addr, c.poolCfg, c.cfg), true
+	return c.entry
 }

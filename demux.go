@@ -421,10 +421,20 @@ func (l *link) onPong(body []byte) error {
 }
 
 func (l *link) onGoAway(body []byte) error {
-	if l.goingAway.Swap(true) {
+	// Under wq.mu: an OPEN queued from now on is refused (enqueueOpen),
+	// so every OPEN this side sends goes before its answer to a PING
+	// that follows the GOAWAY.
+	l.wq.mu.Lock()
+	repeated := l.goingAway.Swap(true)
+	l.wq.mu.Unlock()
+	if repeated {
 		return l.allowControl()
 	}
-	l.logger().Debug("tcpconn: peer is going away", "code", loadU32(body), "reason", string(body[sizeOfLength+sizeOfIDLen:]))
+	code := goAwayCode(loadU32(body))
+	l.logger().Debug("tcpconn: peer is going away", "code", code, "reason", string(body[sizeOfLength+sizeOfIDLen:]))
+	if l.goAwayHook != nil {
+		go l.goAwayHook(l, code) // the token holder must not wait for its owner
+	}
 	return nil
 }
 

@@ -64,7 +64,28 @@ type closeCode uint32
 const (
 	closeNormal  closeCode = 0
 	closeRefused closeCode = 1 // the receiver would not take the logical connection (backlog or limit)
+	// closeFinished: the sender sends nothing more for this ID on this
+	// link, and keeps reading it until the receiver closes it (a drain
+	// moving the ID to another link at a quiet point). It is sent only to
+	// a peer whose GOAWAY asked for the move.
+	closeFinished closeCode = 2
 )
+
+// goAwayCode is carried by frameGoAway.
+type goAwayCode uint32
+
+const (
+	goAwayClosing goAwayCode = 0 // open nothing new here; the link closes when its IDs have
+	// goAwayShutdown: the server is going down; move each ID elsewhere at
+	// a quiet point (CLOSE code 2) and do not come back.
+	goAwayShutdown goAwayCode = 1
+	// goAwayLinkAge: the link reached its age; move each ID to a new link
+	// at a quiet point, this server included.
+	goAwayLinkAge goAwayCode = 2
+)
+
+// draining reports whether the peer asked for its IDs to move.
+func (c goAwayCode) draining() bool { return c == goAwayShutdown || c == goAwayLinkAge }
 
 // InitialWindow is the credit every peer grants, per logical connection and
 // per link, before its HELLO arrives (HTTP/2's initial window plays the same

@@ -31,9 +31,12 @@ var (
 	goldenLinkWin   = []byte{0xFF, 0x03, 0x00, 0x00, 0x00, 0x64}
 	goldenClose     = []byte{0xFF, 0x04, 0x02, 'a', 'b', 0x00, 0x00, 0x00, 0x00}
 	goldenRefuse    = []byte{0xFF, 0x04, 0x01, 'c', 0x00, 0x00, 0x00, 0x01}
+	goldenFinished  = []byte{0xFF, 0x04, 0x02, 'a', 'b', 0x00, 0x00, 0x00, 0x02}
 	goldenPing      = []byte{0xFF, 0x05, 0x00, 0x00, 0x00, 0x2A}
 	goldenPong      = []byte{0xFF, 0x06, 0x00, 0x00, 0x00, 0x2A}
 	goldenGoAway    = []byte{0xFF, 0x07, 0x00, 0x00, 0x00, 0x00, 0x03, 'b', 'y', 'e'}
+	goldenShutdown  = []byte{0xFF, 0x07, 0x00, 0x00, 0x00, 0x01, 0x03, 'b', 'y', 'e'}
+	goldenLinkAge   = []byte{0xFF, 0x07, 0x00, 0x00, 0x00, 0x02, 0x03, 'b', 'y', 'e'}
 	goldenOpen      = []byte{0xFF, 0x08, 0x02, 'a', 'b', 0x00, 0x00, 0x00, 0x00}
 	// The message "xyz" in two parts: "xy" with 1 byte to follow, then "z".
 	goldenPart1 = []byte{0xFF, 0x09, 0x02, 'a', 'b', 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x02, 'x', 'y'}
@@ -62,9 +65,12 @@ func TestFrameGoldenEncode(t *testing.T) {
 		{"LINK_WINDOW", appendValueControl(nil, frameLinkWindow, 100), goldenLinkWin},
 		{"CLOSE", appendIDControl(nil, frameClose, "ab", uint32(closeNormal)), goldenClose},
 		{"CLOSE refused", appendIDControl(nil, frameClose, "c", uint32(closeRefused)), goldenRefuse},
+		{"CLOSE finished", appendIDControl(nil, frameClose, "ab", uint32(closeFinished)), goldenFinished},
 		{"PING", appendValueControl(nil, framePing, 42), goldenPing},
 		{"PONG", appendValueControl(nil, framePong, 42), goldenPong},
-		{"GOAWAY", appendGoAway(nil, 0, "bye"), goldenGoAway},
+		{"GOAWAY", appendGoAway(nil, uint32(goAwayClosing), "bye"), goldenGoAway},
+		{"GOAWAY shutdown", appendGoAway(nil, uint32(goAwayShutdown), "bye"), goldenShutdown},
+		{"GOAWAY link age", appendGoAway(nil, uint32(goAwayLinkAge), "bye"), goldenLinkAge},
 		{"OPEN", appendIDControl(nil, frameOpen, "ab", 0), goldenOpen},
 		{"PART, first of two", append(appendPartHeader(nil, "ab", 1, 2), "xy"...), goldenPart1},
 		{"PART, last", append(appendPartHeader(nil, "ab", 0, 1), "z"...), goldenPart2},

@@ -9,4 +9,9 @@ require (
 
 require go.uber.org/goleak v1.3.0
 
-require github.com/google/uuid v1.6.0
+require (
+	github.com/google/uuid v1.6.0
+	github.com/miekg/dns v1.1.73
+)
+
+require golang.org/x/net v0.57.0 // indirect

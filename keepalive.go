@@ -21,6 +21,7 @@ type keepAlive struct {
 	rtt, minRTT atomic.Int64
 	pingSent    atomic.Int64  // nanotime of the PING in flight, 0 if none
 	pingSeq     atomic.Uint32 // its value
+	ponged      atomic.Uint32 // the value of the last PING answered
 
 	mu        sync.Mutex // orders a tick against stop; guards the fields below
 	t         *time.Timer
@@ -45,6 +46,7 @@ func (k *keepAlive) pong(seq uint32, now int64) bool {
 	if sent == 0 || seq != k.pingSeq.Load() || !k.pingSent.CompareAndSwap(sent, 0) {
 		return false
 	}
+	k.ponged.Store(seq)
 	rtt := now - sent
 	k.rtt.Store(rtt)
 	if m := k.minRTT.Load(); m == 0 || rtt < m {
@@ -120,8 +122,17 @@ func (l *link) keepAliveTick() {
 }
 
 // ping sends a PING; its PONG measures the round trip (LinkStats.RTT, and
-// the pace windows grow at). Sent after silence, and once when the peer's
-// HELLO arrives.
-func (l *link) ping() {
-	l.enqueueControl(appendValueControl(nil, framePing, l.keepAlive.nextPing(nanotime())))
+// the pace windows grow at). Sent after silence, once when the peer's
+// HELLO arrives, and behind a draining GOAWAY (goAwayDraining). It
+// returns the PING's value.
+func (l *link) ping() uint32 {
+	seq := l.keepAlive.nextPing(nanotime())
+	l.enqueueControl(appendValueControl(nil, framePing, seq))
+	return seq
+}
+
+// pongedSince reports whether the peer answered the PING of value seq, or
+// one sent after it (only the latest PING's PONG is matched).
+func (l *link) pongedSince(seq uint32) bool {
+	return int32(l.keepAlive.ponged.Load()-seq) >= 0
 }

@@ -61,6 +61,8 @@ import (
 //
 //     Connection.mu        binding, idle release, Close; never held across a dial, a wait for the peer or a write
 //     Client.mu            the Client's Connections (forget, under Connection.mu on Close)
+//     Client.fleetMu       the Client's fleets by target (release, under Connection.mu on Close)
+//     fleet.mu             a target's endpoints, their health and lookups; taken alone but under fleetMu
 //     clientPool.mu        pool entries by address
 //     poolEntry.mu         one address's link, users and backoff
 //     wrapRegistry.mu      wrapped sockets (a server Connection's last release)
@@ -94,10 +96,13 @@ type link struct {
 	sock   *net.TCPConn // the TCP socket, under TLS too; nil for other net.Conns
 	cfg    *Config
 	client bool
-	log    atomic.Pointer[slog.Logger] // logger(); carries the link's ID
-	id     atomic.Pointer[uuid.UUID]   // set by setID: ours, or the dialler's once its HELLO is in
-	scope  *scope                      // the owner's counters (stats.go)
-	bound  atomic.Int64                // Connections bound to this link (Stats.Connections)
+	// endpoint is the address a client dialled (its pool entry's), which
+	// log records and LinkStats carry; empty on a server.
+	endpoint string
+	log      atomic.Pointer[slog.Logger] // logger(); carries the link's ID
+	id       atomic.Pointer[uuid.UUID]   // set by setID: ours, or the dialler's once its HELLO is in
+	scope    *scope                      // the owner's counters (stats.go)
+	bound    atomic.Int64                // Connections bound to this link (Stats.Connections)
 
 	// Read side: the read token, and what belongs to its holder.
 	token     readToken
@@ -115,9 +120,11 @@ type link struct {
 
 	lanes laneSet // the bulk lane (lane.go)
 
-	onClose   func(*link)
-	goingAway atomic.Bool // the peer sent GOAWAY: open nothing new here
-	handedOff atomic.Bool // the socket became another link's bulk lane: not ours to close
+	onClose    func(*link)
+	goAwayHook func(*link, goAwayCode) // called once, on a goroutine of its own
+	goingAway  atomic.Bool             // the peer sent GOAWAY: open nothing new here
+	moveAway   atomic.Bool             // a client's: that GOAWAY asked for its IDs to move (drain.go)
+	handedOff  atomic.Bool             // the socket became another link's bulk lane: not ours to close
 
 	counters  linkCounters
 	keepAlive keepAlive
@@ -132,8 +139,10 @@ type link struct {
 type linkHooks struct {
 	accept   func(*stream) bool // offers a peer-opened record; nil: catch-all or unclaimed
 	onClose  func(*link)
+	onGoAway func(*link, goAwayCode)                     // a client's: the peer's first GOAWAY
 	scope    *scope                                      // whose Stats count the link (besides the process's)
 	dialLane func(ctx context.Context) (net.Conn, error) // the dialling side's way to open a bulk lane
+	endpoint string                                      // a client's: the address dialled, for log records
 }
 
 func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
@@ -141,13 +150,14 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 		hooks.scope = new(scope) // counted by the process only
 	}
 	l := &link{
-		onClose:   hooks.onClose,
-		scope:     hooks.scope,
-		conn:      conn,
-		cfg:       cfg,
-		client:    client,
-		helloDone: make(chan struct{}),
-		done:      make(chan struct{}),
+		onClose:    hooks.onClose,
+		goAwayHook: hooks.onGoAway,
+		scope:      hooks.scope,
+		conn:       conn,
+		cfg:        cfg,
+		client:     client,
+		helloDone:  make(chan struct{}),
+		done:       make(chan struct{}),
 	}
 	l.token.init()
 	l.wq.init()
@@ -156,6 +166,7 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 	l.sched.burst = cfg.FrameSize
 	l.reading.limiter.init(cfg.MaxControlFramesPerSecond, time.Now())
 	id := uuid.New()
+	l.endpoint = hooks.endpoint
 	l.setID(id) // a server adopts the client's when its HELLO arrives
 	raw := conn
 	if tc, ok := conn.(*tls.Conn); ok {

@@ -3,6 +3,7 @@
 package tcpconn
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -32,6 +33,11 @@ type Client struct {
 	perConfig bool
 	pool      clientPool
 	scope     scope
+
+	// fleets follows the targets with a scheme that open Connections use
+	// (fleet.go), keyed like pool entries.
+	fleetMu sync.Mutex
+	fleets  map[poolKey]*fleet
 
 	mu     sync.Mutex
 	conns  map[*Connection]struct{}
@@ -105,6 +111,10 @@ func (cl *Client) open(address string, opts []Option) (*Connection, error) {
 	if err == nil {
 		err = checkID(o.id)
 	}
+	var t Target
+	if err == nil {
+		t, err = checkTarget(address, rc)
+	}
 	if err != nil {
 		c.closeErr = err
 		return c, err
@@ -121,6 +131,9 @@ func (cl *Client) open(address string, opts []Option) (*Connection, error) {
 	}
 	cl.conns[c] = struct{}{}
 	cl.mu.Unlock()
+	if t.Scheme != "" {
+		c.fleet = cl.holdFleet(t, key, rc)
+	}
 	c.mu.Lock()
 	c.startAttemptLocked()
 	c.mu.Unlock()
@@ -215,8 +228,11 @@ func (cl *Client) hold(address string, cfg, resolved *Config) *poolEntry {
 }
 
 // acquire returns the entry's live link, dialling one if needed. The
-// caller holds the entry (hold).
-func (e *poolEntry) acquire(ctx context.Context) (*link, error) {
+// caller holds the entry (hold). With failFast (a fleet's endpoint, which
+// has others to go to) it reports a failure at once, a shared dial's or
+// the last one's while the backoff runs, instead of waiting out the
+// backoff and dialling again.
+func (e *poolEntry) acquire(ctx context.Context, failFast bool) (*link, error) {
 	e.mu.Lock()
 	for {
 		if l := e.link; l != nil && !l.failed() && !l.goingAway.Load() {
@@ -224,7 +240,7 @@ func (e *poolEntry) acquire(ctx context.Context) (*link, error) {
 			return l, nil
 		}
 		if e.dialing != nil {
-			ch := e.dialing
+			ch, failures := e.dialing, e.failures
 			e.mu.Unlock()
 			select {
 			case <-ch:
@@ -232,9 +248,19 @@ func (e *poolEntry) acquire(ctx context.Context) (*link, error) {
 				return nil, ctx.Err()
 			}
 			e.mu.Lock()
+			if failFast && e.failures > failures {
+				err := e.lastErr
+				e.mu.Unlock()
+				return nil, cmp.Or(err, ErrLinkLost)
+			}
 			continue
 		}
 		if wait := time.Until(e.nextDial); wait > 0 {
+			if failFast {
+				err := e.lastErr
+				e.mu.Unlock()
+				return nil, cmp.Or(err, ErrLinkLost)
+			}
 			e.mu.Unlock()
 			t := time.NewTimer(wait)
 			select {
@@ -269,6 +295,9 @@ func (e *poolEntry) acquire(ctx context.Context) (*link, error) {
 		// A link the peer sent GOAWAY on is left to its remaining users;
 		// the last of them closes it (release).
 		e.link = l
+		e.mu.Unlock()
+		e.client.linkEvent(l, LinkEvent{Kind: LinkUp}, 0)
+		e.mu.Lock()
 	}
 }
 
@@ -317,7 +346,18 @@ func dialLink(ctx context.Context, e *poolEntry) (*link, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newLink(conn, e.cfg, true, linkHooks{scope: &e.client.scope, dialLane: e.dial}), nil
+	cl := e.client
+	return newLink(conn, e.cfg, true, linkHooks{
+		scope:    &cl.scope,
+		dialLane: e.dial,
+		endpoint: e.key.address,
+		onClose: func(l *link) {
+			go cl.linkEvent(l, LinkEvent{Kind: LinkLost, Err: l.err}, 0)
+		},
+		onGoAway: func(l *link, code goAwayCode) {
+			cl.linkEvent(l, LinkEvent{Kind: LinkGoAway, Draining: code.draining()}, code)
+		},
+	}), nil
 }
 
 // dial opens a socket to the entry's address, TLS if configured; the

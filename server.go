@@ -129,7 +129,7 @@ type Listener struct {
 	backlog chan *stream
 
 	mu       sync.Mutex
-	links    map[*link]struct{}
+	links    map[*link]uint32 // each accepted link; during Shutdown, its drain PING (goAwayDraining)
 	closed   bool
 	draining atomic.Bool
 
@@ -170,7 +170,7 @@ func newListener(nl net.Listener, cfg *Config) *Listener {
 		ln:       nl,
 		cfg:      cfg,
 		backlog:  make(chan *stream, cfg.AcceptBacklog),
-		links:    make(map[*link]struct{}),
+		links:    make(map[*link]uint32),
 		done:     make(chan struct{}),
 		loopDone: make(chan struct{}),
 	}
@@ -229,20 +229,24 @@ func (ln *Listener) acceptLoop() {
 			return
 		}
 		l := newLink(conn, ln.cfg, false, linkHooks{accept: ln.offer, onClose: ln.forget, scope: &ln.scope})
-		ln.links[l] = struct{}{}
+		ln.links[l] = 0
 		if ln.draining.Load() {
 			// Accepted while Shutdown ran: its GOAWAY loop (under ln.mu)
 			// may have passed already.
-			l.enqueueControl(appendGoAway(nil, 0, "shutdown"))
+			ln.links[l] = l.goAwayDraining(goAwayShutdown, "shutdown")
 		}
 		ln.mu.Unlock()
+		if ln.cfg.MaxLinkAge > 0 {
+			ln.ageLink(l)
+		}
 	}
 }
 
+// offer queues a record for Accept. A shutting-down Listener still takes
+// one: its client opened it before it read the GOAWAY, and moves it away
+// at a quiet point once it has (drain.go); refusing it would lose the
+// messages sent with it.
 func (ln *Listener) offer(s *stream) bool {
-	if ln.draining.Load() {
-		return false
-	}
 	select {
 	case ln.backlog <- s:
 		return true
@@ -326,10 +330,10 @@ func (ln *Listener) Shutdown(ctx context.Context) error {
 	ln.ln.Close()
 	ln.mu.Lock()
 	for l := range ln.links {
-		l.enqueueControl(appendGoAway(nil, 0, "shutdown"))
+		ln.links[l] = l.goAwayDraining(goAwayShutdown, "shutdown")
 	}
 	ln.mu.Unlock()
-	t := time.NewTicker(10 * time.Millisecond)
+	t := time.NewTicker(drainPoll)
 	defer t.Stop()
 	for {
 		if ln.idle() {
@@ -348,10 +352,43 @@ func (ln *Listener) Shutdown(ctx context.Context) error {
 func (ln *Listener) idle() bool {
 	ln.mu.Lock()
 	defer ln.mu.Unlock()
-	for l := range ln.links {
-		if l.routes.n.Load() > 0 {
+	for l, seq := range ln.links {
+		if !l.drained(seq) {
 			return false
 		}
 	}
 	return true
+}
+
+// Link age (Config.MaxLinkAge): the client of a link this old is asked to
+// move its logical connections to new links (GOAWAY, drain.go), which
+// spreads them over the replicas a fleet has now.
+const (
+	// linkAgeJitter keeps the links of one client from leaving together.
+	linkAgeJitter = 0.1
+	// drainPoll is how often a draining link is checked for its last
+	// logical connection.
+	drainPoll = 10 * time.Millisecond
+)
+
+// ageLink sends l's GOAWAY at its age and closes it once its logical
+// connections have left, or after the grace period.
+func (ln *Listener) ageLink(l *link) {
+	time.AfterFunc(jitter(ln.cfg.MaxLinkAge, linkAgeJitter), func() {
+		if l.failed() {
+			return
+		}
+		seq := l.goAwayDraining(goAwayLinkAge, "link age")
+		deadline := time.Now().Add(ln.cfg.MaxLinkAgeGrace)
+		t := time.NewTicker(drainPoll)
+		defer t.Stop()
+		for !l.drained(seq) && time.Now().Before(deadline) {
+			select {
+			case <-t.C:
+			case <-l.done:
+				return
+			}
+		}
+		l.close()
+	})
 }

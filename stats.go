@@ -34,11 +34,16 @@ type LinkStats struct {
 	// ID names the link on both ends: the dialling side's UUID, sent in its
 	// HELLO and adopted by the server. It is also in every log record about
 	// the link ("link" attribute), so client and server logs line up.
-	ID          string
-	Client      bool   // the dialling side
-	LocalAddr   string // this end's address
-	RemoteAddr  string // the peer's address
-	Connections int64  // logical connections bound to it
+	ID         string
+	Client     bool   // the dialling side
+	LocalAddr  string // this end's address
+	RemoteAddr string // the peer's address
+	// Endpoint is the address a client dialled for it (an endpoint of its
+	// target, or the plain address); empty on a server.
+	Endpoint string
+	// GoingAway: the peer sent GOAWAY; nothing new opens on the link.
+	GoingAway   bool
+	Connections int64 // logical connections bound to it
 	MessagesIn  uint64
 	MessagesOut uint64
 	BytesIn     uint64
@@ -130,6 +135,8 @@ func (l *link) stats() LinkStats {
 		Client:      l.client,
 		LocalAddr:   l.conn.LocalAddr().String(),
 		RemoteAddr:  l.conn.RemoteAddr().String(),
+		Endpoint:    l.endpoint,
+		GoingAway:   l.goingAway.Load(),
 		Connections: l.bound.Load(),
 		MessagesIn:  l.counters.messagesIn.Load(),
 		MessagesOut: l.counters.messagesOut.Load(),
@@ -150,6 +157,9 @@ func (l *link) setID(id uuid.UUID) {
 		side = "client"
 	}
 	log := l.cfg.logger().With("link", id.String(), "side", side, "remote", l.conn.RemoteAddr().String())
+	if l.endpoint != "" {
+		log = log.With("endpoint", l.endpoint)
+	}
 	l.log.Store(log)
 }
 

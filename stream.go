@@ -30,6 +30,10 @@ import (
 const (
 	streamLocalClosed = 1 << iota // we sent CLOSE for this incarnation
 	streamPeerClosed              // the peer closed this incarnation
+	// streamFinished: we sent CLOSE(id, finished) and send nothing more on
+	// this incarnation; the peer may, until it closes it (drain.go).
+	streamFinished
+	streamClosed = streamLocalClosed | streamPeerClosed
 )
 
 // stream is one logical connection's record on one link: its receive queue
@@ -184,6 +188,21 @@ func (l *link) closeStream(s *stream, code closeCode) {
 // (closing -> retired once no more are owed), or the peer ending the
 // current incarnation (open -> retired, answered with CLOSE).
 func (l *link) onPeerClose(s *stream, code closeCode) error {
+	if code == closeFinished {
+		// The peer sends nothing more here; this side's reader sees the
+		// end after what is queued (and what is still on the bulk lane),
+		// and may still send until it closes. (Crossing our CLOSE, it is
+		// no reply: the peer answers that.)
+		if !s.closing() {
+			s.mu.Lock()
+			held := s.deferCloseLocked(ErrPeerClosed)
+			s.mu.Unlock()
+			if !held {
+				s.fail(ErrPeerClosed)
+			}
+		}
+		return nil
+	}
 	if s.closing() {
 		if s.acks.Add(-1) == 0 && s.state.Load()&streamLocalClosed != 0 {
 			l.routes.remove(s)
@@ -393,8 +412,8 @@ func (s *stream) releaseLink(n int64, how controlMode) {
 // grows with the reader's pace (recvWindow).
 func (s *stream) returnCredit(n int64, how controlMode) {
 	l := s.link
-	if s.state.Load() != 0 {
-		return
+	if s.state.Load()&streamClosed != 0 {
+		return // a finished record still reads: its credit goes on
 	}
 	if v := s.inflow.window.consumed(n, l.tuning(int64(l.cfg.MaxStreamWindow), nil)); v > 0 {
 		s.inflow.grant(v)
@@ -429,6 +448,9 @@ func (s *stream) ownerIs(c *Connection) bool {
 
 // sendError is why nothing more can be sent on s (it is closing or closed).
 func (s *stream) sendError() error {
+	if s.state.Load()&streamFinished != 0 {
+		return errMoved
+	}
 	if err := s.error(); err != nil {
 		return err
 	}

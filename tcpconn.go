@@ -6,7 +6,11 @@
 //
 // Client connections to the same address (and *Config) share one
 // physical socket, reference counted, and reconnect after it is lost; a
-// server's connections live as long as their socket. Which constructor:
+// server's connections live as long as their socket. A target with a
+// scheme ("dns:///host:port", "srv:///name", "list:///a,b") names many
+// servers: a Client spreads its connections over all of them, follows the
+// set as it changes, and moves connections off a server that drains
+// (README.md, "Many servers"). Which constructor:
 //
 //	NewConnection(addr, idle)            the original API: a client catch-all (empty ID); never blocks
 //	NewConnectionWithID(addr, id, idle)  the original API: a client connection with an ID; never blocks
@@ -106,6 +110,13 @@ const (
 	// Reconnect backoff: doubled per consecutive failure, with jitter.
 	DefaultReconnectBackoffMin = 10 * time.Millisecond
 	DefaultReconnectBackoffMax = 2 * time.Second
+	// DefaultResolveInterval: targets with a scheme are looked up again this
+	// often, near the TTL of a Kubernetes or Consul DNS answer (CoreDNS's
+	// default is 30 s).
+	DefaultResolveInterval = 30 * time.Second
+	// DefaultMaxLinkAgeGrace: how long a link past MaxLinkAge may stay open
+	// for its logical connections to move away at a quiet point.
+	DefaultMaxLinkAgeGrace = 10 * time.Second
 
 	// readBufferSize batches small frames per read syscall.
 	readBufferSize = 64 << 10
@@ -159,6 +170,12 @@ var (
 	ErrInvalidID = errors.New("tcpconn: invalid connection ID")
 	// ErrInvalidConfig: a Config field is out of range; the error names it.
 	ErrInvalidConfig = errors.New("tcpconn: invalid config")
+	// ErrInvalidTarget: a target is malformed or has a scheme its
+	// Resolver does not know; the error names the target.
+	ErrInvalidTarget = errors.New("tcpconn: invalid target")
+	// ErrResolve: a target's name did not resolve to any endpoint. Dial
+	// reports it at once; Open's Connections retry with backoff.
+	ErrResolve = errors.New("tcpconn: target did not resolve")
 )
 
 // timeoutError is a sentinel that is also a net.Error with Timeout() true,
@@ -259,6 +276,30 @@ type Config struct {
 	// default: discard.
 	Logger *slog.Logger
 
+	// Resolver finds the endpoints of targets with a scheme ("dns:///",
+	// "srv:///", "list:///", or schemes of its own; README, "Many
+	// servers"); default DNSResolver{}, over net.DefaultResolver.
+	Resolver Resolver
+	// ResolveInterval is how often a Client looks such a target up again
+	// (default DefaultResolveInterval, with ±20% jitter). It also looks it
+	// up at once, at most every min(1 s, ResolveInterval), after a failed
+	// dial, a lost link or a GOAWAY.
+	ResolveInterval time.Duration
+	// OnLinkEvent, if set, receives a Client's link and resolution events
+	// (LinkEvent). It is called from the library's goroutines and must
+	// return quickly.
+	OnLinkEvent func(LinkEvent)
+	// MaxLinkAge makes a Listener ask the client of each link to leave it
+	// once it is this old (±10% jitter, so links of one client do not all
+	// go at once; default 0: never): a GOAWAY after which the client moves
+	// each logical connection to a new link at a quiet point of its own,
+	// losing no message. New replicas of a fleet get their share this
+	// way, and IDs return to their place after a replica was away. The
+	// link is closed once its logical connections have left, or
+	// MaxLinkAgeGrace (default DefaultMaxLinkAgeGrace) after the GOAWAY.
+	MaxLinkAge      time.Duration
+	MaxLinkAgeGrace time.Duration
+
 	growMinRTT time.Duration // tests only: 0 means growMinRTT (budget.go)
 	laneIdle   time.Duration // tests only: 0 means laneIdle (lane.go)
 }
@@ -289,6 +330,8 @@ func (c *Config) fill() {
 	setDefault(&c.DialTimeout, DefaultDialTimeout)
 	setDefault(&c.ReconnectBackoffMin, DefaultReconnectBackoffMin)
 	setDefault(&c.ReconnectBackoffMax, DefaultReconnectBackoffMax)
+	setDefault(&c.ResolveInterval, DefaultResolveInterval)
+	setDefault(&c.MaxLinkAgeGrace, DefaultMaxLinkAgeGrace)
 }
 
 func setDefault[T comparable](p *T, def T) {
@@ -336,6 +379,12 @@ func (c *Config) Validate() error {
 		return bad("ReconnectBackoffMax", r.ReconnectBackoffMax, "must be at least ReconnectBackoffMin >= 0")
 	case r.SocketReadBuffer < 0 || r.SocketWriteBuffer < 0:
 		return bad("SocketReadBuffer/SocketWriteBuffer", r.SocketReadBuffer, "must not be negative")
+	case r.ResolveInterval < 0:
+		return bad("ResolveInterval", r.ResolveInterval, "must not be negative")
+	case r.MaxLinkAge < 0:
+		return bad("MaxLinkAge", r.MaxLinkAge, "must not be negative")
+	case r.MaxLinkAgeGrace < 0:
+		return bad("MaxLinkAgeGrace", r.MaxLinkAgeGrace, "must not be negative")
 	}
 	return nil
 }
@@ -400,6 +449,7 @@ type Connection struct {
 	owner    *Client    // client side: the Client that made it
 	poolCfg  *Config    // client side: the Config part of its pool key
 	entry    *poolEntry // client side while held; nil on the server
+	fleet    *fleet     // client side, for a target with a scheme: where it is placed
 	wrapped  *wrapEntry // Wrap*: the socket registry entry we hold
 
 	// Client side: life ends (and closed closes) on Close, which aborts a
@@ -408,9 +458,14 @@ type Connection struct {
 	stop   context.CancelFunc
 	closed chan struct{}
 
-	bind    atomic.Pointer[binding]
-	reply   atomic.Pointer[stream] // catch-all: where Send goes
-	carried carried                // client: messages of a binding it left, received first
+	bind atomic.Pointer[binding]
+	// draining: the binding a client is moving away from (drain.go),
+	// read before bind until the server closes it; drainEntry is its pool
+	// entry, held until then (guarded by mu).
+	draining   atomic.Pointer[binding]
+	drainEntry *poolEntry
+	reply      atomic.Pointer[stream] // catch-all: where Send goes
+	carried    carried                // client: messages of a binding it left, received first
 
 	// mu serializes binding, idle release and Close; it is never held
 	// across a dial, a wait for the peer or a socket write (binding.go).
@@ -583,6 +638,9 @@ func (c *Connection) sendTo(ctx context.Context, to *string, data []byte) error 
 		return err
 	}
 	err = b.link.send(ctx.Done(), st, b.source().box(), data)
+	if err == errMoved {
+		return c.sendTo(ctx, to, data) // bind is the new binding now
+	}
 	if err != nil {
 		return c.afterError(ctx, b, err)
 	}
@@ -649,24 +707,46 @@ func (c *Connection) receive(ctx context.Context, into []byte) (id string, m mes
 	// Messages kept from a binding this client left come first; they are
 	// looked for again once the binding is known (a Send may have left
 	// the old one meanwhile) and when it fails (one of ours may have).
-	if from, m, ok := c.carried.pop(); ok {
-		return c.received(from, m, false)
-	}
-	b, err := c.current(ctx, false)
-	if err == nil {
+	for {
 		if from, m, ok := c.carried.pop(); ok {
 			return c.received(from, m, false)
 		}
-		from, m, inPlace, rerr := receive(b.source(), ctx.Done(), into)
-		if rerr == nil {
-			return c.received(from, m, inPlace)
+		if d := c.draining.Load(); d != nil {
+			// Moving (drain.go): the old binding first, until its end.
+			from, m, inPlace, rerr := receive(d.source(), ctx.Done(), into)
+			if rerr == nil {
+				return c.received(from, m, inPlace)
+			}
+			if rerr == errCanceled {
+				return "", message{}, false, ctx.Err()
+			}
+			c.finishDraining(d)
+			continue
 		}
-		err = c.afterError(ctx, b, rerr)
+		b, err := c.current(ctx, false)
+		if err == nil {
+			if c.draining.Load() != nil {
+				// A move began since draining was looked at (it is set
+				// before bind): the old binding comes first.
+				continue
+			}
+			if from, m, ok := c.carried.pop(); ok {
+				return c.received(from, m, false)
+			}
+			from, m, inPlace, rerr := receive(b.source(), ctx.Done(), into)
+			if rerr == nil {
+				return c.received(from, m, inPlace)
+			}
+			if b.moved.Load() && rerr != errCanceled {
+				continue // b's end belongs to a move, not to c
+			}
+			err = c.afterError(ctx, b, rerr)
+		}
+		if from, m, ok := c.carried.pop(); ok {
+			return c.received(from, m, false)
+		}
+		return "", message{}, false, err
 	}
-	if from, m, ok := c.carried.pop(); ok {
-		return c.received(from, m, false)
-	}
-	return "", message{}, false, err
 }
 
 // received ends a receive call that took m from its record from.
@@ -694,7 +774,11 @@ func (c *Connection) Close() error {
 		c.stop()
 		close(c.closed)
 		c.owner.forget(c)
+		if c.fleet != nil {
+			c.fleet.release()
+		}
 	}
+	c.dropDrainingLocked(c.draining.Load())
 	if b := c.bind.Load(); b != nil {
 		c.unbindLocked(b, ErrClosed)
 	}

@@ -172,6 +172,10 @@ func main() {
 	heapStop := uint64(*budgetStop * (1 << 30))
 	budget := runBudget(sizes, heapStop, *budgetOverBound, start)
 	runSockets(sockets, start)
+	var replicas *replicasRun
+	if (*all || *only != "") && re.MatchString("Replicas") {
+		replicas = runReplicas(start)
+	}
 	elapsed := time.Since(start).Round(time.Second)
 
 	var mainW, tlsW, holW, fairW, wanW []bench.Workload
@@ -216,6 +220,9 @@ func main() {
 	if len(sockets) > 0 {
 		printSockets(&table, sockets, *short)
 	}
+	if replicas != nil {
+		printReplicas(&table, replicas)
+	}
 	fmt.Fprintf(&table, "\ntotal %v; command: compare %s\n", elapsed, strings.Join(os.Args[1:], " "))
 	os.Stdout.Write(table.Bytes())
 
@@ -223,6 +230,7 @@ func main() {
 	benchLines(&lines, workloads, results, cells, *count)
 	budgetLines(&lines, budget, procSuffix())
 	socketsLines(&lines, sockets, procSuffix())
+	replicasLines(&lines, replicas, procSuffix())
 	files := map[string][]byte{"table.txt": table.Bytes(), "bench.txt": lines.Bytes()}
 	conditions := fmt.Sprintf("-benchtime %v, %s/%s, GOMAXPROCS %d, one process over 127.0.0.1", *benchtime, runtime.GOOS, runtime.GOARCH, runtime.GOMAXPROCS(0))
 	if len(mainW) > 0 {

@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: MIT
+
+package tcpconn
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestCloseFinished: on the wire, CLOSE(id, finished) ends what the server
+// reads for the ID (after what was queued) but not what it sends; the
+// server's Close then closes the ID.
+func TestCloseFinished(t *testing.T) {
+	cfg := &Config{KeepAliveInterval: -1}
+	ln, err := Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	p := dialRaw(t, ln.Addr().String())
+	p.expectHello(helloBytes(nil))
+	p.write(helloBytes(nil), goldenOpen, goldenData, goldenFinished)
+
+	ctx := testContext(t)
+	c, err := ln.AcceptContext(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.ReceiveContext(ctx); err != nil || string(got) != "xyz" {
+		t.Fatalf("Receive = %q, %v; want the message sent before the end", got, err)
+	}
+	_, err = c.ReceiveContext(ctx)
+	if !errors.Is(err, ErrPeerClosed) || !errors.Is(err, io.EOF) {
+		t.Fatalf("Receive after CLOSE(finished) = %v, want ErrPeerClosed", err)
+	}
+	if err := c.SendContext(ctx, []byte("xyz")); err != nil {
+		t.Fatalf("Send after the peer finished: %v", err)
+	}
+	p.expectFrame(goldenData)
+	c.Close()
+	p.expectFrame(goldenClose)
+}
+
+// TestMoveOnLinkAge: a plain address behind a Listener whose links age
+// (as behind an L4 load balancer): every ID moves to a new link at each
+// age, with no error and no lost message, messages in parts included.
+func TestMoveOnLinkAge(t *testing.T) {
+	for _, size := range []int{100, 300 << 10} {
+		t.Run(fmt.Sprint("size=", size), func(t *testing.T) {
+			ln, err := Listen("tcp", "127.0.0.1:0", &Config{MaxLinkAge: 30 * time.Millisecond, MaxLinkAgeGrace: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			serveListener(t, ln, echoLoop)
+			cl, err := NewClient(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			conns := []*Connection{cl.Open(ln.Addr().String(), WithID("a")), cl.Open(ln.Addr().String(), WithID("b"))}
+			first := map[string]bool{}
+			mustRoundTrip(t, conns[0], []byte("x"))
+			for _, ls := range cl.Links() {
+				first[ls.ID] = true
+			}
+			msg := pattern(size, 1)
+			done := make(chan error, len(conns))
+			for _, c := range conns {
+				go func() {
+					// Round trips until c is on a link of a later generation.
+					for moved := false; !moved; {
+						if err := roundTrip(testContext(t), c, msg); err != nil {
+							done <- err
+							return
+						}
+						l := linkOf(c)
+						moved = l != nil && !first[l.id.Load().String()]
+					}
+					done <- roundTrip(testContext(t), c, msg)
+				}()
+			}
+			for range conns {
+				if err := await(t, done, testTimeout, "round trips across a link age"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := cl.Stats().Reconnects; n != 0 {
+				t.Errorf("%d reconnects: a link was lost, not drained", n)
+			}
+		})
+	}
+}
+
+// TestMoveKeepsServerPushes: a server that pushes a numbered stream on an
+// ID without being asked (one handler at a time per ID, each going on
+// from where the one before stopped) loses nothing and reorders nothing
+// while its links age: the client reads the old link until the server
+// closes the ID there, then the new one.
+func TestMoveKeepsServerPushes(t *testing.T) {
+	ln, err := Listen("tcp", "127.0.0.1:0", &Config{MaxLinkAge: 20 * time.Millisecond, MaxLinkAgeGrace: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var turn sync.Mutex // the ID's handler that may push
+	var next atomic.Uint64
+	serveListener(t, ln, func(c *Connection) {
+		eof := async(func() error { // the client finished with this link
+			for {
+				if _, err := c.Receive(); err != nil {
+					return err
+				}
+			}
+		})
+		turn.Lock()
+		defer turn.Unlock()
+		msg := make([]byte, 8)
+		for {
+			select {
+			case <-eof:
+				return
+			default:
+			}
+			binary.BigEndian.PutUint64(msg, next.Load())
+			if c.Send(msg) != nil {
+				return
+			}
+			next.Add(1)
+		}
+	})
+	cl, err := NewClient(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	c := cl.Open(ln.Addr().String(), WithID("feed"))
+	mustSend(t, c, []byte("start")) // opens the ID; the first handler reads it
+	links := map[string]bool{}
+	for want := uint64(0); want < 20000 || len(links) < 4; want++ {
+		got := recvWithin(t, c, testTimeout)
+		if n := binary.BigEndian.Uint64(got); n != want {
+			t.Fatalf("message %d, want %d (links so far: %d)", n, want, len(links))
+		}
+		if l := linkOf(c); l != nil {
+			links[l.id.Load().String()] = true
+		}
+	}
+}
