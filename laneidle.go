@@ -83,8 +83,8 @@ func canHalfClose(conn net.Conn) bool {
 // lane is not the link's any more.
 func (l *link) endLane(ln *lane) bool {
 	l.wq.mu.Lock()
-	defer l.wq.mu.Unlock()
 	if l.lanes.cur != ln {
+		l.wq.mu.Unlock()
 		return false
 	}
 	if l.lanes.state == laneUp {
@@ -93,29 +93,32 @@ func (l *link) endLane(ln *lane) bool {
 	ln.mu.Lock()
 	ln.read = true
 	ln.ending = true
-	done := !ln.busy && !ln.wrote
+	idle := !ln.busy // else its writer ends it once the queue is written
 	ln.mu.Unlock()
-	if done {
-		go l.laneWriteEnded(ln) // a socket call: not under wq.mu
-	} else {
-		go l.retireLane(ln)
+	l.wq.mu.Unlock()
+	if idle {
+		l.laneWriteEnded(ln)
 	}
 	return true
 }
 
 // laneWriteEnded half-closes the lane once this side has written all it
-// had for it, and retires it if the peer did already.
+// had for it (unless it did already), and retires it if the peer has
+// ended it too.
 func (l *link) laneWriteEnded(ln *lane) {
 	ln.mu.Lock()
-	if ln.wrote || ln.err != nil {
+	if ln.err != nil {
 		ln.mu.Unlock()
 		return
 	}
+	first := !ln.wrote
 	ln.wrote = true
 	ln.mu.Unlock()
-	if err := ln.conn.(halfCloser).CloseWrite(); err != nil {
-		l.fail(fmt.Errorf("%w: bulk lane: half-close: %w", ErrLinkLost, err))
-		return
+	if first {
+		if err := ln.conn.(halfCloser).CloseWrite(); err != nil {
+			l.fail(fmt.Errorf("%w: bulk lane: half-close: %w", ErrLinkLost, err))
+			return
+		}
 	}
 	l.retireLane(ln)
 }
