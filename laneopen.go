@@ -89,9 +89,11 @@ func peekHeader(br *frameReader) (frameHeader, error) {
 		if err != nil || need == 0 {
 			return h, err
 		}
-		if b, err = br.Peek(need); err != nil {
+		more, err := br.Peek(need)
+		if err != nil {
 			return h, truncated(err, headerName(b))
 		}
+		b = more
 	}
 }
 
