@@ -637,7 +637,7 @@ func (c *Connection) sendTo(ctx context.Context, to *string, data []byte) error 
 	if err != nil {
 		return err
 	}
-	err = b.link.send(ctx.Done(), st, b.source().box(), data)
+	err = b.link.send(ctx.Done(), st, b.source().box(), data, c.final.Load())
 	if err == errMoved {
 		return c.sendTo(ctx, to, data) // bind is the new binding now
 	}

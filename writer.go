@@ -36,6 +36,10 @@ const (
 	// queueLimit bounds bytes queued per link: beyond it a sender waits for
 	// its own frame to be written, which is the backpressure.
 	queueLimit = 1 << 20
+	// refMin: a byte stream's Write (Connection.NetConn) of this much or
+	// more is written from the caller's slice, as a TCP write would be,
+	// rather than copied into the write queue first.
+	refMin = 4 << 10
 	// gatherChunk is the capacity of every coalescing buffer (bufpool.go);
 	// a frame copied into one (at most copyLimit plus a header) always fits.
 	gatherChunk = 64 << 10
@@ -141,7 +145,7 @@ func (b *writeBatch) finish(err error) {
 // it is not refused), copies every payload, and leaves the writing to the
 // writer goroutine: a TLS handshake, or a synchronous net.Pipe, must not
 // block a sender on a peer that has not started reading yet.
-func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) error {
+func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte, byRef bool) error {
 	var hb [maxDataHeader]byte
 	hdr := appendDataHeader(hb[:0], s.id, len(data))
 	cost := int64(len(data)) + messageOverhead
@@ -220,7 +224,7 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte) 
 	l.wq.wb.payload += uint64(len(data))
 	now := nanotime()
 	l.sched.smallAt = now
-	if !hello || len(data) <= copyLimit && l.wq.wb.size < queueLimit {
+	if !hello || len(data) <= copyLimit && l.wq.wb.size < queueLimit && !(byRef && len(data) >= refMin) {
 		l.wq.wb.appendCopy(hdr, data)
 		if l.wq.busy {
 			l.wq.mu.Unlock() // the writer in progress takes it along
