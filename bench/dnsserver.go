@@ -10,7 +10,8 @@ import (
 )
 
 // srvServer is a DNS server on loopback answering one SRV name with a
-// record per replica, and each record's target with its A record. The
+// record per replica, and each record's target with its A record (and,
+// through publishHost, a host name with an A record per replica). The
 // Replicas workload changes the set while clients follow it. Like a real
 // server it answers on UDP and TCP at one port, and truncates a UDP answer
 // larger than the client takes (25 SRV records are), so the client asks
@@ -78,6 +79,20 @@ func (s *srvServer) publish(addrs []string) {
 		recs = append(recs, net.JoinHostPort(target, port))
 	}
 	s.targets[s.name] = recs
+}
+
+// publishHost replaces host's A records with one per address's IP
+// ("ip:port"): how a client that takes A records and a port of its own
+// (gRPC's dns:/// resolver) finds the replicas, which then share one port.
+func (s *srvServer) publishHost(host string, addrs []string) {
+	ips := make([]string, 0, len(addrs))
+	for _, a := range addrs {
+		ip, _, _ := net.SplitHostPort(a)
+		ips = append(ips, ip)
+	}
+	s.mu.Lock()
+	s.targets[dns.Fqdn(host)] = ips
+	s.mu.Unlock()
 }
 
 func (s *srvServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {

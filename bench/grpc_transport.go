@@ -80,22 +80,11 @@ func grpcOver(so sockets) Transport {
 		},
 		Serve: func(sock net.Conn, _ int, _ bool, ready func(), handle func(Conn)) {
 			conn := &closeNotifyConn{Conn: so.wrap(sock), closed: make(chan struct{})}
-			srv := grpc.NewServer(
-				grpc.ForceServerCodecV2(bytesCodec{}),
+			srv := newGRPCConnServer(handle,
 				grpc.MaxRecvMsgSize(grpcMaxMsg),
 				// Stop then waits for every handler: Serve's contract.
 				grpc.WaitForHandlers(true),
 			)
-			conns := grpcConnDesc
-			conns.Handler = func(_ any, st grpc.ServerStream) error {
-				handle(&grpcConn{stream: st})
-				return nil
-			}
-			srv.RegisterService(&grpc.ServiceDesc{
-				ServiceName: grpcConnService,
-				HandlerType: (*any)(nil),
-				Streams:     []grpc.StreamDesc{conns},
-			}, nil)
 			served := make(chan struct{})
 			go func() {
 				defer close(served)
@@ -108,6 +97,24 @@ func grpcOver(so sockets) Transport {
 			<-served
 		},
 	}
+}
+
+// newGRPCConnServer is a grpc.Server whose one service takes each
+// bidirectional stream as a logical connection and hands it to handle; the
+// stream ends when handle returns. Messages are bytesCodec's.
+func newGRPCConnServer(handle func(Conn), opts ...grpc.ServerOption) *grpc.Server {
+	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.ForceServerCodecV2(bytesCodec{})}, opts...)...)
+	conns := grpcConnDesc
+	conns.Handler = func(_ any, st grpc.ServerStream) error {
+		handle(&grpcConn{stream: st})
+		return nil
+	}
+	srv.RegisterService(&grpc.ServiceDesc{
+		ServiceName: grpcConnService,
+		HandlerType: (*any)(nil),
+		Streams:     []grpc.StreamDesc{conns},
+	}, nil)
+	return srv
 }
 
 // grpcConn is one logical connection: a gRPC stream, client or server end.

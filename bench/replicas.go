@@ -13,10 +13,11 @@ import (
 	tcpconn "github.com/pulsyflux/tcp-conn"
 )
 
-// The Replicas workload: one Client, many logical connections doing round
-// trips over replicas behind one SRV name served by a DNS server on
-// loopback, while the fleet scales up, drains some replicas (Shutdown)
-// and loses one (killed, then back at the same address).
+// The Replicas workload: one client, many logical connections doing round
+// trips over replicas behind one name served by a DNS server on loopback,
+// while the fleet scales up, drains some replicas (GOAWAY) and loses one
+// (killed, then back at the same address). It runs on tcpconn (a Client
+// on an SRV name) and, for comparison, on gRPC (replicas_grpc.go).
 
 // ReplicasConfig describes one run.
 type ReplicasConfig struct {
@@ -40,6 +41,7 @@ func DefaultReplicasConfig() ReplicasConfig {
 // ReplicasResult is what one run measured.
 type ReplicasResult struct {
 	Config ReplicasConfig
+	Kind   string // "tcpconn" or "grpc"
 	// Steady state: busiest replica over the mean, in IDs and in messages,
 	// and the round trips' p99.
 	SpreadIDs, SpreadMessages float64
@@ -50,55 +52,87 @@ type ReplicasResult struct {
 	// replicas fewer IDs than others, wherever they are placed).
 	ScaleUp      time.Duration
 	ScaleUpShare float64
-	// Drain: round trips that failed while the drained replicas shut down,
-	// their p99, and the slowest Shutdown.
-	DrainErrors   int
-	DrainP99      time.Duration
-	DrainShutdown time.Duration
-	// Kill: round trips that failed when one replica was killed, and the
-	// longest time from an ID's failure to its next answered round trip.
-	KillFailed   int
-	KillRecovery time.Duration
+	ScaleUpLimit time.Duration // how long the scale-up was watched
+	// Drain: round trips that failed while the drained replicas shut down
+	// (and the IDs they failed on), their p99, and the slowest drain.
+	DrainErrors    int
+	DrainFailedIDs int
+	DrainP99       time.Duration
+	DrainShutdown  time.Duration
+	// Kill: round trips that failed when one replica was killed (and the
+	// IDs they failed on), and the longest time from an ID's failure to
+	// its next answered round trip.
+	KillFailed    int
+	KillFailedIDs int
+	KillRecovery  time.Duration
 	// Returned: the share of IDs on the replica they were on before the
 	// kill, once the killed replica is back and links have aged.
 	Returned float64
 	Elapsed  time.Duration // the whole run
 }
 
+// replicaKind is a system the workload runs on: its replicas, how DNS names
+// them and how its client reaches them.
+type replicaKind struct {
+	name string
+	// addr is where the next new replica listens.
+	addr func() string
+	// serve starts a replica at addr that counts the messages it receives.
+	serve func(addr string, messages *atomic.Int64) (replicaServer, error)
+	// publish puts addrs, the running replicas, in DNS.
+	publish func(dns *srvServer, addrs []string)
+	// dial makes the client, which finds the replicas through dns.
+	dial func(dns *srvServer) (replicaClient, error)
+}
+
+// replicaServer is one running replica.
+type replicaServer interface {
+	addr() string
+	// drain is the planned stop: new logical connections are refused and
+	// those open are let finish (GOAWAY), within a bound of the kind's.
+	drain() error
+	// kill stops the replica at once: listener and connections closed.
+	kill()
+}
+
+// replicaClient opens one logical connection per ID.
+type replicaClient interface {
+	open(id int) replicaConn
+	close()
+}
+
+// replicaConn is one ID's logical connection, used by one goroutine.
+type replicaConn interface {
+	roundTrip(msg []byte, timeout time.Duration) error
+	// replica is the address of the replica the connection is on, "" until
+	// it is placed; safe to call from any goroutine.
+	replica() string
+	close()
+}
+
 // replicaSet is the running replicas, by address.
 type replicaSet struct {
-	cfg *tcpconn.Config
-	mu  sync.Mutex
-	m   map[string]*benchReplica
+	kind *replicaKind
+	mu   sync.Mutex
+	m    map[string]*benchReplica
 }
 
 type benchReplica struct {
-	ln       *tcpconn.Listener
+	srv      replicaServer
 	messages atomic.Int64
 }
 
 func (rs *replicaSet) start(addr string) (string, error) {
-	ln, err := tcpconn.Listen("tcp", addr, rs.cfg)
+	r := &benchReplica{}
+	srv, err := rs.kind.serve(addr, &r.messages)
 	if err != nil {
 		return "", err
 	}
-	r := &benchReplica{ln: ln}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				echo(countedConn{c, &r.messages}) // ends when the client moves the ID or leaves
-			}()
-		}
-	}()
+	r.srv = srv
 	rs.mu.Lock()
-	rs.m[ln.Addr().String()] = r
+	rs.m[srv.addr()] = r
 	rs.mu.Unlock()
-	return ln.Addr().String(), nil
+	return srv.addr(), nil
 }
 
 // countedConn counts the messages a replica receives.
@@ -144,27 +178,117 @@ func (rs *replicaSet) messages() map[string]int64 {
 	return out
 }
 
-// window collects the round trips of one phase.
-type window struct {
-	mu   sync.Mutex
-	lat  []time.Duration
-	errs int
+// tcpconnKind: Listeners with MaxLinkAge (grace the same) on loopback
+// ports, behind an SRV name; one Client on srv:/// looking it up every
+// ResolveInterval.
+func tcpconnKind(cfg ReplicasConfig) *replicaKind {
+	lcfg := &tcpconn.Config{MaxLinkAge: cfg.MaxLinkAge, MaxLinkAgeGrace: cfg.MaxLinkAge}
+	return &replicaKind{
+		name: "tcpconn",
+		addr: func() string { return "127.0.0.1:0" },
+		serve: func(addr string, messages *atomic.Int64) (replicaServer, error) {
+			ln, err := tcpconn.Listen("tcp", addr, lcfg)
+			if err != nil {
+				return nil, err
+			}
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go func() {
+						defer c.Close()
+						echo(countedConn{c, messages}) // ends when the client moves the ID or leaves
+					}()
+				}
+			}()
+			return tcpconnReplica{ln}, nil
+		},
+		publish: (*srvServer).publish,
+		dial: func(dns *srvServer) (replicaClient, error) {
+			client, err := tcpconn.NewClient(&tcpconn.Config{
+				Resolver:        tcpconn.DNSResolver{Resolver: dns.resolver()},
+				ResolveInterval: cfg.ResolveInterval,
+			})
+			if err != nil {
+				return nil, err
+			}
+			return tcpconnReplicaClient{client}, nil
+		},
+	}
 }
 
-func (w *window) add(d time.Duration, err error) {
+type tcpconnReplica struct{ ln *tcpconn.Listener }
+
+func (r tcpconnReplica) addr() string { return r.ln.Addr().String() }
+
+// drain is Listener.Shutdown, which returns once every logical connection
+// has moved; 10 s bounds it, and reaching that is an error.
+func (r tcpconnReplica) drain() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return r.ln.Shutdown(ctx)
+}
+
+func (r tcpconnReplica) kill() { r.ln.Close() }
+
+type tcpconnReplicaClient struct{ client *tcpconn.Client }
+
+func (c tcpconnReplicaClient) open(id int) replicaConn {
+	return tcpconnReplicaConn{c.client.Open("srv:///"+replicasSRVName, tcpconn.WithID(fmt.Sprint("id-", id)))}
+}
+
+func (c tcpconnReplicaClient) close() { c.client.Close() }
+
+type tcpconnReplicaConn struct{ c *tcpconn.Connection }
+
+func (c tcpconnReplicaConn) roundTrip(msg []byte, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := c.c.SendContext(ctx, msg); err != nil {
+		return err
+	}
+	_, err := c.c.ReceiveContext(ctx)
+	return err
+}
+
+func (c tcpconnReplicaConn) replica() string {
+	if a := c.c.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+func (c tcpconnReplicaConn) close() { c.c.Close() }
+
+// window collects the round trips of one phase.
+type window struct {
+	mu        sync.Mutex
+	lat       []time.Duration
+	errs      int
+	failedIDs map[int]bool
+}
+
+func (w *window) add(id int, d time.Duration, err error) {
 	w.mu.Lock()
 	if err != nil {
 		w.errs++
+		if w.failedIDs == nil {
+			w.failedIDs = map[int]bool{}
+		}
+		w.failedIDs[id] = true
 	} else {
 		w.lat = append(w.lat, d)
 	}
 	w.mu.Unlock()
 }
 
-func (w *window) failed() int {
+// failed is the round trips that failed, and the IDs they failed on.
+func (w *window) failed() (roundTrips, ids int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.errs
+	return w.errs, len(w.failedIDs)
 }
 
 func (w *window) p99() time.Duration {
@@ -177,65 +301,76 @@ func (w *window) p99() time.Duration {
 	return w.lat[len(w.lat)*99/100]
 }
 
-// MeasureReplicas runs the Replicas workload once.
-func MeasureReplicas(cfg ReplicasConfig) (res ReplicasResult, err error) {
+// replicasSRVName is the SRV name of tcpconn's replicas.
+const replicasSRVName = "_replicas._tcp.bench.test"
+
+// MeasureReplicas runs the Replicas workload once on tcpconn.
+func MeasureReplicas(cfg ReplicasConfig) (ReplicasResult, error) {
+	return measureReplicas(cfg, tcpconnKind(cfg))
+}
+
+// MeasureReplicasGRPC runs the Replicas workload once on gRPC (see
+// grpcKind).
+func MeasureReplicasGRPC(cfg ReplicasConfig) (ReplicasResult, error) {
+	return measureReplicas(cfg, grpcKind(cfg))
+}
+
+func measureReplicas(cfg ReplicasConfig, kind *replicaKind) (res ReplicasResult, err error) {
 	res.Config = cfg
+	res.Kind = kind.name
 	began := time.Now()
 	defer func() { res.Elapsed = time.Since(began) }()
-	dnsSrv, err := startSRVServer("_replicas._tcp.bench.test")
+	dnsSrv, err := startSRVServer(replicasSRVName)
 	if err != nil {
 		return res, err
 	}
 	defer dnsSrv.close()
-	rs := &replicaSet{cfg: &tcpconn.Config{MaxLinkAge: cfg.MaxLinkAge, MaxLinkAgeGrace: cfg.MaxLinkAge}, m: map[string]*benchReplica{}}
+	rs := &replicaSet{kind: kind, m: map[string]*benchReplica{}}
 	defer func() {
 		for _, a := range rs.addrs() {
-			rs.take(a).ln.Close()
+			rs.take(a).srv.kill()
 		}
 	}()
 	for range cfg.Replicas {
-		if _, err := rs.start("127.0.0.1:0"); err != nil {
+		if _, err := rs.start(kind.addr()); err != nil {
 			return res, err
 		}
 	}
-	dnsSrv.publish(rs.addrs())
-	client, err := tcpconn.NewClient(&tcpconn.Config{
-		Resolver:        tcpconn.DNSResolver{Resolver: dnsSrv.resolver()},
-		ResolveInterval: cfg.ResolveInterval,
-	})
+	kind.publish(dnsSrv, rs.addrs())
+	client, err := kind.dial(dnsSrv)
 	if err != nil {
 		return res, err
 	}
-	defer client.Close()
-	target := "srv:///_replicas._tcp.bench.test"
+	defer client.close()
 
 	// The IDs, each doing round trips at its share of the rate.
 	var cur atomic.Pointer[window]
 	cur.Store(new(window))
 	var recovery atomic.Int64 // the longest failure-to-answer, ns
-	conns := make([]*tcpconn.Connection, cfg.IDs)
+	conns := make([]replicaConn, cfg.IDs)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	period := time.Duration(int64(time.Second) * int64(cfg.IDs) / int64(cfg.Rate))
 	for i := range conns {
-		conns[i] = client.Open(target, tcpconn.WithID(fmt.Sprint("id-", i)))
-		wg.Go(func() { roundTripLoop(conns[i], period, stop, &cur, &recovery) })
+		conns[i] = client.open(i)
+		wg.Go(func() { roundTripLoop(i, conns[i], period, stop, &cur, &recovery) })
 	}
 	defer func() {
 		close(stop)
 		wg.Wait()
 	}()
-	placed := func() map[string]string {
-		out := map[string]string{}
-		for _, c := range conns {
-			if a := c.RemoteAddr(); a != nil {
-				out[c.ID()] = a.String()
+	placed := func() map[int]string {
+		out := map[int]string{}
+		for i, c := range conns {
+			if a := c.replica(); a != "" {
+				out[i] = a
 			}
 		}
 		return out
 	}
 	if !waitUntil(10*time.Second, func() bool { return len(placed()) == cfg.IDs }) {
-		return res, fmt.Errorf("%d of %d IDs connected within 10 s (%d round trips failed; %d links)", len(placed()), cfg.IDs, cur.Load().failed(), client.Stats().Links)
+		failed, _ := cur.Load().failed()
+		return res, fmt.Errorf("%d of %d IDs connected within 10 s (%d round trips failed)", len(placed()), cfg.IDs, failed)
 	}
 
 	// Steady state.
@@ -255,15 +390,15 @@ func MeasureReplicas(cfg ReplicasConfig) (res ReplicasResult, err error) {
 	// Scale-up.
 	var added []string
 	for range cfg.Added {
-		a, err := rs.start("127.0.0.1:0")
+		a, err := rs.start(kind.addr())
 		if err != nil {
 			return res, err
 		}
 		added = append(added, a)
 	}
-	dnsSrv.publish(rs.addrs())
+	kind.publish(dnsSrv, rs.addrs())
 	start := time.Now()
-	limit := cfg.ResolveInterval + 2*cfg.MaxLinkAge + 2*time.Second
+	res.ScaleUpLimit = cfg.ResolveInterval + 2*cfg.MaxLinkAge + 2*time.Second
 	// shares: the added replicas' IDs together, and the smallest one's,
 	// over their mean share.
 	shares := func() (together, smallest float64) {
@@ -277,31 +412,29 @@ func MeasureReplicas(cfg ReplicasConfig) (res ReplicasResult, err error) {
 		}
 		return float64(sum) / (mean * float64(len(added))), smallest
 	}
-	if waitUntil(limit, func() bool { together, _ := shares(); return together >= 0.8 }) {
+	if waitUntil(res.ScaleUpLimit, func() bool { together, _ := shares(); return together >= 0.8 }) {
 		res.ScaleUp = time.Since(start)
 	}
 	_, res.ScaleUpShare = shares()
 
-	// Planned drain of the first replicas: out of DNS, then Shutdown.
+	// Planned drain of the first replicas: out of DNS, then drained.
 	drain := new(window)
 	cur.Store(drain)
 	var drained []*benchReplica
 	for _, a := range rs.addrs()[:cfg.Drained] {
 		drained = append(drained, rs.take(a))
 	}
-	dnsSrv.publish(rs.addrs())
+	kind.publish(dnsSrv, rs.addrs())
 	var slowest atomic.Int64
 	var swg sync.WaitGroup
-	var shutdownErr error
+	var drainErr error
 	var errMu sync.Mutex
 	for _, r := range drained {
 		swg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
 			t0 := time.Now()
-			if err := r.ln.Shutdown(ctx); err != nil {
+			if err := r.srv.drain(); err != nil {
 				errMu.Lock()
-				shutdownErr = errors.Join(shutdownErr, err)
+				drainErr = errors.Join(drainErr, err)
 				errMu.Unlock()
 			}
 			d := int64(time.Since(t0))
@@ -313,9 +446,9 @@ func MeasureReplicas(cfg ReplicasConfig) (res ReplicasResult, err error) {
 	time.Sleep(2 * period) // round trips that started during the drain end
 	res.DrainShutdown = time.Duration(slowest.Load())
 	res.DrainP99 = drain.p99()
-	res.DrainErrors = drain.failed()
-	if shutdownErr != nil {
-		return res, fmt.Errorf("drain: %w", shutdownErr)
+	res.DrainErrors, res.DrainFailedIDs = drain.failed()
+	if drainErr != nil {
+		return res, fmt.Errorf("drain: %w", drainErr)
 	}
 
 	// One replica killed (still in DNS), then back at the same address.
@@ -324,9 +457,9 @@ func MeasureReplicas(cfg ReplicasConfig) (res ReplicasResult, err error) {
 	cur.Store(kill)
 	recovery.Store(0)
 	victim := rs.addrs()[0]
-	rs.take(victim).ln.Close()
+	rs.take(victim).srv.kill()
 	time.Sleep(time.Second)
-	res.KillFailed = kill.failed()
+	res.KillFailed, res.KillFailedIDs = kill.failed()
 	res.KillRecovery = time.Duration(recovery.Load())
 	cur.Store(new(window))
 	if _, err := rs.start(victim); err != nil {
@@ -341,21 +474,22 @@ func MeasureReplicas(cfg ReplicasConfig) (res ReplicasResult, err error) {
 		}
 		return float64(same) / float64(cfg.IDs)
 	}
-	// The replica takes IDs again once its ejection ends (the reconnect
-	// backoff: up to 1.5x its maximum), and every link ages within
-	// MaxLinkAge (+10 %) and its grace: by then each ID has been placed
-	// again over the set it had before the kill.
-	limit = 3*tcpconn.DefaultReconnectBackoffMax/2 + 2*cfg.MaxLinkAge + time.Second
+	// tcpconn's replica takes IDs again once its ejection ends (the
+	// reconnect backoff: up to 1.5x its maximum), and every link ages
+	// within MaxLinkAge (+10 %) and its grace: by then each ID has been
+	// placed again over the set it had before the kill. The same bound
+	// holds for every kind.
+	limit := 3*tcpconn.DefaultReconnectBackoffMax/2 + 2*cfg.MaxLinkAge + time.Second
 	waitUntil(limit, func() bool { return returned() == 1 })
 	res.Returned = returned()
 	return res, nil
 }
 
 // roundTripLoop does c's round trips every period (from a random offset)
-// until stop, recording each in the current window and the longest
-// recovery from a failure.
-func roundTripLoop(c *tcpconn.Connection, period time.Duration, stop <-chan struct{}, cur *atomic.Pointer[window], recovery *atomic.Int64) {
-	defer c.Close()
+// until stop, recording each in the current window as ID id's, and the
+// longest recovery from a failure.
+func roundTripLoop(id int, c replicaConn, period time.Duration, stop <-chan struct{}, cur *atomic.Pointer[window], recovery *atomic.Int64) {
+	defer c.close()
 	t := time.NewTimer(rand.N(period))
 	defer t.Stop()
 	msg := []byte("replicas")
@@ -367,14 +501,9 @@ func roundTripLoop(c *tcpconn.Connection, period time.Duration, stop <-chan stru
 		case <-t.C:
 		}
 		t.Reset(period)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		t0 := time.Now()
-		err := c.SendContext(ctx, msg)
-		if err == nil {
-			_, err = c.ReceiveContext(ctx)
-		}
-		cancel()
-		cur.Load().add(time.Since(t0), err)
+		err := c.roundTrip(msg, 2*time.Second)
+		cur.Load().add(id, time.Since(t0), err)
 		switch {
 		case err != nil:
 			if failedAt.IsZero() {
@@ -390,7 +519,7 @@ func roundTripLoop(c *tcpconn.Connection, period time.Duration, stop <-chan stru
 	}
 }
 
-func countBy(placed map[string]string) map[string]int64 {
+func countBy(placed map[int]string) map[string]int64 {
 	out := map[string]int64{}
 	for _, a := range placed {
 		out[a]++
