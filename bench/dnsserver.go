@@ -22,8 +22,9 @@ type srvServer struct {
 	done    sync.WaitGroup
 
 	mu      sync.Mutex
-	name    string              // FQDN of the SRV records
-	targets map[string][]string // target FQDN -> "ip", and name -> "target:port" per record
+	name    string               // FQDN of the SRV records
+	targets map[string][]string  // target FQDN -> "ip", and name -> "target:port" per record
+	asked   map[dns.Question]int // queries received, by question
 }
 
 func startSRVServer(name string) (*srvServer, error) {
@@ -31,7 +32,7 @@ func startSRVServer(name string) (*srvServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &srvServer{addr: pc.LocalAddr().String(), name: dns.Fqdn(name), targets: map[string][]string{}}
+	s := &srvServer{addr: pc.LocalAddr().String(), name: dns.Fqdn(name), targets: map[string][]string{}, asked: map[dns.Question]int{}}
 	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: s}, {Listener: ln, Handler: s}} {
 		started := make(chan struct{})
 		srv.NotifyStartedFunc = func() { close(started) }
@@ -103,6 +104,7 @@ func (s *srvServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: 1}
 	s.mu.Lock()
 	vals, ok := s.targets[q.Name]
+	s.asked[q]++
 	s.mu.Unlock()
 	switch {
 	case !ok:
@@ -128,6 +130,15 @@ func (s *srvServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		m.Truncate(size) // sets TC if it does not fit: the client asks over TCP
 	}
 	w.WriteMsg(m)
+}
+
+// queries is how many times name was asked for records of type qtype
+// (dns.TypeSRV, dns.TypeA, ...), over UDP and TCP together: how often a
+// client looked the fleet up.
+func (s *srvServer) queries(name string, qtype uint16) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.asked[dns.Question{Name: dns.Fqdn(name), Qtype: qtype, Qclass: dns.ClassINET}]
 }
 
 // resolver is a net.Resolver that asks only s.

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	mdns "github.com/miekg/dns"
 	tcpconn "github.com/pulsyflux/tcp-conn"
 )
 
@@ -68,7 +69,11 @@ type ReplicasResult struct {
 	// Returned: the share of IDs on the replica they were on before the
 	// kill, once the killed replica is back and links have aged.
 	Returned float64
-	Elapsed  time.Duration // the whole run
+	// Lookups is how many times the client asked DNS for the fleet over
+	// the run (a UDP answer truncated and asked again over TCP counts
+	// twice).
+	Lookups int
+	Elapsed time.Duration // the whole run
 }
 
 // replicaKind is a system the workload runs on: its replicas, how DNS names
@@ -83,6 +88,10 @@ type replicaKind struct {
 	publish func(dns *srvServer, addrs []string)
 	// dial makes the client, which finds the replicas through dns.
 	dial func(dns *srvServer) (replicaClient, error)
+	// lookups is how many times the client has looked the fleet up in
+	// dns (a query over UDP truncated and asked again over TCP counts
+	// twice).
+	lookups func(dns *srvServer) int
 }
 
 // replicaServer is one running replica.
@@ -206,6 +215,7 @@ func tcpconnKind(cfg ReplicasConfig) *replicaKind {
 			return tcpconnReplica{ln}, nil
 		},
 		publish: (*srvServer).publish,
+		lookups: func(dns *srvServer) int { return dns.queries(replicasSRVName, mdns.TypeSRV) },
 		dial: func(dns *srvServer) (replicaClient, error) {
 			client, err := tcpconn.NewClient(&tcpconn.Config{
 				Resolver:        tcpconn.DNSResolver{Resolver: dns.resolver()},
@@ -325,6 +335,7 @@ func measureReplicas(cfg ReplicasConfig, kind *replicaKind) (res ReplicasResult,
 		return res, err
 	}
 	defer dnsSrv.close()
+	defer func() { res.Lookups = kind.lookups(dnsSrv) }()
 	rs := &replicaSet{kind: kind, m: map[string]*benchReplica{}}
 	defer func() {
 		for _, a := range rs.addrs() {

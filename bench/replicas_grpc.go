@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	mdns "github.com/miekg/dns"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/peer"
@@ -53,6 +54,7 @@ func grpcKind(cfg ReplicasConfig) *replicaKind {
 			return &grpcReplica{srv: srv, address: ln.Addr().String(), grace: cfg.MaxLinkAge}, nil
 		},
 		publish: func(dns *srvServer, addrs []string) { dns.publishHost(grpcReplicasHost, addrs) },
+		lookups: func(dns *srvServer) int { return dns.queries(grpcReplicasHost, mdns.TypeA) },
 		dial: func(dns *srvServer) (replicaClient, error) {
 			cc, err := grpc.NewClient("dns://"+dns.addr+"/"+net.JoinHostPort(grpcReplicasHost, port),
 				grpc.WithTransportCredentials(insecure.NewCredentials()),
