@@ -488,8 +488,8 @@ func measureReplicas(cfg ReplicasConfig, kind *replicaKind) (res ReplicasResult,
 	// tcpconn's replica takes IDs again once its ejection ends (the
 	// reconnect backoff: up to 1.5x its maximum), and every link ages
 	// within MaxLinkAge (+10 %) and its grace: by then each ID has been
-	// placed again over the set it had before the kill. The same bound
-	// holds for every kind.
+	// placed again over the set it had before the kill. gRPC's side is
+	// watched as long.
 	limit := 3*tcpconn.DefaultReconnectBackoffMax/2 + 2*cfg.MaxLinkAge + time.Second
 	waitUntil(limit, func() bool { return returned() == 1 })
 	res.Returned = returned()

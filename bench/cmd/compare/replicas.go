@@ -40,7 +40,6 @@ func runReplicas(start time.Time) *replicasRun {
 		} else {
 			fmt.Fprintln(os.Stderr, " done")
 		}
-		r.Kind = system.name // also when the run failed before setting it
 		run.systems = append(run.systems, replicasSystemRun{r, err})
 	}
 	return run
