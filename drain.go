@@ -188,9 +188,11 @@ func (l *link) goAwayDraining(code goAwayCode, reason string) uint32 {
 }
 
 // drained reports whether a link sent goAwayDraining (PING value seq)
-// carries no logical connection its client may still use.
+// carries no logical connection its client may still use, and no message
+// announced for its bulk lane is still on its way (an ID the peer closed
+// behind one is out of the route table, but its message must arrive).
 func (l *link) drained(seq uint32) bool {
-	return l.pongedSince(seq) && l.routes.n.Load() == 0
+	return l.pongedSince(seq) && l.routes.n.Load() == 0 && l.lanes.in.empty()
 }
 
 // enqueueOpen announces a new ID with OPEN, unless the peer's GOAWAY was

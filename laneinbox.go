@@ -2,7 +2,10 @@
 
 package tcpconn
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // The announcements of lane messages: BULK frames read on the link's
 // socket, matched in order with the bytes the lane brings for their ID.
@@ -21,9 +24,10 @@ type laneMessage struct {
 // laneInbox holds the announced messages by ID, in their order, until the
 // lane's reader has read them.
 type laneInbox struct {
-	mu   sync.Mutex
-	byID map[string]*fifo[*laneMessage]
-	wake chan struct{} // closed when a message is announced; nil if nobody waits
+	mu      sync.Mutex
+	byID    map[string]*fifo[*laneMessage]
+	wake    chan struct{} // closed when a message is announced; nil if nobody waits
+	emptied chan struct{} // closed when the last message is taken; nil if nobody waits
 }
 
 func (in *laneInbox) announce(lm *laneMessage) {
@@ -79,8 +83,36 @@ func (in *laneInbox) finish(lm *laneMessage) bool {
 	q.pop()
 	if q.len() == 0 {
 		delete(in.byID, lm.id)
+		in.wakeIfEmptyLocked()
 	}
 	return true
+}
+
+func (in *laneInbox) wakeIfEmptyLocked() {
+	if len(in.byID) == 0 && in.emptied != nil {
+		close(in.emptied)
+		in.emptied = nil
+	}
+}
+
+// awaitEmpty waits until no announced message is pending, or deadline or
+// done.
+func (in *laneInbox) awaitEmpty(deadline <-chan time.Time, done <-chan struct{}) {
+	in.mu.Lock()
+	if len(in.byID) == 0 {
+		in.mu.Unlock()
+		return
+	}
+	if in.emptied == nil {
+		in.emptied = make(chan struct{})
+	}
+	emptied := in.emptied
+	in.mu.Unlock()
+	select {
+	case <-emptied:
+	case <-deadline:
+	case <-done:
+	}
 }
 
 // empty reports whether no announced message waits for its bytes.
@@ -105,5 +137,6 @@ func (in *laneInbox) abandon() []*laneMessage {
 		}
 	}
 	in.byID = nil
+	in.wakeIfEmptyLocked()
 	return all
 }

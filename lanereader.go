@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
 
 // The lane's reader: PARTs in, matched with their BULK announcements
@@ -74,6 +75,17 @@ func (l *link) readLane(ln *lane) error {
 			l.laneArrived(lm)
 		}
 	}
+}
+
+// awaitLaneMessages waits, at most closeWriteTimeout, for the messages
+// announced on the link's socket to come off the lane, once that socket
+// has ended cleanly: a peer that closes gracefully wrote them before its
+// end, but the two sockets deliver independently, and failing the link
+// at the first end would drop what its lane still brings.
+func (l *link) awaitLaneMessages() {
+	t := time.NewTimer(closeWriteTimeout)
+	defer t.Stop()
+	l.lanes.in.awaitEmpty(t.C, l.done)
 }
 
 // lanePayload returns the buffer a lane message is read into, whole, once

@@ -4,6 +4,7 @@ package tcpconn
 
 import (
 	"errors"
+	"io"
 	"net"
 	"time"
 )
@@ -315,6 +316,9 @@ func (l *link) readUntil(src source, cancel <-chan struct{}) (from *stream, m me
 			l.endDirect()
 			l.dropPartials()
 			l.token.mu.Unlock()
+			if errors.Is(err, io.EOF) {
+				l.awaitLaneMessages() // the peer closed after it wrote them
+			}
 			l.fail(readFailure(err))
 			return nil, message{}, l.linkError()
 		}
