@@ -66,9 +66,10 @@ func (c *Connection) moveIfMovable(b *binding) {
 }
 
 // ended reports whether b will bring nothing more: the peer closed its
-// record, or its link is gone.
+// record and nothing of it is still on the bulk lane (the peer's CLOSE
+// waits behind such a message), or its link is gone.
 func (b *binding) ended() bool {
-	return b.link.failed() || b.st != nil && b.st.state.Load()&streamPeerClosed != 0
+	return b.link.failed() || b.st != nil && b.st.state.Load()&streamPeerClosed != 0 && !b.st.onLane()
 }
 
 // move rebinds c from old to a new place (steps 1 and 2 above). It gives

@@ -30,6 +30,13 @@ func (s *stream) expectLane() {
 	s.mu.Unlock()
 }
 
+// onLane reports whether messages announced for s are still on the lane.
+func (s *stream) onLane() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.order.pending > 0
+}
+
 // holdLocked keeps m behind a message still on the lane; false if nothing
 // is on the lane for s, so m may be queued now.
 func (s *stream) holdLocked(m message) bool {
