@@ -184,6 +184,7 @@ func (c *Connection) rebind(old *binding, nl *link, e *poolEntry) moveResult {
 
 // goAwayDraining sends the GOAWAY and its PING, whose value it returns.
 func (l *link) goAwayDraining(code goAwayCode, reason string) uint32 {
+	l.drainingLanes.Store(true)
 	l.enqueueControl(appendGoAway(nil, uint32(code), reason))
 	return l.ping()
 }

@@ -159,7 +159,8 @@ func (l *link) onBulk(body []byte) error {
 }
 
 // lanesAllowed reports whether the peer may announce lane messages: this
-// side takes lanes, and (dialling side) has opened one.
+// side takes lanes, and (dialling side) has opened one, which the peer may
+// use until it has read this side's end of it (laneEnding).
 func (l *link) lanesAllowed() bool {
 	if l.cfg.DisableLanes {
 		return false
@@ -169,5 +170,5 @@ func (l *link) lanesAllowed() bool {
 	}
 	l.wq.mu.Lock()
 	defer l.wq.mu.Unlock()
-	return l.lanes.state == laneOpening || l.lanes.state == laneUp
+	return l.lanes.state == laneOpening || l.lanes.state == laneUp || l.lanes.state == laneEnding
 }

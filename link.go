@@ -125,6 +125,10 @@ type link struct {
 	goingAway  atomic.Bool             // the peer sent GOAWAY: open nothing new here
 	moveAway   atomic.Bool             // a client's: that GOAWAY asked for its IDs to move (drain.go)
 	handedOff  atomic.Bool             // the socket became another link's bulk lane: not ours to close
+	// drainingLanes: this side sent a draining GOAWAY; like a link whose
+	// peer sent one (goingAway), it puts no new message on its lane, so
+	// that the messages of IDs moving away stay on one socket.
+	drainingLanes atomic.Bool
 
 	counters  linkCounters
 	keepAlive keepAlive

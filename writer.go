@@ -177,7 +177,7 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte, 
 				l.wq.mu.Unlock()
 				return fmt.Errorf("%w: %d bytes, the peer accepts at most %d", ErrMessageTooLarge, len(data), maxMessage)
 			}
-			if len(data) >= l.cfg.LaneThreshold && l.smallTrafficLocked(nanotime()) {
+			if len(data) >= l.cfg.LaneThreshold && !l.goingAway.Load() && !l.drainingLanes.Load() && l.smallTrafficLocked(nanotime()) {
 				lane = l.laneUpLocked()
 				if lane == nil {
 					l.wantLaneLocked()
