@@ -89,14 +89,23 @@ func getPayload(n int) (data []byte, pooled *byteBuffer) {
 		b.B = b.B[:n]
 		return b.B, b
 	}
-	if c := sizeClass(n); c <= largeClassMax {
-		if b, ok := largeFree[c].tryGet(); ok && cap(b) >= n {
-			return b[:n], nil
-		} // one too small for n is let go rather than hoarded
+	if b, ok := takeLarge(n); ok {
+		return b, nil
 	}
 	// Exact size: Receive hands large buffers to the caller, who should not
 	// carry unused capacity.
 	return make([]byte, min(n, maxUnbackedAlloc)), nil
+}
+
+// takeLarge returns a free large buffer of n bytes, if one is kept for n's
+// class; one too small for n is let go rather than hoarded.
+func takeLarge(n int) ([]byte, bool) {
+	if c := sizeClass(n); c <= largeClassMax {
+		if b, ok := largeFree[c].tryGet(); ok && cap(b) >= n {
+			return b[:n], true
+		}
+	}
+	return nil, false
 }
 
 // putPayload returns a payload buffer for reuse (pooled, or data when it is

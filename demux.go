@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"github.com/google/uuid"
 	"io"
+	"sync/atomic"
 	"time"
 )
 
@@ -49,6 +50,31 @@ func truncated(err error, what string) error {
 	return err
 }
 
+// peekHeader parses the next frame's header, consuming nothing; once its
+// first byte is in it counts the frame in heard (keepalive), if given.
+// Headers are parsed with Peek, so a read interrupted by a deadline loses
+// nothing.
+func peekHeader(br *frameReader, heard *atomic.Uint64) (frameHeader, error) {
+	b, err := br.Peek(1)
+	if err != nil {
+		return frameHeader{}, err // EOF here is a clean close between frames
+	}
+	if heard != nil {
+		heard.Add(1)
+	}
+	for {
+		h, need, err := parseHeader(b)
+		if err != nil || need == 0 {
+			return h, err
+		}
+		more, err := br.Peek(need)
+		if err != nil {
+			return h, truncated(err, headerName(b))
+		}
+		b = more
+	}
+}
+
 // readFrame reads one frame (or resumes one) and reports whether it woke a
 // waiting receiver. Headers are parsed with Peek and consumed only when
 // complete, so a read interrupted by a deadline loses nothing.
@@ -56,31 +82,18 @@ func (l *link) readFrame() (bool, error) {
 	if l.reading.pend.active {
 		return l.readPending()
 	}
-	b, err := l.reading.br.Peek(1)
-	if err != nil {
-		return false, err // EOF here is a clean close between frames
-	}
-	l.keepAlive.heard.Add(1)
-	for {
-		h, need, err := parseHeader(b)
-		switch {
-		case err != nil:
-			return false, err
-		case need > 0:
-			more, err := l.reading.br.Peek(need)
-			if err != nil {
-				return false, truncated(err, headerName(b))
-			}
-			b = more
-		case h.kind == kindData:
-			return l.readData(h)
-		case h.kind == kindPart:
-			return l.readPart(h)
-		default:
-			err := controlFrames[h.typ].handle(l, h.body)
-			l.reading.br.Discard(h.size)
-			return false, err
-		}
+	h, err := peekHeader(l.reading.br, &l.keepAlive.heard)
+	switch {
+	case err != nil:
+		return false, err
+	case h.kind == kindData:
+		return l.readData(h)
+	case h.kind == kindPart:
+		return l.readPart(h)
+	default:
+		err := controlFrames[h.typ].handle(l, h.body)
+		l.reading.br.Discard(h.size)
+		return false, err
 	}
 }
 

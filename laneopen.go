@@ -78,25 +78,6 @@ func (l *link) dialLane() (net.Conn, *frameReader, error) {
 	return conn, br, nil
 }
 
-// peekHeader parses the next frame's header, consuming nothing.
-func peekHeader(br *frameReader) (frameHeader, error) {
-	b, err := br.Peek(1)
-	if err != nil {
-		return frameHeader{}, err // EOF here is a clean close between frames
-	}
-	for {
-		h, need, err := parseHeader(b)
-		if err != nil || need == 0 {
-			return h, err
-		}
-		more, err := br.Peek(need)
-		if err != nil {
-			return h, truncated(err, headerName(b))
-		}
-		b = more
-	}
-}
-
 // awaitLaneAccept reads the accepting side's HELLO and its LANE naming id.
 func awaitLaneAccept(br *frameReader, id [sizeOfLinkID]byte) error {
 	b, err := br.Peek(2 + sizeOfHelloBody)
@@ -111,7 +92,7 @@ func awaitLaneAccept(br *frameReader, id [sizeOfLinkID]byte) error {
 	}
 	br.Discard(len(b))
 	for skipped := 0; ; {
-		h, err := peekHeader(br)
+		h, err := peekHeader(br, nil)
 		if err != nil {
 			return fmt.Errorf("%w: lane refused: %w", ErrHandshake, err)
 		}

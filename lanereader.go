@@ -33,7 +33,7 @@ func (l *link) laneReadLoop(ln *lane) {
 func (l *link) readLane(ln *lane) error {
 	br := ln.br
 	for {
-		h, err := peekHeader(br)
+		h, err := peekHeader(br, &l.keepAlive.heard)
 		if err != nil {
 			return err
 		}
@@ -98,10 +98,8 @@ func lanePayload(total int) message {
 	if total <= smallMessageLimit {
 		return newPayload(total)
 	}
-	if c := sizeClass(total); c <= largeClassMax {
-		if b, ok := largeFree[c].tryGet(); ok && cap(b) >= total {
-			return message{data: b[:total]}
-		}
+	if b, ok := takeLarge(total); ok {
+		return message{data: b}
 	}
 	return message{data: make([]byte, total)}
 }
