@@ -337,7 +337,7 @@ func (c *Connection) acquireInFleet(ctx context.Context) (*link, error) {
 	var skip []string
 	var lastErr error
 	for {
-		addr, healthy, err := f.place(ctx, c.id, c.catchAll, skip)
+		addr, healthy, err := f.place(ctx, c, skip)
 		if err != nil {
 			if lastErr != nil && ctx.Err() == nil {
 				return nil, lastErr

@@ -8,6 +8,7 @@ package tcpconn
 
 import (
 	"context"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
@@ -36,6 +37,12 @@ func TestConfigValidateNamesField(t *testing.T) {
 		{"ReconnectBackoffMax", Config{ReconnectBackoffMin: time.Second, ReconnectBackoffMax: time.Millisecond}},
 		{"SocketReadBuffer", Config{SocketReadBuffer: -1}},
 		{"SocketWriteBuffer", Config{SocketWriteBuffer: -1}},
+		{"LaneThreshold", Config{LaneThreshold: 100}},
+		{"ResolveInterval", Config{ResolveInterval: -1}},
+		{"MaxLinkAge", Config{MaxLinkAge: -1}},
+		{"MaxLinkAgeGrace", Config{MaxLinkAgeGrace: -1}},
+		{"PlacementBalance", Config{PlacementBalance: 0.9}},
+		{"PlacementBalance", Config{PlacementBalance: math.NaN()}},
 	}
 	if strconv.IntSize == 64 {
 		// 8 GiB, beyond the u32 length field. A 32-bit int cannot exceed
@@ -61,5 +68,8 @@ func TestConfigValidateNamesField(t *testing.T) {
 	}
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Errorf("DefaultConfig is invalid: %v", err)
+	}
+	if err := (&Config{PlacementBalance: math.Inf(1)}).Validate(); err != nil {
+		t.Errorf("PlacementBalance +Inf (no bound) is invalid: %v", err)
 	}
 }

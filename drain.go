@@ -77,11 +77,19 @@ func (b *binding) ended() bool {
 func (c *Connection) move(old *binding) {
 	ctx, cancel := context.WithTimeout(c.life, c.cfg.DialTimeout)
 	defer cancel()
+	moved := false
+	if c.fleet != nil {
+		defer func() {
+			if !moved {
+				c.fleet.stay(c, old.link.endpoint)
+			}
+		}()
+	}
 	for {
 		addr, healthy := c.addr, false
 		if c.fleet != nil {
 			var err error
-			if addr, healthy, err = c.fleet.place(ctx, c.id, false, nil); err != nil {
+			if addr, healthy, err = c.fleet.place(ctx, c, nil); err != nil {
 				return
 			}
 		}
@@ -99,6 +107,7 @@ func (c *Connection) move(old *binding) {
 		}
 		switch c.rebind(old, nl, e) {
 		case moveDone:
+			moved = true
 			return
 		case moveLater:
 			t := time.NewTimer(moveRetry)

@@ -5,6 +5,7 @@ package tcpconn
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -37,6 +38,7 @@ type fleet struct {
 	gen       int           // lookups completed
 	lastErr   error         // of the last lookup, nil if it succeeded
 	changed   chan struct{} // closed and replaced when a lookup completes
+	placed    idPlacements  // where its named Connections are, for the load bound
 }
 
 // endpoint is one address of a fleet and its health; guarded by fleet.mu.
@@ -231,12 +233,14 @@ func (f *fleet) reResolve() {
 	}
 }
 
-// place returns the endpoint for a Connection: by rendezvous on its ID, or
-// by two choices on load for a catch-all, among healthy endpoints not in
-// skip (else among any not in skip: healthy is then false). Before the
-// first answer it waits for one; with no endpoint known it waits for the
-// next lookup and reports its error.
-func (f *fleet) place(ctx context.Context, id string, catchAll bool, skip []string) (addr string, healthy bool, err error) {
+// place returns the endpoint for c: by rendezvous on its ID under the
+// load bound, or by two choices on load for a catch-all, among healthy
+// endpoints not in skip (else among any not in skip: healthy is then
+// false). A named c counts at the endpoint returned (idPlacements) until it
+// is placed again or forgotten. Before the first answer it waits for one;
+// with no endpoint known it waits for the next lookup and reports its
+// error.
+func (f *fleet) place(ctx context.Context, c *Connection, skip []string) (addr string, healthy bool, err error) {
 	f.mu.Lock()
 	if len(f.endpoints) == 0 {
 		want := f.gen + 1
@@ -262,37 +266,103 @@ func (f *fleet) place(ctx context.Context, id string, catchAll bool, skip []stri
 	now := time.Now()
 	for i, e := range f.endpoints {
 		addrs[i] = e.addr
-		up[i] = !now.Before(e.ejectedUntil)
+		up[i] = !now.Before(e.ejectedUntil) && !slices.Contains(skip, e.addr)
+	}
+	if !c.catchAll {
+		defer f.mu.Unlock()
+		i, healthy := f.placeNamedLocked(c, addrs, up, skip)
+		if i < 0 {
+			return "", false, fmt.Errorf("%w: %s: every endpoint failed", ErrLinkLost, f.target)
+		}
+		if !c.isClosed() { // else Close forgot it already
+			f.placed.set(c, addrs[i])
+		}
+		return addrs[i], healthy, nil
 	}
 	f.mu.Unlock()
 
-	var load []int64
-	if catchAll {
-		load = make([]int64, len(addrs))
-		for i, a := range addrs {
-			load[i] = f.client.linkLoad(a, f.key.cfg)
-		}
+	load := make([]int64, len(addrs))
+	for i, a := range addrs {
+		load[i] = f.client.linkLoad(a, f.key.cfg)
 	}
 	// First among healthy endpoints with room (a link holds one
 	// catch-all), then among any not tried.
-	for _, strict := range []bool{true, false} {
-		ok := func(i int) bool {
-			if slices.Contains(skip, addrs[i]) {
-				return false
-			}
-			return !strict || up[i] && (load == nil || load[i] < catchAllFull)
-		}
-		var i int
-		if catchAll {
-			i = twoChoices(len(addrs), ok, func(i int) int64 { return load[i] })
-		} else {
-			i = rendezvous(id, addrs, ok)
-		}
-		if i >= 0 {
-			return addrs[i], strict, nil
-		}
+	room := func(i int) bool { return up[i] && load[i] < catchAllFull }
+	if i := twoChoices(len(addrs), room, func(i int) int64 { return load[i] }); i >= 0 {
+		return addrs[i], true, nil
+	}
+	if i := twoChoices(len(addrs), untried(addrs, skip), func(i int) int64 { return load[i] }); i >= 0 {
+		return addrs[i], false, nil
 	}
 	return "", false, fmt.Errorf("%w: %s: every endpoint failed", ErrLinkLost, f.target)
+}
+
+// placeNamedLocked picks c's endpoint: the first of its rendezvous order
+// among healthy ones (up) below the load bound; if every healthy one is
+// full (its own count aside, c could find all at the bound), the first
+// healthy one; else the first not in skip.
+//
+// The bound counts every endpoint of the set, ejected ones too (as long
+// as the healthy ones can hold every ID): a replica that is lost for a
+// while must not raise the bound, or IDs that the bound kept off their
+// first choice would go there, and leave again when it returns.
+func (f *fleet) placeNamedLocked(c *Connection, addrs []string, up []bool, skip []string) (int, bool) {
+	healthy := 0
+	for _, u := range up {
+		if u {
+			healthy++
+		}
+	}
+	total := f.placed.total(c)
+	limit := capacity(f.cfg.PlacementBalance, total+1, len(addrs))
+	if healthy > 0 {
+		limit = max(limit, math.Ceil(float64(total+1)/float64(healthy)))
+	}
+	below := func(i int) bool {
+		return up[i] && float64(f.placed.loadOf(addrs[i], c)) < limit
+	}
+	if i := rendezvous(c.id, addrs, below); i >= 0 {
+		return i, true
+	}
+	if i := rendezvous(c.id, addrs, func(i int) bool { return up[i] }); i >= 0 {
+		return i, true
+	}
+	return rendezvous(c.id, addrs, untried(addrs, skip)), false
+}
+
+// isClosed reports whether Close has begun (see idPlacements).
+func (c *Connection) isClosed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// untried accepts the endpoints not in skip.
+func untried(addrs, skip []string) func(int) bool {
+	return func(i int) bool { return !slices.Contains(skip, addrs[i]) }
+}
+
+// forget stops counting c (it closed).
+func (f *fleet) forget(c *Connection) {
+	if c.catchAll {
+		return
+	}
+	f.mu.Lock()
+	f.placed.forget(c)
+	f.mu.Unlock()
+}
+
+// stay counts c at addr again: a move that found no new place leaves c
+// where it was.
+func (f *fleet) stay(c *Connection, addr string) {
+	f.mu.Lock()
+	if !c.isClosed() {
+		f.placed.set(c, addr)
+	}
+	f.mu.Unlock()
 }
 
 // eject takes addr out of placement for its backoff, after a failed dial

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -14,34 +15,51 @@ import (
 	"time"
 )
 
-// TestFleetSpread: every ID sits on its rendezvous endpoint, so IDs spread
-// evenly over the replicas of an SRV target.
+// TestFleetSpread: IDs spread over the replicas of an SRV target with no
+// replica above the load bound, nearly all of them on their rendezvous
+// endpoint; with the bound off every ID is.
 func TestFleetSpread(t *testing.T) {
-	const replicas, ids = 4, 2000
+	const replicas, ids = 10, 1000
 	f := newTestFleet(t, replicas, nil)
-	cl := f.client(Config{})
-	conns := openIDs(t, cl, f.target, ids)
-	addrs := f.addrs()
-	count := map[string]int{}
-	for id, at := range placements(conns) {
-		if want := home(id, addrs); at != want {
-			t.Fatalf("%s on %s, rendezvous says %s", id, at, want)
-		}
-		count[at]++
-	}
-	mean := float64(ids) / replicas
-	for at, n := range count {
-		if float64(n) > 1.15*mean {
-			t.Errorf("%s holds %d IDs, mean %.0f", at, n, mean)
-		}
-	}
-	if got := len(cl.Links()); got != replicas {
-		t.Errorf("%d links, want one per replica (%d)", got, replicas)
-	}
-	for _, ls := range cl.Links() {
-		if !slices.Contains(addrs, ls.Endpoint) {
-			t.Errorf("LinkStats.Endpoint = %q, not a replica", ls.Endpoint)
-		}
+	for _, tc := range []struct {
+		name     string
+		balance  float64
+		maxAway  float64 // share of IDs off their rendezvous endpoint
+		maxRatio float64 // busiest over mean
+	}{
+		{"bounded", 0, 0.05, DefaultPlacementBalance},
+		{"hash", math.Inf(1), 0, 1.5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cl := f.client(Config{PlacementBalance: tc.balance})
+			conns := openIDs(t, cl, f.target, ids)
+			addrs := f.addrs()
+			count := map[string]int{}
+			away := 0
+			for id, at := range placements(conns) {
+				if at != home(id, addrs) {
+					away++
+				}
+				count[at]++
+			}
+			mean := float64(ids) / replicas
+			for at, n := range count {
+				if float64(n) > tc.maxRatio*mean {
+					t.Errorf("%s holds %d IDs, mean %.0f", at, n, mean)
+				}
+			}
+			if float64(away) > tc.maxAway*ids {
+				t.Errorf("%d of %d IDs off their rendezvous endpoint", away, ids)
+			}
+			if got := len(cl.Links()); got != replicas {
+				t.Errorf("%d links, want one per replica (%d)", got, replicas)
+			}
+			for _, ls := range cl.Links() {
+				if !slices.Contains(addrs, ls.Endpoint) {
+					t.Errorf("LinkStats.Endpoint = %q, not a replica", ls.Endpoint)
+				}
+			}
+		})
 	}
 }
 
@@ -64,11 +82,13 @@ func TestFleetCatchAllsSpread(t *testing.T) {
 
 // TestFleetReplicaLost: a killed replica's IDs answer elsewhere (each on
 // its rendezvous runner-up) and the others stay put; brought back, its IDs
-// return to it when their links age out (MaxLinkAge).
+// return to it when their links age out (MaxLinkAge). Placement by hash
+// alone, so that each ID's place is known (TestBoundedPlacement covers
+// the same with the bound).
 func TestFleetReplicaLost(t *testing.T) {
 	const replicas, ids = 5, 200
 	f := newTestFleet(t, replicas, &Config{MaxLinkAge: 300 * time.Millisecond, MaxLinkAgeGrace: time.Second})
-	cl := f.client(Config{})
+	cl := f.client(Config{PlacementBalance: math.Inf(1)})
 	conns := openIDs(t, cl, f.target, ids)
 	addrs := f.addrs()
 	before := placements(conns)
@@ -122,10 +142,10 @@ func TestFleetReplicaLost(t *testing.T) {
 
 // TestFleetScaleUp: replicas added to DNS are found by the periodic
 // lookup; new IDs go to them, and existing ones follow when their links
-// age out.
+// age out. Placement by hash alone, so that each ID's place is known.
 func TestFleetScaleUp(t *testing.T) {
 	f := newTestFleet(t, 2, &Config{MaxLinkAge: 300 * time.Millisecond, MaxLinkAgeGrace: time.Second})
-	cl := f.client(Config{})
+	cl := f.client(Config{PlacementBalance: math.Inf(1)})
 	conns := openIDs(t, cl, f.target, 100)
 	f.start("127.0.0.1:0")
 	f.start("127.0.0.1:0")
@@ -339,6 +359,13 @@ func TestFleetEndsWithItsLastConnection(t *testing.T) {
 	conns[0].Close()
 	if isClosed(fl.done) {
 		t.Fatal("the loop ended while a Connection still uses the target")
+	}
+	fl.mu.Lock()
+	_, counted := fl.placed.at[conns[0]]
+	load, total := fl.placed.loadOf(f.addrs()[0], nil), fl.placed.total(nil)
+	fl.mu.Unlock()
+	if counted || load != 1 || total != 1 {
+		t.Fatalf("after one of two closed: closed one counted %v, load %d, total %d", counted, load, total)
 	}
 	conns[1].Close()
 	eventually(t, "the lookup loop to end", func() bool { return isClosed(fl.done) })

@@ -117,6 +117,12 @@ const (
 	// DefaultMaxLinkAgeGrace: how long a link past MaxLinkAge may stay open
 	// for its logical connections to move away at a quiet point.
 	DefaultMaxLinkAgeGrace = 10 * time.Second
+	// DefaultPlacementBalance bounds an endpoint's share of a fleet's named
+	// logical connections at 1.1 times the mean: hashing alone leaves the
+	// busiest of 20 endpoints near 1.25x the mean at 100 IDs each (the
+	// binomial spread of a hash), and a bound this close moves about 1 %
+	// of IDs off their first choice.
+	DefaultPlacementBalance = 1.1
 
 	// readBufferSize batches small frames per read syscall.
 	readBufferSize = 64 << 10
@@ -285,6 +291,14 @@ type Config struct {
 	// up at once, at most every min(1 s, ResolveInterval), after a failed
 	// dial, a lost link or a GOAWAY.
 	ResolveInterval time.Duration
+	// PlacementBalance bounds how many named logical connections a Client
+	// places on one endpoint of a fleet: at most PlacementBalance times
+	// the mean over its healthy endpoints, rounded up (default
+	// DefaultPlacementBalance; at least 1). An ID whose endpoint is full
+	// goes to the next one in its rendezvous order, so IDs spread evenly
+	// while nearly all of them keep their place across membership changes
+	// (README, "Many servers"). math.Inf(1) places by hashing alone.
+	PlacementBalance float64
 	// OnLinkEvent, if set, receives a Client's link and resolution events
 	// (LinkEvent). It is called from the library's goroutines and must
 	// return quickly.
@@ -332,6 +346,7 @@ func (c *Config) fill() {
 	setDefault(&c.ReconnectBackoffMax, DefaultReconnectBackoffMax)
 	setDefault(&c.ResolveInterval, DefaultResolveInterval)
 	setDefault(&c.MaxLinkAgeGrace, DefaultMaxLinkAgeGrace)
+	setDefault(&c.PlacementBalance, DefaultPlacementBalance)
 }
 
 func setDefault[T comparable](p *T, def T) {
@@ -385,6 +400,8 @@ func (c *Config) Validate() error {
 		return bad("MaxLinkAge", r.MaxLinkAge, "must not be negative")
 	case r.MaxLinkAgeGrace < 0:
 		return bad("MaxLinkAgeGrace", r.MaxLinkAgeGrace, "must not be negative")
+	case !(r.PlacementBalance >= 1): // NaN too
+		return bad("PlacementBalance", r.PlacementBalance, "must be at least 1 (math.Inf(1): no bound)")
 	}
 	return nil
 }
@@ -775,6 +792,7 @@ func (c *Connection) Close() error {
 		close(c.closed)
 		c.owner.forget(c)
 		if c.fleet != nil {
+			c.fleet.forget(c)
 			c.fleet.release()
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -66,8 +67,11 @@ type ReplicasResult struct {
 	KillFailed    int
 	KillFailedIDs int
 	KillRecovery  time.Duration
+	// Settle: how long the placement took to come to rest after the
+	// drain (no ID moved for MaxLinkAge + 10 %) before the kill.
 	// Returned: the share of IDs on the replica they were on before the
 	// kill, once the killed replica is back and links have aged.
+	Settle   time.Duration
 	Returned float64
 	// Lookups is how many times the client asked DNS for the fleet over
 	// the run (a UDP answer truncated and asked again over TCP counts
@@ -462,8 +466,13 @@ func measureReplicas(cfg ReplicasConfig, kind *replicaKind) (res ReplicasResult,
 		return res, fmt.Errorf("drain: %w", drainErr)
 	}
 
-	// One replica killed (still in DNS), then back at the same address.
-	prev := placed()
+	// One replica killed (still in DNS), then back at the same address,
+	// once the placement is at rest: IDs that the load bound kept off
+	// their first choice while 25 replicas ran go back to it as their
+	// links age, and that settling is not the kill's doing.
+	t0 := time.Now()
+	prev := settled(placed, cfg.MaxLinkAge+cfg.MaxLinkAge/10, 3*cfg.MaxLinkAge)
+	res.Settle = time.Since(t0)
 	kill := new(window)
 	cur.Store(kill)
 	recovery.Store(0)
@@ -552,6 +561,18 @@ func busiestOverMean(counts map[string]int64, addrs []string) float64 {
 }
 
 // waitUntil polls cond every 20 ms for at most d.
+// settled returns placed's answer once it has not changed for quiet, or
+// when limit has passed.
+func settled[K comparable](placed func() map[K]string, quiet, limit time.Duration) map[K]string {
+	last, since := placed(), time.Now()
+	for end := time.Now().Add(limit); time.Now().Before(end) && time.Since(since) < quiet; time.Sleep(50 * time.Millisecond) {
+		if now := placed(); !maps.Equal(now, last) {
+			last, since = now, time.Now()
+		}
+	}
+	return last
+}
+
 func waitUntil(d time.Duration, cond func() bool) bool {
 	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		if cond() {

@@ -81,7 +81,7 @@ func printReplicasSystem(w io.Writer, s replicasSystemRun) {
 		{fmt.Sprintf("scale-up %d -> %d", c.Replicas, c.Replicas+c.Added), fmt.Sprintf("the new replicas reach 0.8x their mean share%s (smallest %.2fx)", scaleUp, r.ScaleUpShare), fmt.Sprintf("<= %v", c.ResolveInterval+c.MaxLinkAge)},
 		{fmt.Sprintf("planned drain of %d", c.Drained), fmt.Sprintf("%d round trips failed (%d %s), p99 %v, slowest drain %v", r.DrainErrors, r.DrainFailedIDs, units, r.DrainP99.Round(time.Microsecond), r.DrainShutdown.Round(time.Millisecond)), "0 errors, p99 <= 2x steady"},
 		{"1 replica killed", fmt.Sprintf("%d round trips failed (%d %s), each ID answered again within %v", r.KillFailed, r.KillFailedIDs, units, r.KillRecovery.Round(time.Millisecond)), "<= 1 s"},
-		{"its return", fmt.Sprintf("%.1f %% of IDs where they were before", 100*r.Returned), ">= 95 %"},
+		{"its return", fmt.Sprintf("%.1f %% of IDs where they were before (placement at rest %v after the drain)", 100*r.Returned, r.Settle.Round(100*time.Millisecond)), ">= 95 %"},
 		{"DNS queries for the name", fmt.Sprintf("%d over the run of %v", r.Lookups, r.Elapsed.Round(100*time.Millisecond)), ""},
 	}
 	fmt.Fprintf(w, "  %-24s %-82s %s\n", "", "", "goal")
