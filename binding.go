@@ -17,7 +17,8 @@ import (
 // tcpconn.go call down into these; nothing here calls back up.
 
 // binding is a Connection's attachment to one link: its record there, or
-// the link's catch-all.
+// the link's catch-all (and, on a client, the catch-all's own record, the
+// empty ID, as st).
 type binding struct {
 	link  *link
 	st    *stream
@@ -60,17 +61,20 @@ func (c *Connection) attach(l *link) (*binding, error) {
 		if !l.installCatchAll(ca) {
 			return nil, fmt.Errorf("%w: the catch-all (empty ID)", ErrIDInUse)
 		}
+		var own *stream
 		if c.client {
-			// The catch-all's own ID: a record to send on and to CLOSE in
-			// detach, announced so that a Listener accepts it.
-			if _, err := l.sendStream(""); err != nil {
+			// The catch-all's own ID: a record to send on, to finish when
+			// it moves and to CLOSE in detach, announced so that a
+			// Listener accepts it.
+			var err error
+			if own, err = l.sendStream(""); err != nil {
 				l.routes.catchAll.CompareAndSwap(ca, nil)
 				ca.retire(err)
 				return nil, err
 			}
 			l.enqueueControl(appendIDControl(nil, frameOpen, "", 0))
 		}
-		return &binding{link: l, ca: ca}, nil
+		return &binding{link: l, ca: ca, st: own}, nil
 	}
 	st, fresh, err := l.register(c.id, c)
 	if err != nil {

@@ -56,9 +56,10 @@ func (cl *Client) moveFrom(l *link) {
 	}
 }
 
-// moveIfMovable starts c's move off b unless c cannot move (a catch-all, a
-// byte stream). A Connection that binds to a link after its GOAWAY asked
-// for a move (it was dialled or chosen just before) calls it too.
+// moveIfMovable starts c's move off b unless c cannot move (a server's
+// catch-all, a byte stream). A Connection that binds to a link after its
+// GOAWAY asked for a move (it was dialled or chosen just before) calls it
+// too.
 func (c *Connection) moveIfMovable(b *binding) {
 	if b.st != nil && !c.final.Load() {
 		go c.move(b)
@@ -67,7 +68,9 @@ func (c *Connection) moveIfMovable(b *binding) {
 
 // ended reports whether b will bring nothing more: the peer closed its
 // record and nothing of it is still on the bulk lane (the peer's CLOSE
-// waits behind such a message), or its link is gone.
+// waits behind such a message), or its link is gone. A catch-all's record
+// is its own ID: IDs the server opened to it on the old link end with
+// that link.
 func (b *binding) ended() bool {
 	return b.link.failed() || b.st != nil && b.st.state.Load()&streamPeerClosed != 0 && !b.st.onLane()
 }
@@ -154,8 +157,10 @@ func (c *Connection) rebind(old *binding, nl *link, e *poolEntry) moveResult {
 	nb, err := c.attach(nl)
 	if err != nil {
 		e.release(nil)
-		if nl.failed() || nl.goingAway.Load() {
-			return moveLater // the new link aged or went while we waited: another
+		if nl.failed() || nl.goingAway.Load() || c.catchAll && errors.Is(err, ErrIDInUse) {
+			// The new link aged or went while we waited, or another
+			// catch-all took it: another place.
+			return moveLater
 		}
 		return moveAbandoned
 	}

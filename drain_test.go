@@ -48,8 +48,9 @@ func TestCloseFinished(t *testing.T) {
 }
 
 // TestMoveOnLinkAge: a plain address behind a Listener whose links age
-// (as behind an L4 load balancer): every ID moves to a new link at each
-// age, with no error and no lost message, messages in parts included.
+// (as behind an L4 load balancer): every ID, and the catch-all (the seed's
+// NewConnection), moves to a new link at each age, with no error and no
+// lost message, messages in parts included.
 func TestMoveOnLinkAge(t *testing.T) {
 	for _, size := range []int{100, 300 << 10} {
 		t.Run(fmt.Sprint("size=", size), func(t *testing.T) {
@@ -63,7 +64,8 @@ func TestMoveOnLinkAge(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer cl.Close()
-			conns := []*Connection{cl.Open(ln.Addr().String(), WithID("a")), cl.Open(ln.Addr().String(), WithID("b"))}
+			addr := ln.Addr().String()
+			conns := []*Connection{cl.Open(addr, WithID("a")), cl.Open(addr, WithID("b")), cl.Open(addr)}
 			first := map[string]bool{}
 			mustRoundTrip(t, conns[0], []byte("x"))
 			for _, ls := range cl.Links() {

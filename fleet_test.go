@@ -176,9 +176,9 @@ func TestFleetScaleUp(t *testing.T) {
 	})
 }
 
-// TestFleetPlannedDrain: while every ID does round trips, one replica
-// drains (Shutdown, or links past MaxLinkAge): no message is lost and no
-// call returns an error.
+// TestFleetPlannedDrain: while every ID and two catch-alls (the seed's
+// NewConnection) do round trips, replicas drain (Shutdown, or links past
+// MaxLinkAge): no message is lost and no call returns an error.
 func TestFleetPlannedDrain(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -221,9 +221,14 @@ func TestFleetPlannedDrain(t *testing.T) {
 			f := newTestFleet(t, replicas, tc.srvCfg)
 			cl := f.client(Config{})
 			conns := openIDs(t, cl, f.target, ids)
+			for range 2 {
+				c := closeAtCleanup(t, cl.Open(f.target))
+				mustRoundTrip(t, c, []byte("hello"))
+				conns = append(conns, c)
+			}
 			var stop atomic.Bool
 			var trips atomic.Int64
-			errs := make(chan error, ids)
+			errs := make(chan error, len(conns))
 			var wg sync.WaitGroup
 			for _, c := range conns {
 				wg.Go(func() {
@@ -262,9 +267,9 @@ func TestFleetPlannedDrain(t *testing.T) {
 				t.Errorf("%d reconnects: a link was lost, not drained", n)
 			}
 			if tc.name == "Shutdown" {
-				for id, at := range placements(conns) {
-					if slices.Contains(drained, at) {
-						t.Errorf("%s still on the drained replica", id)
+				for _, c := range conns {
+					if at := c.RemoteAddr(); at != nil && slices.Contains(drained, at.String()) {
+						t.Errorf("%q still on the drained replica", c.ID())
 					}
 				}
 			}
