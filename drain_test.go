@@ -3,6 +3,7 @@
 package tcpconn
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -151,5 +152,79 @@ func TestMoveKeepsServerPushes(t *testing.T) {
 		if l := linkOf(c); l != nil {
 			links[l.id.Load().String()] = true
 		}
+	}
+}
+
+// TestMoveWhileServerWaitsForCredit: a server handler whose Send waits for
+// credit (its client has not read yet) when the client finishes the ID as
+// its link ages keeps waiting, and every reply reaches the client, in
+// order: the client reads the old link until the handler closes the ID.
+// If the client closes instead, the waiting Send fails at once.
+func TestMoveWhileServerWaitsForCredit(t *testing.T) {
+	for _, clientCloses := range []bool{false, true} {
+		t.Run(fmt.Sprint("clientCloses=", clientCloses), func(t *testing.T) {
+			testMoveWhileServerWaitsForCredit(t, clientCloses)
+		})
+	}
+}
+
+func testMoveWhileServerWaitsForCredit(t *testing.T, clientCloses bool) {
+	const replies, size = 24, 16 << 10 // 384 KiB: six times the window
+	ln, err := Listen("tcp", "127.0.0.1:0", &Config{StreamWindow: InitialWindow, MaxLinkAge: 50 * time.Millisecond, MaxLinkAgeGrace: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent atomic.Int64
+	handlerErr := make(chan error, 1)
+	serveListener(t, ln, func(c *Connection) {
+		if _, err := c.Receive(); err != nil {
+			return // the ID at a later link, which the client only moved through
+		}
+		for i := range replies {
+			if err := c.Send(pattern(size, byte(i))); err != nil {
+				handlerErr <- fmt.Errorf("reply %d: %w", i, err)
+				return
+			}
+			sent.Add(1)
+		}
+		handlerErr <- nil
+	})
+	cl, err := NewClient(&Config{StreamWindow: InitialWindow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	c := closeAtCleanup(t, cl.Open(ln.Addr().String(), WithID("slow-reader")))
+	mustSend(t, c, []byte("go"))
+	// The window holds fewer than four replies: the handler's Send waits.
+	eventually(t, "the server's Send to wait for credit", func() bool { return sent.Load() >= 3 })
+	old := linkOf(c)
+	eventually(t, "the ID moved off its aged link", func() bool {
+		l := linkOf(c)
+		return l != nil && l != old
+	})
+	if clientCloses {
+		c.Close()
+		if err := await(t, handlerErr, testTimeout, "the handler"); !errors.Is(err, ErrPeerClosed) {
+			t.Fatalf("the server's waiting Send after the client closed: %v, want ErrPeerClosed", err)
+		}
+		return
+	}
+	for i := range replies {
+		select {
+		case err := <-handlerErr:
+			if err != nil {
+				t.Fatalf("the server's handler: %v", err)
+			}
+			handlerErr <- nil
+		default:
+		}
+		got := recvWithin(t, c, testTimeout)
+		if !bytes.Equal(got, pattern(size, byte(i))) {
+			t.Fatalf("reply %d: %d bytes, not the %d-th pattern", i, len(got), i)
+		}
+	}
+	if err := await(t, handlerErr, testTimeout, "the handler"); err != nil {
+		t.Fatalf("the server's handler: %v", err)
 	}
 }

@@ -49,6 +49,10 @@ type stream struct {
 	retired    atomic.Bool   // no longer the route table's record for id
 	acks       *atomic.Int32 // CLOSE replies the peer still owes for this ID (shared by its incarnations)
 	peerOpened atomic.Bool   // the peer sent OPEN for this incarnation
+	// peerFinished: the peer sent CLOSE(id, finished). Its reader sees the
+	// end, but this side may still send: a Send waiting for credit goes on
+	// waiting (the peer reads on until this side closes).
+	peerFinished atomic.Bool
 	// held: bytes of messages queued here whose link credit went back
 	// when they were queued, reserved from the Budget until consumed
 	// (holdQueued).
@@ -194,6 +198,7 @@ func (l *link) onPeerClose(s *stream, code closeCode) error {
 		// and may still send until it closes. (Crossing our CLOSE, it is
 		// no reply: the peer answers that.)
 		if !s.closing() {
+			s.peerFinished.Store(true) // before fail: a Send it wakes must know
 			s.mu.Lock()
 			held := s.deferCloseLocked(ErrPeerClosed)
 			s.mu.Unlock()
@@ -221,6 +226,11 @@ func (l *link) onPeerClose(s *stream, code closeCode) error {
 		s.fail(err) // before the state bit: a sender that sees the bit finds the error
 	}
 	s.state.Or(streamPeerClosed)
+	if s.peerFinished.Load() {
+		// A Send waiting for credit ignored the finish's error (fail
+		// above woke it with that): wake it again to see the state bit.
+		l.wakeCreditWaiters()
+	}
 	l.enqueueControl(appendIDControl(nil, frameClose, s.id, uint32(closeNormal)))
 	l.routes.remove(s)
 	if !held {

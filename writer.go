@@ -193,7 +193,7 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte, 
 		}
 		wake := l.wq.creditWaitLocked()
 		l.wq.mu.Unlock()
-		if err := owner.error(); err != nil {
+		if err := owner.error(); err != nil && !(err == ErrPeerClosed && s.peerFinished.Load()) {
 			return err
 		}
 		l.token.parked.Add(1) // credit comes from frames someone must read
