@@ -235,7 +235,7 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte, 
 			// Sends are coming back to back: write behind, so the next
 			// messages coalesce while this batch is in the kernel.
 			l.wq.mu.Unlock()
-			go l.flush()
+			go l.flushBehind()
 			return nil
 		}
 		// A lone message (request/response): write it ourselves, with no
@@ -412,6 +412,13 @@ func (l *link) queueControl(frame []byte, how controlMode) {
 	l.wq.mu.Unlock()
 }
 
+// A writer goroutine yields once before writing a batch smaller than
+// behindBatch while more than behindParked goroutines wait on the link.
+const (
+	behindBatch  = 4 << 10
+	behindParked = 2
+)
+
 // lazyDelay bounds how long a lazily queued window update waits.
 const lazyDelay = time.Millisecond
 
@@ -448,7 +455,7 @@ func (l *link) flushLazy() {
 func (l *link) kickWriterLocked() {
 	if !l.wq.busy {
 		l.wq.busy = true
-		go l.flush()
+		go l.flushBehind()
 	}
 }
 
@@ -458,11 +465,31 @@ const streamingGap = 2 * time.Microsecond
 
 func nanotime() int64 { return int64(time.Since(epoch)) }
 
+// flushBehind is flush on a writer goroutine of its own. While many
+// goroutines wait on the link (receivers of many logical connections,
+// whose replies are about to be sent), it yields once before writing a
+// small batch, so that senders made runnable meanwhile queue behind and
+// share the writev. With one or two waiting (a probe beside a bulk
+// transfer) it writes at once: the yield could put it behind whatever
+// else runs, a lane's copy for one. A sender that writes for itself
+// never yields here.
+func (l *link) flushBehind() { l.flushing(true) }
+
 // flush writes queued batches until none is left; the caller set
 // writerBusy and flush clears it.
-func (l *link) flush() {
+func (l *link) flush() { l.flushing(false) }
+
+func (l *link) flushing(behind bool) {
+	yielded := false
 	for {
 		l.wq.mu.Lock()
+		if behind && !yielded && l.wq.wb.size < behindBatch && l.token.parked.Load() > behindParked {
+			yielded = true
+			l.wq.mu.Unlock()
+			runtime.Gosched()
+			continue
+		}
+		yielded = false
 		b := l.wq.takeLocked()
 		if b != nil && !l.takePartLocked(b) && b.empty() {
 			l.wq.putBackLocked(b) // nothing to write
