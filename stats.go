@@ -20,7 +20,7 @@ import (
 // a Listener's. Links and Connections are gauges; the rest count up.
 type Stats struct {
 	Links          int64  // physical links open
-	Connections    int64  // logical connections bound to an open link
+	Connections    int64  // logical connections bound to an open link (one moving off a draining link counts on both until the old one ends)
 	MessagesIn     uint64 // messages received
 	MessagesOut    uint64 // messages handed to the socket
 	BytesIn        uint64 // payload bytes received
