@@ -413,7 +413,9 @@ func (l *link) queueControl(frame []byte, how controlMode) {
 }
 
 // A writer goroutine yields once before writing a batch smaller than
-// behindBatch while more than behindParked goroutines wait on the link.
+// behindBatch (a few small messages: one writev for each would cost more
+// than the messages) while more than behindParked goroutines wait on the
+// link (flushBehind).
 const (
 	behindBatch  = 4 << 10
 	behindParked = 2
