@@ -54,7 +54,9 @@ func (c *Connection) NetConn() net.Conn {
 		c.idleTimer.Stop()
 	}
 	c.mu.Unlock()
-	return &streamConn{c: c}
+	s := &streamConn{c: c}
+	s.rdl.interrupt = s.interruptRead
+	return s
 }
 
 // DialConn opens a new logical connection to address, with an ID of its
@@ -232,6 +234,15 @@ func (s *streamConn) RemoteAddr() net.Addr {
 	return logicalAddr(s.c.id)
 }
 
+// interruptRead wakes a Read blocked reading the socket for itself (it
+// waits in the read as a plain Receive does, with no goroutine hand-off:
+// receive, interruptible), so that it sees its deadline passed.
+func (s *streamConn) interruptRead() {
+	if b := s.c.bind.Load(); b != nil {
+		b.link.interruptDirect()
+	}
+}
+
 func (s *streamConn) SetDeadline(t time.Time) error {
 	s.rdl.set(t)
 	s.wdl.set(t)
@@ -253,11 +264,22 @@ func (a logicalAddr) Network() string { return "tcpconn" }
 func (a logicalAddr) String() string  { return string(a) }
 
 // deadline is one direction's deadline: a channel closed when it passes,
-// which the calls of that direction wait on (through context).
+// which the calls of that direction wait on (through context), and then
+// interrupt, if set, called to wake a call blocked in a socket read.
 type deadline struct {
-	mu    sync.Mutex
-	timer *time.Timer
-	done  chan struct{} // closed once the deadline passed; nil: none yet
+	mu        sync.Mutex
+	timer     *time.Timer
+	done      chan struct{} // closed once the deadline passed; nil: none yet
+	interrupt func()        // set once, before any call
+}
+
+// expire closes done and interrupts: in this order, so that a call the
+// interrupt wakes finds its context ended.
+func (d *deadline) expire(done chan struct{}) {
+	close(done)
+	if d.interrupt != nil {
+		d.interrupt()
+	}
 }
 
 // set moves the deadline to t (zero: none).
@@ -276,10 +298,10 @@ func (d *deadline) set(t time.Time) {
 	}
 	if wait := time.Until(t); wait > 0 {
 		done := d.done
-		d.timer = time.AfterFunc(wait, func() { close(done) })
+		d.timer = time.AfterFunc(wait, func() { d.expire(done) })
 		return
 	}
-	close(d.done)
+	d.expire(d.done)
 }
 
 // stop stops the timer (Close). A timer stopped before it fired is
