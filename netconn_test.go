@@ -464,3 +464,53 @@ func TestNetConnReadInterruptedInPlace(t *testing.T) {
 		})
 	}
 }
+
+// A Write goes out in messages of at most half the window the peer gives
+// the ID, so that one is in flight while the peer reads the one before:
+// with messages as large as the window, each would wait for the credit of
+// the one before it.
+func TestNetConnWriteFitsHalfTheWindow(t *testing.T) {
+	for _, window := range []int{DefaultStreamWindow, 256 << 10} {
+		t.Run(fmt.Sprint("window=", window), func(t *testing.T) {
+			ln, err := Listen("tcp", "127.0.0.1:0", &Config{StreamWindow: window})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			cl, err := NewClient(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cl.Close() })
+			ctx := testContext(t)
+			nc, err := cl.DialConn(ctx, "tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { nc.Close() })
+			body := pattern(4*window+1000, 3)
+			wrote := async(func() error { _, err := nc.Write(body); return err })
+			srv, err := ln.AcceptContext(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []byte
+			for len(got) < len(body) {
+				m, err := srv.ReceiveContext(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(m) > window/2 {
+					t.Fatalf("a message of %d bytes in a window of %d", len(m), window)
+				}
+				got = append(got, m...)
+			}
+			if err := await(t, wrote, testTimeout, "Write"); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, body) {
+				t.Fatal("the messages are not the bytes written, in order")
+			}
+		})
+	}
+}
