@@ -158,7 +158,7 @@ func receive(src source, ctx context.Context, into []byte) (s *stream, m message
 	blocking := cancel == nil || interruptible(ctx) // may wait in a socket read
 	canNoWait := !blocking && l.reading.br.canNoWait()
 	tryNoWait := canNoWait && l.token.noWaitWorth()
-	if canNoWait {
+	if canNoWait || cancel != nil && blocking {
 		l.token.noWaitReceivers.Add(1)
 		defer l.token.noWaitReceivers.Add(-1)
 	}
