@@ -28,7 +28,7 @@ import (
 // and returns its credit: a message as large as the window waits for the
 // credit of the one before it to come back, a stop-and-wait where windows
 // do not grow (loopback). 1 MiB messages in the default 1 MiB window made
-// a 16 MiB HTTP body 14 % slower than 512 KiB ones (PERFORMANCE.md,
+// a 16 MiB HTTP body about 12 % slower than 512 KiB ones (PERFORMANCE.md,
 // "Stream protocols over logical connections").
 const streamChunk = 1 << 20
 
