@@ -140,7 +140,11 @@ func (s *streamConn) Read(p []byte) (int, error) {
 		}
 		// A message that fits in p may be read straight into it (when
 		// this call reads the socket itself): no copy through a buffer.
-		_, m, inPlace, err := s.c.receive(ctx, p)
+		var rctx context.Context = ctx
+		if len(p) < interruptibleReadMin {
+			rctx = parkedContext{ctx}
+		}
+		_, m, inPlace, err := s.c.receive(rctx, p)
 		if err != nil {
 			return 0, s.readFailed(err)
 		}
@@ -156,6 +160,17 @@ func (s *streamConn) Read(p []byte) (int, error) {
 	s.roff += n
 	return n, nil
 }
+
+// interruptibleReadMin: a Read for fewer bytes waits parked, leaving the
+// socket to the background reader, as a ReceiveContext does; a larger one
+// waits in the socket read itself (receive, interruptible), with no
+// goroutine hand-off when its message comes. A tiny Read is most likely a
+// liveness check that ends with a deadline, as net/http's server makes
+// between requests (one byte, cut short by a past read deadline when the
+// response is done): interrupting a socket read for it cost more than the
+// hand-off (HTTP100B over tcpconn 13 % slower, 55.7 µs against 48.3 µs,
+// benchstat n=12, p=0.007).
+const interruptibleReadMin = 8
 
 // readFailed maps a Receive error: a deadline is not sticky; the peer's
 // close is io.EOF; anything else ends reading.
@@ -326,7 +341,7 @@ func (d *deadline) stop() {
 // context returns a context that ends when the deadline passes. Calls
 // waiting on it see the deadline moved: set replaces the channel only once
 // it has closed, and otherwise re-arms or closes the same one.
-func (d *deadline) context() context.Context {
+func (d *deadline) context() deadlineContext {
 	d.mu.Lock()
 	if d.done == nil {
 		d.done = make(chan struct{})
@@ -343,6 +358,10 @@ type deadlineContext <-chan struct{}
 func (c deadlineContext) Deadline() (time.Time, bool) { return time.Time{}, false }
 func (c deadlineContext) Done() <-chan struct{}       { return c }
 func (c deadlineContext) Value(any) any               { return nil }
+
+// parkedContext is a deadline's context for a Read that waits parked
+// (interruptibleReadMin): the same channel, but not interruptible.
+type parkedContext struct{ deadlineContext }
 
 func (c deadlineContext) Err() error {
 	if isClosed(c) {

@@ -118,9 +118,17 @@ func TestNetConnCloseIsEOF(t *testing.T) {
 // Deadlines: a passed one fails at once with a timeout; one set while a
 // Read waits wakes it; moving it away lets the call go on; Close wakes a
 // waiting Read.
-func TestNetConnDeadlines(t *testing.T) { forEachTransport(t, testNetConnDeadlines) }
+func TestNetConnDeadlines(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr testTransport) {
+		// A Read waits parked below interruptibleReadMin bytes, in the
+		// socket read itself from there.
+		for _, size := range []int{1, interruptibleReadMin} {
+			t.Run(fmt.Sprint("read=", size), func(t *testing.T) { testNetConnDeadlines(t, tr, size) })
+		}
+	})
+}
 
-func testNetConnDeadlines(t *testing.T, tr testTransport) {
+func testNetConnDeadlines(t *testing.T, tr testTransport, readSize int) {
 	client, server := netConnPair(t, tr)
 	wantTimeout := func(what string, err error) {
 		t.Helper()
@@ -130,11 +138,11 @@ func testNetConnDeadlines(t *testing.T, tr testTransport) {
 		}
 	}
 	client.SetReadDeadline(time.Now().Add(-time.Second))
-	_, err := client.Read(make([]byte, 1))
+	_, err := client.Read(make([]byte, readSize))
 	wantTimeout("Read past its deadline", err)
 
 	client.SetReadDeadline(time.Time{})
-	pending := async(func() error { _, err := client.Read(make([]byte, 1)); return err })
+	pending := async(func() error { _, err := client.Read(make([]byte, readSize)); return err })
 	eventually(t, "the Read to wait", func() bool { return readWaiting(client) })
 	client.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
 	wantTimeout("Read whose deadline was set while it waited", await(t, pending, testTimeout, "Read"))
@@ -161,7 +169,7 @@ func testNetConnDeadlines(t *testing.T, tr testTransport) {
 
 	client.SetReadDeadline(time.Time{})
 	client.SetWriteDeadline(time.Now().Add(time.Hour))
-	pending = async(func() error { _, err := client.Read(make([]byte, 1)); return err })
+	pending = async(func() error { _, err := client.Read(make([]byte, readSize)); return err })
 	eventually(t, "the Read to wait", func() bool { return readWaiting(client) })
 	client.Close()
 	if err := await(t, pending, prompt, "Read at Close"); !errors.Is(err, net.ErrClosed) {
