@@ -522,3 +522,68 @@ func TestNetConnWriteFitsHalfTheWindow(t *testing.T) {
 		})
 	}
 }
+
+// TestNetConnDeadlineBesideADirectReader: a Read's deadline interrupts
+// whoever reads the link's socket for itself, here a plain Receive on
+// another ID of the link: that receiver goes on unharmed, and each side
+// gets its messages afterwards. The peer is a raw peer on a net.Pipe.
+func TestNetConnDeadlineBesideADirectReader(t *testing.T) {
+	srv, peerEnd := net.Pipe()
+	peer := newRawPeer(t, peerEnd)
+	a := mustWrap(t, srv, WithID("a"))
+	b := mustWrap(t, srv, WithID("b"))
+	nc := a.NetConn()
+	peer.expectHello(helloBytes(nil))
+	peer.write(helloBytes(nil))
+	go io.Copy(io.Discard, peer.br) // what the library writes must not block it
+
+	// A plain Receive on b reads the socket for itself once the
+	// background reader has stepped back: a few messages settle it.
+	l := linkOf(b)
+	got := make(chan []byte, 1)
+	receive := func() {
+		go func() {
+			m, err := b.Receive()
+			if err != nil {
+				m = []byte(err.Error())
+			}
+			got <- m
+		}()
+	}
+	receive()
+	for i := 0; !pollFor(200*time.Millisecond, l.token.direct.Load); i++ {
+		if i == 20 {
+			t.Fatal("no plain Receive read the socket for itself")
+		}
+		peer.write(dataFrame("b", "settle"))
+		<-got
+		receive()
+	}
+
+	read := async(func() error {
+		buf := make([]byte, 64)
+		_, err := nc.Read(buf)
+		return err
+	})
+	eventually(t, "the Read to wait", func() bool { return readWaiting(nc) })
+	nc.SetReadDeadline(time.Now())
+	var ne net.Error
+	if err := await(t, read, prompt, "Read at its deadline"); !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("Read at its deadline = %v, want a timeout", err)
+	}
+
+	peer.write(dataFrame("b", "for b"), dataFrame("a", "for a"))
+	select {
+	case m := <-got:
+		if string(m) != "for b" {
+			t.Fatalf("Receive on b = %q, want \"for b\"", m)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("the Receive on b got nothing")
+	}
+	nc.SetReadDeadline(time.Time{})
+	buf := make([]byte, 64)
+	if n, err := nc.Read(buf); err != nil || string(buf[:n]) != "for a" {
+		t.Fatalf("Read after the deadline = %q, %v; want \"for a\"", buf[:n], err)
+	}
+}
