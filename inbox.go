@@ -3,6 +3,7 @@
 package tcpconn
 
 import (
+	"context"
 	"slices"
 	"sync"
 )
@@ -139,21 +140,25 @@ func isReady(src source) bool {
 	return src.hasMessageLocked() || b.err != nil
 }
 
-// receive waits for src's next message; cancel closes when the caller gives
-// up. Without cancel (plain Receive) the caller reads the socket itself when
-// nobody else does: no hand-off between goroutines on a round trip. With
-// cancel it does too where reads can be made not to wait (Linux TCP), for
-// what has arrived: only waiting for the socket is left to the background
-// reader, whose hand-off would otherwise cost a stream of messages half its
-// speed. into is the spare capacity of a ReceiveAppend caller's buffer, or
-// nil: the message may then be read there (inPlace: it is not ours to
-// release; readInto).
-func receive(src source, cancel <-chan struct{}, into []byte) (s *stream, m message, inPlace bool, err error) {
+// receive waits for src's next message; ctx's Done closes when the caller
+// gives up (cancel). Without cancel (plain Receive) the caller reads the
+// socket itself when nobody else does: no hand-off between goroutines on a
+// round trip. So does a caller whose cancel interrupts such a read
+// (interruptible: a NetConn's read deadline). With any other cancel it
+// does too where reads can be made not to wait (Linux TCP), for what has
+// arrived: only waiting for the socket is left to the background reader,
+// whose hand-off would otherwise cost a stream of messages half its speed.
+// into is the spare capacity of a ReceiveAppend caller's buffer, or nil:
+// the message may then be read there (inPlace: it is not ours to release;
+// readInto).
+func receive(src source, ctx context.Context, into []byte) (s *stream, m message, inPlace bool, err error) {
 	b := src.box()
 	l := b.link
-	canNoWait := cancel != nil && l.reading.br.canNoWait()
+	cancel := ctx.Done()
+	blocking := cancel == nil || interruptible(ctx) // may wait in a socket read
+	canNoWait := !blocking && l.reading.br.canNoWait()
 	tryNoWait := canNoWait && l.token.noWaitWorth()
-	if canNoWait {
+	if canNoWait || cancel != nil && blocking {
 		l.token.noWaitReceivers.Add(1)
 		defer l.token.noWaitReceivers.Add(-1)
 	}
@@ -173,9 +178,9 @@ func receive(src source, cancel <-chan struct{}, into []byte) (s *stream, m mess
 			b.mu.Unlock()
 			return nil, message{}, false, errCanceled
 		}
-		if (cancel == nil || tryNoWait) && !l.failed() {
+		if (blocking || tryNoWait) && !l.failed() {
 			b.mu.Unlock()
-			from, m, did, wouldBlock := l.readDirect(src, into, cancel)
+			from, m, did, wouldBlock := l.readDirect(src, into, cancel, blocking)
 			if from != nil {
 				from.consumed(m)
 				return from, m, true, nil
@@ -192,10 +197,10 @@ func receive(src source, cancel <-chan struct{}, into []byte) (s *stream, m mess
 		}
 		w := b.parkLocked()
 		b.mu.Unlock()
-		if cancel == nil {
+		if blocking {
 			// Whoever held the token may have released it before seeing
 			// us parked: try again to read for ourselves.
-			if from, m, did, _ := l.readDirect(src, into, nil); did {
+			if from, m, did, _ := l.readDirect(src, into, cancel, true); did {
 				b.unpark(w, src)
 				if from != nil {
 					from.consumed(m)
@@ -319,4 +324,12 @@ func (l *link) installCatchAll(ca *catchAll) bool {
 		ca.fail(l.err)
 	}
 	return true
+}
+
+// interruptible reports whether ctx's end interrupts a receiver blocked
+// reading the link's socket for itself: a NetConn's read deadline, whose
+// expiry closes its channel and then calls interruptDirect on the link.
+func interruptible(ctx context.Context) bool {
+	_, ok := ctx.(deadlineContext)
+	return ok
 }

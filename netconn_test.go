@@ -119,7 +119,17 @@ func TestNetConnCloseIsEOF(t *testing.T) {
 // Read waits wakes it; moving it away lets the call go on; Close wakes a
 // waiting Read.
 func TestNetConnDeadlines(t *testing.T) {
-	client, server := netConnPair(t, testTransports[0])
+	forEachTransport(t, func(t *testing.T, tr testTransport) {
+		// A Read waits parked below interruptibleReadMin bytes, in the
+		// socket read itself from there.
+		for _, size := range []int{1, interruptibleReadMin} {
+			t.Run(fmt.Sprint("read=", size), func(t *testing.T) { testNetConnDeadlines(t, tr, size) })
+		}
+	})
+}
+
+func testNetConnDeadlines(t *testing.T, tr testTransport, readSize int) {
+	client, server := netConnPair(t, tr)
 	wantTimeout := func(what string, err error) {
 		t.Helper()
 		var ne net.Error
@@ -128,12 +138,12 @@ func TestNetConnDeadlines(t *testing.T) {
 		}
 	}
 	client.SetReadDeadline(time.Now().Add(-time.Second))
-	_, err := client.Read(make([]byte, 1))
+	_, err := client.Read(make([]byte, readSize))
 	wantTimeout("Read past its deadline", err)
 
 	client.SetReadDeadline(time.Time{})
-	pending := async(func() error { _, err := client.Read(make([]byte, 1)); return err })
-	eventually(t, "the Read to wait", func() bool { return receiveBlocked(client.(*streamConn).c) })
+	pending := async(func() error { _, err := client.Read(make([]byte, readSize)); return err })
+	eventually(t, "the Read to wait", func() bool { return readWaiting(client) })
 	client.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
 	wantTimeout("Read whose deadline was set while it waited", await(t, pending, testTimeout, "Read"))
 
@@ -159,8 +169,8 @@ func TestNetConnDeadlines(t *testing.T) {
 
 	client.SetReadDeadline(time.Time{})
 	client.SetWriteDeadline(time.Now().Add(time.Hour))
-	pending = async(func() error { _, err := client.Read(make([]byte, 1)); return err })
-	eventually(t, "the Read to wait", func() bool { return receiveBlocked(client.(*streamConn).c) })
+	pending = async(func() error { _, err := client.Read(make([]byte, readSize)); return err })
+	eventually(t, "the Read to wait", func() bool { return readWaiting(client) })
 	client.Close()
 	if err := await(t, pending, prompt, "Read at Close"); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Read at Close = %v, want net.ErrClosed", err)
@@ -350,5 +360,230 @@ func TestNetConnSkipsEmptyMessages(t *testing.T) {
 		}
 		mustSend(t, peer, nil)
 		mustSend(t, peer, []byte("x"))
+	}
+}
+
+// readWaiting reports whether a Read waits on nc: parked, or reading the
+// socket for itself (the only receiver on its side of the link).
+func readWaiting(nc net.Conn) bool {
+	c := nc.(*streamConn).c
+	if receiveBlocked(c) {
+		return true
+	}
+	l := linkOf(c)
+	return l != nil && l.token.direct.Load()
+}
+
+// TestNetConnReadInterruptedInPlace: a Read waits for its message reading
+// the socket for itself (no hand-off through the background reader), and
+// a message that fits in p is read straight into p. Its deadline, or
+// Close, ends it in the middle of such a payload: it returns at once, and
+// p is never written after it returned; after a deadline, the next Read
+// gets the whole message, what arrived before the deadline included. The
+// peer is a raw peer on a net.Pipe, whose Write returns only once the
+// library has read it all, with a bystander ID "b" on the same link.
+func TestNetConnReadInterruptedInPlace(t *testing.T) {
+	const size = 48 << 10
+	payload := pattern(size, 7)
+	for _, tc := range []struct {
+		name    string
+		stop    func(nc net.Conn)
+		wantErr func(error) bool
+	}{
+		{"deadline", func(nc net.Conn) { nc.SetReadDeadline(time.Now()) }, func(err error) bool {
+			var ne net.Error
+			return errors.Is(err, os.ErrDeadlineExceeded) && errors.As(err, &ne) && ne.Timeout()
+		}},
+		{"close", func(nc net.Conn) { nc.Close() }, func(err error) bool { return errors.Is(err, net.ErrClosed) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, peerEnd := net.Pipe()
+			peer := newRawPeer(t, peerEnd)
+			c := mustWrap(t, srv, WithID("a"))
+			bystander := mustWrap(t, srv, WithID("b"))
+			nc := c.NetConn()
+			peer.expectHello(helloBytes(nil))
+			peer.write(helloBytes(nil))
+			go io.Copy(io.Discard, peer.br) // what the library writes must not block it
+
+			// The background reader steps back once it handed a message
+			// over, so a few messages settle who reads.
+			l := linkOf(c)
+			buf := make([]byte, 64<<10)
+			type result struct {
+				n   int
+				err error
+			}
+			var done chan result
+			read := func() {
+				done = make(chan result, 1)
+				go func() {
+					n, err := nc.Read(buf)
+					done <- result{n, err}
+				}()
+			}
+			for i := 0; ; i++ {
+				read()
+				if pollFor(200*time.Millisecond, l.token.direct.Load) {
+					break
+				}
+				if i == 20 {
+					t.Fatal("no Read read the socket for itself")
+				}
+				peer.write(dataFrame("a", "settle"))
+				if r := <-done; r.err != nil || string(buf[:r.n]) != "settle" {
+					t.Fatalf("Read = %q, %v; want \"settle\"", buf[:r.n], r.err)
+				}
+			}
+
+			peer.write(append(appendDataHeader(nil, "a", size), payload[:size/2]...))
+			if !bytes.Equal(buf[:size/2], payload[:size/2]) {
+				t.Fatal("the first half of the payload is not in p: it was not read in place")
+			}
+			tc.stop(nc)
+			select {
+			case r := <-done:
+				if r.n != 0 || !tc.wantErr(r.err) {
+					t.Fatalf("Read = %d, %v; want 0 and the %s's error", r.n, r.err, tc.name)
+				}
+			case <-time.After(prompt):
+				t.Fatalf("Read did not return within %v of its %s", prompt, tc.name)
+			}
+			for i := range buf { // nothing may write to p any more
+				buf[i] = 0xee
+			}
+			peer.write(payload[size/2:], dataFrame("b", "after"))
+			if m := recvWithin(t, bystander, testTimeout); string(m) != "after" {
+				t.Fatalf("bystander got %q, want \"after\"", m)
+			}
+			for i, b := range buf {
+				if b != 0xee {
+					t.Fatalf("byte %d of p was written after Read returned", i)
+				}
+			}
+			if tc.name == "close" {
+				return
+			}
+			nc.SetReadDeadline(time.Time{})
+			got := make([]byte, size)
+			if _, err := io.ReadFull(nc, got); err != nil || !bytes.Equal(got, payload) {
+				t.Fatalf("after the deadline: %v, or not the whole message", err)
+			}
+		})
+	}
+}
+
+// A Write goes out in messages of at most half the window the peer gives
+// the ID, so that one is in flight while the peer reads the one before:
+// with messages as large as the window, each would wait for the credit of
+// the one before it.
+func TestNetConnWriteFitsHalfTheWindow(t *testing.T) {
+	for _, window := range []int{DefaultStreamWindow, 256 << 10} {
+		t.Run(fmt.Sprint("window=", window), func(t *testing.T) {
+			ln, err := Listen("tcp", "127.0.0.1:0", &Config{StreamWindow: window})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			cl, err := NewClient(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cl.Close() })
+			ctx := testContext(t)
+			nc, err := cl.DialConn(ctx, "tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { nc.Close() })
+			body := pattern(4*window+1000, 3)
+			wrote := async(func() error { _, err := nc.Write(body); return err })
+			srv, err := ln.AcceptContext(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []byte
+			for len(got) < len(body) {
+				m, err := srv.ReceiveContext(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(m) > window/2 {
+					t.Fatalf("a message of %d bytes in a window of %d", len(m), window)
+				}
+				got = append(got, m...)
+			}
+			if err := await(t, wrote, testTimeout, "Write"); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, body) {
+				t.Fatal("the messages are not the bytes written, in order")
+			}
+		})
+	}
+}
+
+// TestNetConnDeadlineBesideADirectReader: a Read's deadline interrupts
+// whoever reads the link's socket for itself, here a plain Receive on
+// another ID of the link: that receiver goes on unharmed, and each side
+// gets its messages afterwards. The peer is a raw peer on a net.Pipe.
+func TestNetConnDeadlineBesideADirectReader(t *testing.T) {
+	srv, peerEnd := net.Pipe()
+	peer := newRawPeer(t, peerEnd)
+	a := mustWrap(t, srv, WithID("a"))
+	b := mustWrap(t, srv, WithID("b"))
+	nc := a.NetConn()
+	peer.expectHello(helloBytes(nil))
+	peer.write(helloBytes(nil))
+	go io.Copy(io.Discard, peer.br) // what the library writes must not block it
+
+	// A plain Receive on b reads the socket for itself once the
+	// background reader has stepped back: a few messages settle it.
+	l := linkOf(b)
+	got := make(chan []byte, 1)
+	receive := func() {
+		go func() {
+			m, err := b.Receive()
+			if err != nil {
+				m = []byte(err.Error())
+			}
+			got <- m
+		}()
+	}
+	receive()
+	for i := 0; !pollFor(200*time.Millisecond, l.token.direct.Load); i++ {
+		if i == 20 {
+			t.Fatal("no plain Receive read the socket for itself")
+		}
+		peer.write(dataFrame("b", "settle"))
+		<-got
+		receive()
+	}
+
+	read := async(func() error {
+		buf := make([]byte, 64)
+		_, err := nc.Read(buf)
+		return err
+	})
+	eventually(t, "the Read to wait", func() bool { return readWaiting(nc) })
+	nc.SetReadDeadline(time.Now())
+	var ne net.Error
+	if err := await(t, read, prompt, "Read at its deadline"); !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("Read at its deadline = %v, want a timeout", err)
+	}
+
+	peer.write(dataFrame("b", "for b"), dataFrame("a", "for a"))
+	select {
+	case m := <-got:
+		if string(m) != "for b" {
+			t.Fatalf("Receive on b = %q, want \"for b\"", m)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("the Receive on b got nothing")
+	}
+	nc.SetReadDeadline(time.Time{})
+	buf := make([]byte, 64)
+	if n, err := nc.Read(buf); err != nil || string(buf[:n]) != "for a" {
+		t.Fatalf("Read after the deadline = %q, %v; want \"for a\"", buf[:n], err)
 	}
 }

@@ -160,23 +160,25 @@ func (l *link) wakeReader() bool {
 // token is free, until src is ready. It reports whether it did: then src
 // is ready, or the link failed, or from is non-nil and m is src's next
 // message, read in place into into, the spare capacity of the receiver's
-// buffer (readInto). A receiver that may be canceled (cancel non-nil) must
-// not wait in a read that only a deadline interrupts: it reads only what
-// has arrived (noWait), and stops once cancel is closed; wouldBlock: it
-// stopped for want of bytes.
-func (l *link) readDirect(src source, into []byte, cancel <-chan struct{}) (from *stream, m message, did, wouldBlock bool) {
+// buffer (readInto). It stops once cancel is closed. A receiver that may
+// be canceled must not wait in a read that only a deadline interrupts,
+// unless blocking: whoever closes cancel then calls interruptDirect
+// (interruptible). Otherwise it reads only what has arrived (noWait);
+// wouldBlock: it stopped for want of bytes.
+func (l *link) readDirect(src source, into []byte, cancel <-chan struct{}, blocking bool) (from *stream, m message, did, wouldBlock bool) {
 	l.flushLazy()
 	if !l.token.mu.TryLock() {
 		return nil, message{}, false, false
 	}
 	l.token.direct.Store(true)
-	l.reading.br.noWait = cancel != nil
+	noWait := !blocking
+	l.reading.br.noWait = noWait
 	if len(into) > 0 {
 		l.reading.into = readInto{src: src, buf: into}
 	}
 	heard := l.keepAlive.heard.Load()
 	from, m, err := l.readUntil(src, cancel)
-	if cancel != nil {
+	if noWait {
 		l.token.noWaitRead(l.keepAlive.heard.Load() != heard)
 	}
 	return from, m, true, err == errWouldBlock

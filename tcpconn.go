@@ -730,7 +730,7 @@ func (c *Connection) receive(ctx context.Context, into []byte) (id string, m mes
 		}
 		if d := c.draining.Load(); d != nil {
 			// Moving (drain.go): the old binding first, until its end.
-			from, m, inPlace, rerr := receive(d.source(), ctx.Done(), into)
+			from, m, inPlace, rerr := receive(d.source(), ctx, into)
 			if rerr == nil {
 				return c.received(from, m, inPlace)
 			}
@@ -750,7 +750,7 @@ func (c *Connection) receive(ctx context.Context, into []byte) (id string, m mes
 			if from, m, ok := c.carried.pop(); ok {
 				return c.received(from, m, false)
 			}
-			from, m, inPlace, rerr := receive(b.source(), ctx.Done(), into)
+			from, m, inPlace, rerr := receive(b.source(), ctx, into)
 			if rerr == nil {
 				return c.received(from, m, inPlace)
 			}

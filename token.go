@@ -31,6 +31,9 @@ type readToken struct {
 
 	// Receivers with a context that can be canceled read only what has
 	// arrived (noWait); these decide whether trying is worth a syscall.
+	// noWaitReceivers also counts NetConn Reads (which wait in the read,
+	// interruptible): for both, the background reader steps back once it
+	// handed one a message, even with bytes buffered (readUntil).
 	noWaitReceivers atomic.Int32  // such receivers in a call
 	noWaitMisses    atomic.Uint32 // noWait reads in a row that found nothing
 	noWaitCalls     atomic.Uint32 // calls of such receivers while tries miss
