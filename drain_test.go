@@ -79,13 +79,17 @@ func TestMoveOnLinkAge(t *testing.T) {
 					// Round trips until c is on a link of a later generation.
 					for moved := false; !moved; {
 						if err := roundTrip(testContext(t), c, msg); err != nil {
-							done <- err
+							done <- fmt.Errorf("%q: %w", c.ID(), err)
 							return
 						}
 						l := linkOf(c)
 						moved = l != nil && !first[l.id.Load().String()]
 					}
-					done <- roundTrip(testContext(t), c, msg)
+					err := roundTrip(testContext(t), c, msg)
+					if err != nil {
+						err = fmt.Errorf("%q: %w", c.ID(), err)
+					}
+					done <- err
 				}()
 			}
 			for range conns {
