@@ -125,6 +125,7 @@ type link struct {
 	goingAway  atomic.Bool             // the peer sent GOAWAY: open nothing new here
 	moveAway   atomic.Bool             // a client's: that GOAWAY asked for its IDs to move (drain.go)
 	handedOff  atomic.Bool             // the socket became another link's bulk lane: not ours to close
+	lingering  atomic.Bool             // close's FIN is out; reading on until the peer's (finishClose)
 	// drainingLanes: this side sent a draining GOAWAY; like a link whose
 	// peer sent one (goingAway), it puts no new message on its lane, so
 	// that the messages of IDs moving away stay on one socket.
@@ -202,8 +203,8 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 // fail closes the link once with err; every blocked call on it returns.
 func (l *link) fail(err error) {
 	l.failOnce.Do(func() {
-		if err == nil {
-			err = ErrClosed
+		if err == nil || l.lingering.Load() {
+			err = ErrClosed // a lingering close ends as the close it is, however the peer answers
 		}
 		if errors.Is(err, ErrLinkLost) && !errors.Is(err, ErrHandshake) && !l.helloReceived() {
 			// Lost before the peer's HELLO (a TLS handshake refused on the
@@ -283,13 +284,20 @@ func (l *link) close() {
 	l.conn.SetWriteDeadline(time.Now().Add(closeWriteTimeout))
 }
 
-// finishClose runs once the GOAWAY of close is written.
+// finishClose runs once the GOAWAY of close is written. On TCP it sends
+// FIN and lingers: the link reads on until the peer's FIN (it answers our
+// GOAWAY with its own close), at most closeWriteTimeout, and only then
+// closes the socket. Closing with unread input (the peer's WINDOW updates
+// and CLOSE replies, still on their way) makes the kernel send a RST and
+// drop what it has not sent yet: the tail of a large message written just
+// before, which the peer then never reads, as a drained link's last reply
+// was lost this way.
 func (l *link) finishClose() {
-	// FIN before the close: closing with unread bytes (say, the peer's
-	// CLOSE replies) sends a bare RST, and the peer would read "connection
-	// reset" instead of a clean EOF after our GOAWAY.
-	if l.tcp != nil {
-		l.tcp.CloseWrite()
+	if l.tcp == nil {
+		l.fail(ErrClosed)
+		return
 	}
-	l.fail(ErrClosed)
+	l.lingering.Store(true)
+	l.tcp.CloseWrite() // whoever reads next (the background reader, if nobody) sees the peer's FIN and fails the link
+	time.AfterFunc(closeWriteTimeout, func() { l.fail(ErrClosed) })
 }
