@@ -291,7 +291,8 @@ func (ln *Listener) AcceptContext(ctx context.Context) (*Connection, error) {
 }
 
 // Close stops accepting and closes every socket the Listener accepted;
-// blocked calls on their Connections return.
+// blocked calls on their Connections return once each client has answered
+// the close (at most a second later on TCP, see PROTOCOL.md, GOAWAY).
 func (ln *Listener) Close() error {
 	var err error
 	ln.closeOnce.Do(func() {
