@@ -274,7 +274,7 @@ func (f *fleet) place(ctx context.Context, c *Connection, skip []string) (addr s
 		if i < 0 {
 			return "", false, fmt.Errorf("%w: %s: every endpoint failed", ErrLinkLost, f.target)
 		}
-		if !c.isClosed() { // else Close forgot it already
+		if !isClosed(c.closed) { // else Close forgot it already (see idPlacements)
 			f.placed.set(c, addrs[i])
 		}
 		return addrs[i], healthy, nil
@@ -330,16 +330,6 @@ func (f *fleet) placeNamedLocked(c *Connection, addrs []string, up []bool, skip 
 	return rendezvous(c.id, addrs, untried(addrs, skip)), false
 }
 
-// isClosed reports whether Close has begun (see idPlacements).
-func (c *Connection) isClosed() bool {
-	select {
-	case <-c.closed:
-		return true
-	default:
-		return false
-	}
-}
-
 // untried accepts the endpoints not in skip.
 func untried(addrs, skip []string) func(int) bool {
 	return func(i int) bool { return !slices.Contains(skip, addrs[i]) }
@@ -359,7 +349,7 @@ func (f *fleet) forget(c *Connection) {
 // where it was.
 func (f *fleet) stay(c *Connection, addr string) {
 	f.mu.Lock()
-	if !c.isClosed() {
+	if !isClosed(c.closed) {
 		f.placed.set(c, addr)
 	}
 	f.mu.Unlock()
