@@ -293,7 +293,9 @@ type Config struct {
 	ResolveInterval time.Duration
 	// PlacementBalance bounds how many named logical connections a Client
 	// places on one endpoint of a fleet: at most PlacementBalance times
-	// the mean over its healthy endpoints, rounded up (default
+	// the mean over the endpoints its target resolves to, ejected ones
+	// included, so a lost endpoint does not raise it (but never less than
+	// the healthy ones need to hold every ID), rounded up (default
 	// DefaultPlacementBalance; at least 1). An ID whose endpoint is full
 	// goes to the next one in its rendezvous order, so IDs spread evenly
 	// while nearly all of them keep their place across membership changes
