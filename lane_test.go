@@ -349,13 +349,19 @@ func TestLaneCutMidMessage(t *testing.T) {
 		if lane == nil {
 			t.Fatal("no lane after an 8 MiB round trip")
 		}
-		// Cut once the message has begun, not before it (nothing to cut)
-		// nor after it (an idle lane whose TLS close_notify reads as the
-		// peer ending it cleanly): the lane writes 1 MiB at a time.
+		// Cut the socket beneath TLS, as a network failure does: closing
+		// the tls.Conn would send close_notify, and a lane that had
+		// written the whole message by then reads the peer's answer to it
+		// as a clean end (laneReadLoop), which is no failure. The cut
+		// aims at the middle of the message, but need not hit it.
 		before := first.counters.bytesOut.Load()
 		sent := async(func() error { return c.SendContext(testContext(t), big) })
-		eventually(t, "bytes on the lane", func() bool { return first.counters.bytesOut.Load() > before })
-		lane.conn.Close()
+		eventually(t, "bytes on the link", func() bool { return first.counters.bytesOut.Load() > before })
+		cut := lane.conn
+		if tc, ok := cut.(*tls.Conn); ok {
+			cut = tc.NetConn()
+		}
+		cut.Close()
 		if err := await(t, sent, 5*time.Second, "the Send on the cut lane"); err != nil {
 			wantErr(t, err, ErrLinkLost)
 		}
