@@ -216,6 +216,60 @@ func TestLaneAcceptedByWrapEndsItsConnection(t *testing.T) {
 	mustRoundTrip(t, c, []byte("small"))
 }
 
+// TestLaneAcceptedByWrapWithReceiversWaiting: the accept loop of a
+// server that wraps several IDs per socket and receives on each at once
+// (as the seed's examples do): every lane socket's receivers are parked
+// or reading when the socket changes hands, and end with ErrBulkLane;
+// none reads the socket after the lane's reader owns it.
+func TestLaneAcceptedByWrapWithReceiversWaiting(t *testing.T) {
+	ln, cfg := testTransports[0].listen(t, &Config{})
+	ids := []string{"a", "b", "c", "d"}
+	ends := make(chan error, 64)
+	serveConns(t, ln, func(conn net.Conn) {
+		var wg sync.WaitGroup
+		for _, id := range ids {
+			c := WrapConnectionWithID(conn, id, 0)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				for {
+					data, err := c.Receive()
+					if err != nil {
+						if errors.Is(err, ErrBulkLane) {
+							ends <- err
+						}
+						return
+					}
+					if err := c.Send(data); err != nil {
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	})
+	const links = 20
+	for i := range links {
+		cl, err := NewClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := cl.Dial(testContext(t), ln.Addr().String(), WithID(ids[i%len(ids)]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustRoundTrip(t, c, []byte("small first"))
+		mustRoundTrip(t, c, pattern(1<<20, byte(i)))
+		eventually(t, "a lane", func() bool { return linkOf(c).hasLane() })
+		mustRoundTrip(t, c, []byte("small after"))
+		cl.Close()
+	}
+	for range links * len(ids) {
+		await(t, ends, 5*time.Second, "a lane socket's Connection to end with ErrBulkLane")
+	}
+}
+
 // TestLargeMessagesAloneStayOnTheSocket: a link that carries only large
 // messages (request and response) opens no lane: there is no small message
 // to protect, and its receivers read large messages straight into their

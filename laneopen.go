@@ -243,8 +243,7 @@ func (l *link) acceptLane() error {
 		l.handedOff.Store(false) // ours to close after all
 		return fmt.Errorf("%w: bulk lane: link %s ended", ErrHandshake, uuid.UUID(id))
 	}
-	l.reading.br = nil
-	return ErrBulkLane
+	return ErrBulkLane // and readLoop sets reading.ended: br is the lane's now
 }
 
 // writeLast queues frame as the last thing this socket's link writes and

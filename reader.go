@@ -28,6 +28,11 @@ type pendingData struct {
 // together, where a receiver wants its message read (readInto), and the
 // rate limit on the peer's control frames.
 type readState struct {
+	// ended is why the socket is read no more, set before the token is
+	// let go for the last time: the link fails right after, and a
+	// receiver that takes the token in between must not read (a socket
+	// that became another link's lane belongs to that link's reader).
+	ended    error
 	br       *frameReader
 	pend     pendingData
 	partials map[string]*partial // messages in parts being reassembled, by ID
@@ -64,6 +69,7 @@ const handBackDelay = 5 * time.Millisecond
 func (l *link) readLoop() {
 	// newLink took the token for us.
 	if err := l.readHello(); err != nil {
+		l.reading.ended = err
 		l.token.mu.Unlock()
 		l.fail(err)
 		return
@@ -169,6 +175,10 @@ func (l *link) readDirect(src source, into []byte, cancel <-chan struct{}, block
 	l.flushLazy()
 	if !l.token.mu.TryLock() {
 		return nil, message{}, false, false
+	}
+	if l.reading.ended != nil {
+		l.token.mu.Unlock()
+		return nil, message{}, false, false // the link's failure wakes the caller
 	}
 	l.token.direct.Store(true)
 	noWait := !blocking
@@ -295,6 +305,10 @@ func (l *link) endDirect() (*stream, message) {
 // place (readInto): it belongs to the receiver's buffer. A receiver stops
 // too once cancel is closed.
 func (l *link) readUntil(src source, cancel <-chan struct{}) (from *stream, m message, err error) {
+	if err := l.reading.ended; err != nil {
+		l.token.mu.Unlock()
+		return nil, message{}, err
+	}
 	for {
 		if src != nil && (l.reading.into.from != nil || isReady(src) || cancel != nil && isClosed(cancel)) {
 			from, m = l.endDirect()
@@ -317,6 +331,7 @@ func (l *link) readUntil(src source, cancel <-chan struct{}) (from *stream, m me
 			l.token.direct.Store(false)
 			l.endDirect()
 			l.dropPartials()
+			l.reading.ended = err
 			l.token.mu.Unlock()
 			if errors.Is(err, io.EOF) {
 				l.awaitLaneMessages() // the peer closed after it wrote them
