@@ -22,13 +22,14 @@ type faultProxy struct {
 	ln     net.Listener
 	target string
 
-	fragment  atomic.Bool  // write every byte separately
-	maxDelay  atomic.Int64 // ns: random delay before each forwarded chunk
-	blackhole atomic.Bool  // drop everything, close nothing
-	cutNext   atomic.Int64 // the next accepted pair is cut after this many client->server bytes
-	cutReset  atomic.Bool  // cut with RST (linger 0) instead of FIN
-	smallBuf  atomic.Bool  // small SO_RCVBUF on the client side of a pair to be cut, so large writes stay in progress
-	rate      atomic.Int64 // bytes per second forwarded client->server, 0: unlimited (a slow path; small SO_RCVBUF so little waits in flight)
+	fragment  atomic.Bool                   // write every byte separately
+	maxDelay  atomic.Int64                  // ns: random delay before each forwarded chunk
+	blackhole atomic.Bool                   // drop everything, close nothing
+	cutNext   atomic.Int64                  // the next accepted pair is cut after this many client->server bytes
+	cutReset  atomic.Bool                   // cut with RST (linger 0) instead of FIN
+	smallBuf  atomic.Bool                   // small SO_RCVBUF on the client side of a pair to be cut, so large writes stay in progress
+	rate      atomic.Int64                  // bytes per second forwarded client->server, 0: unlimited (a slow path; small SO_RCVBUF so little waits in flight)
+	gate      atomic.Pointer[chan struct{}] // non-nil: client->server bytes wait until it closes (pauseUp)
 
 	mu    sync.Mutex
 	pairs []*proxyPair
@@ -63,7 +64,21 @@ func newFaultProxy(t testing.TB, target string) *faultProxy {
 
 func (p *faultProxy) Addr() string { return p.ln.Addr().String() }
 
+// pauseUp holds client->server bytes in the proxy until resumeUp; what is
+// in flight beyond it still arrives.
+func (p *faultProxy) pauseUp() {
+	gate := make(chan struct{})
+	p.gate.Store(&gate)
+}
+
+func (p *faultProxy) resumeUp() {
+	if gate := p.gate.Swap(nil); gate != nil {
+		close(*gate)
+	}
+}
+
 func (p *faultProxy) close() {
+	p.resumeUp()
 	p.ln.Close()
 	p.killAll(false)
 	p.wg.Wait()
@@ -118,6 +133,9 @@ func (p *faultProxy) pump(pr *proxyPair, dst, src *net.TCPConn, up bool) {
 			}
 			if d := p.maxDelay.Load(); d > 0 && len(chunk) > 0 {
 				time.Sleep(time.Duration(rand.Int64N(d))) // injected delay, not synchronization
+			}
+			if gate := p.gate.Load(); up && gate != nil {
+				<-*gate
 			}
 			if r := p.rate.Load(); up && r > 0 {
 				time.Sleep(time.Duration(int64(len(chunk)) * int64(time.Second) / r)) // injected slowness, not synchronization

@@ -49,7 +49,10 @@ type inbox struct {
 }
 
 // waiter is one parked receiver; ch (capacity 1) carries its wake-up.
-type waiter struct{ ch chan struct{} }
+type waiter struct {
+	ch      chan struct{}
+	canLend bool // its receiver could lend its buffer to the lane (laneloan.go)
+}
 
 // waiterFree recycles waiters so that parking does not allocate
 // (bufpool.go's freeList survives garbage collections).
@@ -93,6 +96,15 @@ func (b *inbox) wakeLocked() bool {
 	return true
 }
 
+// wakeWaiterLocked wakes w if it is still parked.
+func (b *inbox) wakeWaiterLocked(w *waiter) {
+	if i := slices.Index(b.waiters, w); i >= 0 {
+		b.waiters = slices.Delete(b.waiters, i, i+1)
+		b.link.token.parked.Add(-1)
+		w.ch <- struct{}{} // capacity 1, sent once per parking: never blocks
+	}
+}
+
 // fail records why no more messages will arrive and wakes every receiver
 // and every sender waiting for credit (they check their stream's error).
 func (b *inbox) fail(err error) {
@@ -132,11 +144,16 @@ func (b *inbox) error() error {
 	return b.err
 }
 
-// isReady reports whether receive would return at once.
-func isReady(src source) bool {
+// isReady reports whether a receiver reading for itself into buf is done
+// reading: receive would return at once, or it would rather wait with buf
+// lent to the lane (lendsTo).
+func isReady(src source, buf []byte) bool {
 	b := src.box()
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if st, ok := src.(*stream); ok && st.lendsTo(buf) {
+		return true
+	}
 	return src.hasMessageLocked() || b.err != nil
 }
 
@@ -162,6 +179,7 @@ func receive(src source, ctx context.Context, into []byte) (s *stream, m message
 		l.token.noWaitReceivers.Add(1)
 		defer l.token.noWaitReceivers.Add(-1)
 	}
+	st, _ := src.(*stream) // a stream's own receiver may lend into to the lane
 	for {
 		b.mu.Lock()
 		if s, m, ok := src.popLocked(); ok {
@@ -178,7 +196,8 @@ func receive(src source, ctx context.Context, into []byte) (s *stream, m message
 			b.mu.Unlock()
 			return nil, message{}, false, errCanceled
 		}
-		if (blocking || tryNoWait) && !l.failed() {
+		lend := st != nil && st.lendsTo(into)
+		if (blocking || tryNoWait) && !l.failed() && !lend {
 			b.mu.Unlock()
 			from, m, did, wouldBlock := l.readDirect(src, into, cancel, blocking)
 			if from != nil {
@@ -194,10 +213,17 @@ func receive(src source, ctx context.Context, into []byte) (s *stream, m message
 				b.mu.Unlock()
 				continue
 			}
+			lend = st != nil && st.lendsTo(into) // the read stopped for it
 		}
 		w := b.parkLocked()
+		w.canLend = st != nil && !lend && len(into) >= l.cfg.LaneThreshold
+		if lend {
+			st.offerLocked(w, into)
+		}
 		b.mu.Unlock()
-		if blocking {
+		if lend {
+			// The lane's reader brings the message: nothing to read here.
+		} else if blocking {
 			// Whoever held the token may have released it before seeing
 			// us parked: try again to read for ourselves.
 			if from, m, did, _ := l.readDirect(src, into, cancel, true); did {
@@ -211,12 +237,28 @@ func receive(src source, ctx context.Context, into []byte) (s *stream, m message
 		} else {
 			l.ensureReader()
 		}
+		canceled := false
 		select {
-		case <-w.ch:
-			waiterFree.put(w) // wakeLocked took it out of line
+		case <-w.ch: // wakeLocked took it out of line
 			tryNoWait = canNoWait
 		case <-cancel:
+			canceled = true
+		}
+		// The loan ends before w is recycled: it names the loan's owner.
+		var landed message
+		if lend {
+			landed, _ = st.reclaim(w)
+		}
+		if canceled {
 			b.unpark(w, src)
+		} else {
+			waiterFree.put(w)
+		}
+		if landed.data != nil { // ours, canceled or not: it is in our buffer
+			st.consumed(landed)
+			return st, landed, true, nil
+		}
+		if canceled {
 			return nil, message{}, false, errCanceled
 		}
 	}

@@ -94,7 +94,11 @@ type laneSet struct {
 	// Keepalive of the lane (laneSilence): bytes read on it, as last seen
 	// by keepalive, and since when they have not moved while announced
 	// messages waited. Keepalive's tick alone uses the last two.
-	read         atomic.Uint64
+	read atomic.Uint64
+	// takeBacks counts receivers waiting for a buffer lent to the lane
+	// back (laneloan.go).
+	takeBacks    atomic.Int32
+	offers       atomic.Int32 // receivers' buffers offered to the lane, not taken yet
 	readSeen     uint64
 	waitingSince time.Time
 	// dial opens a socket to the link's peer (the client pool's dialer);
@@ -122,6 +126,7 @@ type lane struct {
 	segs    [][]byte
 	written []*writeReq // messages the write in progress completes
 	wv      net.Buffers
+	lent    []*laneMessage // being read into receivers' buffers; the reader's
 
 	used atomic.Bool // bytes moved since the last idle check
 	idle *time.Timer // the dialling side's idle check; guarded by mu

@@ -4,6 +4,7 @@ package tcpconn
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,6 +20,7 @@ type laneMessage struct {
 	got   int
 	total int
 	cost  int64
+	lent  bool // m is a receiver's buffer (laneloan.go)
 }
 
 // laneInbox holds the announced messages by ID, in their order, until the
@@ -49,14 +51,19 @@ func (in *laneInbox) announce(lm *laneMessage) {
 }
 
 // front returns the oldest message announced for id, waiting for its
-// announcement until done closes.
-func (in *laneInbox) front(id string, done <-chan struct{}) (*laneMessage, error) {
+// announcement until done closes, or (errTakeBack) while receivers want
+// buffers lent to the lane back (takeBacks).
+func (in *laneInbox) front(id string, done <-chan struct{}, takeBacks *atomic.Int32) (*laneMessage, error) {
 	for {
 		in.mu.Lock()
 		if q := in.byID[id]; q != nil && q.len() > 0 {
 			lm := q.items[q.head]
 			in.mu.Unlock()
 			return lm, nil
+		}
+		if takeBacks.Load() > 0 {
+			in.mu.Unlock()
+			return nil, errTakeBack
 		}
 		if in.wake == nil {
 			in.wake = make(chan struct{})
@@ -86,6 +93,16 @@ func (in *laneInbox) finish(lm *laneMessage) bool {
 		in.wakeIfEmptyLocked()
 	}
 	return true
+}
+
+// interrupt wakes a wait in front, to look at takeBacks.
+func (in *laneInbox) interrupt() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.wake != nil {
+		close(in.wake)
+		in.wake = nil
+	}
 }
 
 func (in *laneInbox) wakeIfEmptyLocked() {

@@ -3,6 +3,7 @@
 package tcpconn
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -17,7 +18,7 @@ func TestLaneInboxMatchesInOrderPerID(t *testing.T) {
 	}
 	done := make(chan struct{})
 	for _, want := range []*laneMessage{a1, b1, a2} {
-		got, err := in.front(want.id, done)
+		got, err := in.front(want.id, done, new(atomic.Int32))
 		if err != nil || got != want {
 			t.Fatalf("front(%q) = %+v, %v; want %+v", want.id, got, err, want)
 		}
@@ -37,7 +38,7 @@ func TestLaneInboxWaitsForTheAnnouncement(t *testing.T) {
 	done := make(chan struct{})
 	got := make(chan *laneMessage, 1)
 	go func() {
-		lm, _ := in.front("late", done)
+		lm, _ := in.front("late", done, new(atomic.Int32))
 		got <- lm
 	}()
 	lm := &laneMessage{id: "late", total: 5}
@@ -52,7 +53,7 @@ func TestLaneInboxWaitsForTheAnnouncement(t *testing.T) {
 		t.Fatal("front did not return once its message was announced")
 	}
 	go func() {
-		_, err := in.front("never", done)
+		_, err := in.front("never", done, new(atomic.Int32))
 		got <- &laneMessage{id: err.Error()}
 	}()
 	close(done)

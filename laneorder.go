@@ -27,6 +27,7 @@ func (s *stream) expectLane() {
 		s.order.behind.push(heldBehind{bulk: true})
 	}
 	s.order.pending++
+	s.wakeLenderLocked()
 	s.mu.Unlock()
 }
 

@@ -15,6 +15,7 @@ import (
 // laneReadLoop reads the lane until it fails, which fails the link.
 func (l *link) laneReadLoop(ln *lane) {
 	err := l.readLane(ln)
+	l.releaseLoans(ln)
 	if errors.Is(err, io.EOF) && canHalfClose(ln.conn) && l.lanes.in.empty() && l.endLane(ln) {
 		return // the peer ended the lane, between messages
 	}
@@ -35,13 +36,20 @@ func (l *link) readLane(ln *lane) error {
 	for {
 		h, err := peekHeader(br, &l.keepAlive.heard)
 		if err != nil {
+			if l.interrupted(ln, err) {
+				continue
+			}
 			return err
 		}
 		if h.kind != kindPart {
 			return protocolErrorf(frameName(h.typ), "", "only PART frames travel on a bulk lane")
 		}
 		ln.used.Store(true)
-		lm, err := l.lanes.in.front(bytesToString(h.id), l.done)
+		lm, err := l.lanes.in.front(bytesToString(h.id), l.done, &l.lanes.takeBacks)
+		if err == errTakeBack {
+			l.serveTakeBacks(ln)
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -50,10 +58,11 @@ func (l *link) readLane(ln *lane) error {
 		}
 		br.Discard(h.size)
 		end := lm.got + int(h.length)
-		if lm.got == 0 && lm.m.data == nil {
+		if lm.got == 0 && lm.m.data == nil && !l.lend(ln, lm) {
 			lm.m = lanePayload(lm.total)
 		}
 		for lm.got < end {
+			l.lend(ln, lm) // if its receiver offered its buffer meanwhile
 			if lm.got == len(lm.m.data) {
 				lm.m = grownPayload(lm.m, lm.got, end, lm.total)
 			}
@@ -64,15 +73,21 @@ func (l *link) readLane(ln *lane) error {
 				l.lanes.read.Add(uint64(k))
 			}
 			if err != nil {
+				if l.interrupted(ln, err) {
+					continue
+				}
 				return truncated(err, "a bulk lane PART")
 			}
+			l.serveTakeBacks(ln)
 		}
 		if h.rest == 0 {
 			if !l.lanes.in.finish(lm) {
-				lm.m.release() // given up: the link failed meanwhile
-				return ErrClosed
+				if !lm.lent {
+					lm.m.release() // given up: the link failed meanwhile
+				}
+				return ErrClosed // and laneReadLoop ends a loan
 			}
-			l.laneArrived(lm)
+			l.laneArrived(ln, lm)
 		}
 	}
 }
@@ -106,12 +121,17 @@ func lanePayload(total int) message {
 
 // laneArrived hands a message that came whole on the lane to its record,
 // and the messages held behind it.
-func (l *link) laneArrived(lm *laneMessage) {
+func (l *link) laneArrived(ln *lane, lm *laneMessage) {
 	l.counters.messagesIn.Add(1)
 	l.counters.bytesIn.Add(uint64(lm.total))
 	l.lanes.bulkIn.Add(1)
 	if lm.s == nil {
 		l.drop(lm.m, lm.cost)
+		return
+	}
+	if lm.lent {
+		ln.landed(lm)
+		lm.s.land(lm)
 		return
 	}
 	lm.s.fromLane(lm.m)

@@ -310,7 +310,7 @@ func (l *link) readUntil(src source, cancel <-chan struct{}) (from *stream, m me
 		return nil, message{}, err
 	}
 	for {
-		if src != nil && (l.reading.into.from != nil || isReady(src) || cancel != nil && isClosed(cancel)) {
+		if src != nil && (l.reading.into.from != nil || isReady(src, l.reading.into.buf) || cancel != nil && isClosed(cancel)) {
 			from, m = l.endDirect()
 			l.releaseToken()
 			return from, m, nil

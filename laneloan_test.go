@@ -1,0 +1,195 @@
+// SPDX-License-Identifier: MIT
+
+package tcpconn
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+)
+
+// loanFixture is a client whose messages reach a server Connection
+// through a fault proxy (paused on demand) with the link's
+// bulk lane up, the server's receiver driven by the test.
+type loanFixture struct {
+	proxy  *faultProxy
+	client *Connection
+	server *Connection
+	st     *stream // the server Connection's record
+}
+
+// newLoanFixture starts it over tr (a transport with sockets: TCP or TLS).
+func newLoanFixture(t *testing.T, tr testTransport) *loanFixture {
+	t.Helper()
+	ln, cfg := tr.listen(t, &Config{})
+	srv, err := NewListener(ln, serverSide(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan *Connection, 1)
+	release := make(chan struct{})
+	serveListener(t, srv, func(c *Connection) {
+		accepted <- c
+		<-release
+	})
+	t.Cleanup(func() { close(release) }) // before serveListener's, which waits for the handler
+	f := &loanFixture{proxy: newFaultProxy(t, ln.Addr().String())}
+	f.client = closeAtCleanup(t, Open(f.proxy.Addr(), WithID("loan"), WithConfig(cfg)))
+	// A small message each way, then a large one: small traffic shares
+	// the link, so the large one opens the lane.
+	mustSend(t, f.client, []byte("hello"))
+	select {
+	case f.server = <-accepted:
+	case <-time.After(testTimeout):
+		t.Fatal("no server Connection")
+	}
+	f.receive(t, make([]byte, 0, 64))
+	f.st = f.server.bind.Load().st
+	mustSend(t, f.server, []byte("hello back"))
+	mustReceive(t, f.client)
+	mustSend(t, f.client, pattern(1<<20, 1))
+	f.receive(t, make([]byte, 0, 2<<20))
+	eventually(t, "a lane", func() bool { return linkOf(f.client).hasLane() })
+	return f
+}
+
+// receive is one ReceiveAppend on the server into buf.
+func (f *loanFixture) receive(t *testing.T, buf []byte) []byte {
+	t.Helper()
+	out, err := f.server.ReceiveAppend(testContext(t), buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// lent reports whether a lane message is being read into the server
+// receiver's buffer.
+func (f *loanFixture) lent() bool {
+	f.st.mu.Lock()
+	defer f.st.mu.Unlock()
+	return f.st.loan.lm != nil
+}
+
+// sameArray reports whether out begins at buf's backing array.
+func sameArray(out, buf []byte) bool {
+	return cap(buf) > 0 && len(out) > 0 && &out[0] == &buf[:1][0]
+}
+
+// TestLaneLoanOrderAndContent: lane messages read straight into the
+// receiver's buffer arrive whole and in their ID's order among small
+// messages, and the buffer is really read into (no copy of ours).
+func TestLaneLoanOrderAndContent(t *testing.T) {
+	for _, tr := range testTransports[:2] { // sockets: the proxy forwards TCP
+		t.Run(tr.name, func(t *testing.T) {
+			f := newLoanFixture(t, tr)
+			const n = 6
+			sent := async(func() error {
+				for i := range n {
+					if err := f.client.SendContext(testContext(t), pattern(1<<20+i, byte(10+i))); err != nil {
+						return err
+					}
+					if err := f.client.SendContext(testContext(t), []byte{byte(i)}); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			buf := make([]byte, 0, 2<<20)
+			inPlace := 0
+			for i := range n {
+				out := f.receive(t, buf)
+				if !bytes.Equal(out, pattern(1<<20+i, byte(10+i))) {
+					t.Fatalf("message %d: %d bytes, not the %d sent", i, len(out), 1<<20+i)
+				}
+				if sameArray(out, buf) {
+					inPlace++
+				}
+				if small := f.receive(t, make([]byte, 0, 8)); !bytes.Equal(small, []byte{byte(i)}) {
+					t.Fatalf("after message %d came %v", i, small)
+				}
+			}
+			if err := await(t, sent, testTimeout, "the sends"); err != nil {
+				t.Fatal(err)
+			}
+			if inPlace == 0 {
+				t.Fatalf("none of %d lane messages was read into the receiver's buffer", n)
+			}
+		})
+	}
+}
+
+// TestLaneLoanTakenBack: a receiver whose buffer a lane message is being
+// read into stops waiting (its context ends, its Connection closes, the
+// link is lost) with the message half arrived. Its call returns promptly
+// with the cause, the buffer is never written after it returned, and a
+// message that goes on arriving is received whole by the next call.
+func TestLaneLoanTakenBack(t *testing.T) {
+	cases := []struct {
+		name    string
+		stop    func(f *loanFixture, cancel context.CancelFunc)
+		want    error
+		resumes bool // the message still arrives, for the next call
+	}{
+		{"cancel", func(_ *loanFixture, cancel context.CancelFunc) { cancel() }, context.Canceled, true},
+		{"close", func(f *loanFixture, _ context.CancelFunc) { f.server.Close() }, ErrClosed, false},
+		{"link lost", func(f *loanFixture, _ context.CancelFunc) { f.proxy.killAll(true) }, ErrLinkLost, false},
+	}
+	for _, tr := range testTransports[:2] {
+		for _, tc := range cases {
+			t.Run(tr.name+"/"+tc.name, func(t *testing.T) {
+				f := newLoanFixture(t, tr)
+				big := pattern(DefaultMaxMessageSize, 7)
+				// A small message just before: it keeps big on the lane.
+				mustSend(t, f.client, []byte("small"))
+				sent := async(func() error { return f.client.SendContext(testContext(t), big) })
+				f.receive(t, make([]byte, 0, 8))
+				buf := make([]byte, 0, len(big))
+				ctx, cancel := context.WithCancel(testContext(t))
+				defer cancel()
+				got := async(func() error {
+					_, err := f.server.ReceiveAppend(ctx, buf)
+					return err
+				})
+				l := f.st.link
+				start := l.lanes.read.Load()
+				eventually(t, "the message begun in the buffer", func() bool {
+					return f.lent() && l.lanes.read.Load() > start
+				})
+				f.proxy.pauseUp() // the rest waits in the proxy, but what is in flight
+				if !f.lent() {
+					t.Fatal("the message arrived before the pause: nothing to take back")
+				}
+				tc.stop(f, cancel)
+				err := await(t, got, 5*time.Second, "the receiver to stop")
+				wantErr(t, err, tc.want)
+				full := buf[:cap(buf)]
+				for i := range full {
+					full[i] = 0xEE
+				}
+				f.proxy.resumeUp()
+				if tc.resumes {
+					if out := f.receive(t, make([]byte, 0, len(big))); !bytes.Equal(out, big) {
+						t.Fatalf("the message resumed: %d bytes, not the %d sent", len(out), len(big))
+					}
+					if err := await(t, sent, testTimeout, "the send"); err != nil {
+						t.Fatal(err)
+					}
+				} else {
+					// Whatever the lane still brings goes elsewhere: wait
+					// until its reader is done with the message or the link.
+					eventually(t, "the lane message finished or given up", func() bool {
+						return l.failed() || l.lanes.in.empty()
+					})
+				}
+				if bytes.Count(full, []byte{0xEE}) != len(full) {
+					t.Fatal("the buffer was written after its call returned")
+				}
+				if f.lent() {
+					t.Fatal("a loan outlived its receiver")
+				}
+			})
+		}
+	}
+}
