@@ -701,9 +701,10 @@ func (c *Connection) ReceiveFrom(ctx context.Context) (string, []byte, error) {
 // for callers that reuse their buffer. When the call reads the socket for
 // itself (when nobody else does; with a ctx that can be canceled, only on
 // Linux TCP and only what has arrived) and the message fits in dst's spare
-// capacity, it is read straight into it, saving a copy; so the bytes of
-// dst beyond len(dst) may be overwritten even by a call that returns an
-// error, but never after it returned.
+// capacity, it is read straight into it, saving a copy; so is a message
+// on the bulk lane that fits, while the call waits for it (README, "Bulk
+// lanes"). So the bytes of dst beyond len(dst) may be overwritten even by
+// a call that returns an error, but never after it returned.
 func (c *Connection) ReceiveAppend(ctx context.Context, dst []byte) ([]byte, error) {
 	_, m, inPlace, err := c.receive(ctx, dst[len(dst):cap(dst)])
 	if err != nil {
