@@ -114,7 +114,7 @@ func TransportsFor(w Workload) []Transport {
 	switch {
 	case w.Kind == Mixed && w.TLS:
 		tls := tlsSockets()
-		return []Transport{floorOver(tls), tcpconnTLS(false)}
+		return []Transport{floorOver(tls), tcpconnTLS(false), tcpconnTLS(true)}
 	case w.Kind == Mixed:
 		return append([]Transport{floorOver(plainTCP)}, Transports()...)
 	case w.Kind == Fair:
