@@ -193,3 +193,71 @@ func TestLaneLoanTakenBack(t *testing.T) {
 		}
 	}
 }
+
+// TestLaneLoanManyReceivers: several goroutines receive on one Connection
+// into buffers of their own while lane messages and small ones arrive:
+// one buffer is lent at a time, a message read into a buffer goes to the
+// call that lent it, and every message arrives once and whole.
+func TestLaneLoanManyReceivers(t *testing.T) {
+	for _, tr := range testTransports[:2] {
+		t.Run(tr.name, func(t *testing.T) {
+			f := newLoanFixture(t, tr)
+			const n, receivers = 24, 3
+			size := func(i int) int {
+				if i%3 == 2 {
+					return 100 + i // a small one now and then
+				}
+				return 1<<20 + i
+			}
+			sent := async(func() error {
+				for i := range n {
+					if err := f.client.SendContext(testContext(t), pattern(size(i), byte(i))); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			got := make(chan []byte, n)
+			errs := make(chan error, receivers)
+			for range receivers {
+				go func() {
+					buf := make([]byte, 0, 2<<20)
+					for {
+						out, err := f.server.ReceiveAppend(testContext(t), buf[:0])
+						if err != nil {
+							errs <- err
+							return
+						}
+						got <- bytes.Clone(out)
+					}
+				}()
+			}
+			seen := make(map[int]bool)
+			for range n {
+				var m []byte
+				select {
+				case m = <-got:
+				case err := <-errs:
+					t.Fatal(err)
+				case <-time.After(testTimeout):
+					t.Fatalf("%d of %d messages arrived", len(seen), n)
+				}
+				i := len(m) - 1<<20
+				if len(m) < 1<<20 {
+					i = len(m) - 100
+				}
+				if i < 0 || i >= n || seen[i] || !bytes.Equal(m, pattern(size(i), byte(i))) {
+					t.Fatalf("a message of %d bytes that was not sent, or twice", len(m))
+				}
+				seen[i] = true
+			}
+			if err := await(t, sent, testTimeout, "the sends"); err != nil {
+				t.Fatal(err)
+			}
+			f.server.Close() // ends the receivers
+			for range receivers {
+				wantErr(t, await(t, errs, testTimeout, "a receiver to end"), ErrClosed)
+			}
+		})
+	}
+}
