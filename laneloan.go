@@ -24,7 +24,8 @@ import (
 // arrived into a buffer of ours and goes on there. Nothing writes to the
 // caller's memory after its call returned.
 
-// bufferLoan is a stream's side of a loan; guarded by stream.mu. One
+// bufferLoan is a stream's side of a loan, made at its first offer;
+// guarded by stream.mu. One
 // receiver at a time offers its buffer (others on the same stream wait as
 // usual), and the message that lands in it is its own: land wakes it, not
 // the oldest receiver.
@@ -46,11 +47,14 @@ var errTakeBack = errors.New("tcpconn: a receiver takes its buffer back")
 // socket: that message is on the lane (announced), buf could hold a lane
 // message, and no other receiver lends its own. The caller holds s.mu.
 func (s *stream) lendsTo(buf []byte) bool {
-	return s.order.pending > 0 && len(buf) >= s.link.cfg.LaneThreshold && s.loan.owner == nil
+	return s.order.pending > 0 && len(buf) >= s.link.cfg.LaneThreshold && (s.loan == nil || s.loan.owner == nil)
 }
 
 // offerLocked lends buf, the spare capacity of w's receiver, to the lane.
 func (s *stream) offerLocked(w *waiter, buf []byte) {
+	if s.loan == nil {
+		s.loan = new(bufferLoan) // kept: a stream that lent once will again
+	}
 	s.loan.owner, s.loan.offered = w, buf
 	s.link.lanes.offers.Add(1)
 }
@@ -67,7 +71,7 @@ func (s *stream) withdrawLocked() {
 // could: a message was announced on the lane for s, and the receiver
 // offers its buffer when it looks again (receive).
 func (s *stream) wakeLenderLocked() {
-	if s.loan.owner != nil {
+	if s.loan != nil && s.loan.owner != nil {
 		return
 	}
 	for _, w := range s.waiters {
@@ -88,6 +92,10 @@ func (l *link) lend(ln *lane, lm *laneMessage) bool {
 		return false
 	}
 	s.mu.Lock()
+	if s.loan == nil {
+		s.mu.Unlock()
+		return false
+	}
 	buf := s.loan.offered
 	if len(buf) < lm.total || s.queue.len() > 0 || s.loan.lm != nil || s.loan.landed.data != nil || s.state.Load()&streamLocalClosed != 0 {
 		s.mu.Unlock()
@@ -111,7 +119,7 @@ func (l *link) lend(ln *lane, lm *laneMessage) bool {
 // moved out first by the lane's reader, which it interrupts.
 func (s *stream) reclaim(w *waiter) (m message, ok bool) {
 	s.mu.Lock()
-	if s.loan.owner != w {
+	if s.loan == nil || s.loan.owner != w {
 		s.mu.Unlock()
 		return message{}, false
 	}

@@ -69,7 +69,7 @@ func (f *loanFixture) receive(t *testing.T, buf []byte) []byte {
 func (f *loanFixture) lent() bool {
 	f.st.mu.Lock()
 	defer f.st.mu.Unlock()
-	return f.st.loan.lm != nil
+	return f.st.loan != nil && f.st.loan.lm != nil
 }
 
 // sameArray reports whether out begins at buf's backing array.
