@@ -11,11 +11,11 @@ import (
 // A receiver's buffer lent to the lane's reader. A ReceiveAppend (or
 // NetConn Read) whose next message is on the bulk lane waits with the
 // spare capacity of its buffer offered, and the lane's reader reads that
-// message straight into it when it is the stream's next and fits. Else
-// every lane message was read into a buffer of ours and copied once more
-// into the caller's: a pass over every bulk payload in user space, which
-// is what a small message beside bulk ones waits behind on a busy machine
-// (PERFORMANCE.md, "Small messages beside bulk ones").
+// message straight into it when it is the stream's next and fits.
+// Without the loan a lane message is read into a buffer of ours and copied
+// once more into the caller's: a pass over every bulk payload in user
+// space, which is what a small message beside bulk ones waits behind on a
+// busy machine (PERFORMANCE.md, "Small messages beside bulk ones").
 //
 // The buffer stays the caller's. The lane's reader writes to it only while
 // the caller waits, and a caller that stops waiting (its message landed,
@@ -25,10 +25,9 @@ import (
 // caller's memory after its call returned.
 
 // bufferLoan is a stream's side of a loan, made at its first offer;
-// guarded by stream.mu. One
-// receiver at a time offers its buffer (others on the same stream wait as
-// usual), and the message that lands in it is its own: land wakes it, not
-// the oldest receiver.
+// guarded by stream.mu. One receiver at a time offers its buffer (others
+// on the same stream wait as usual), and the message that lands in it is
+// its own: land wakes it, not the oldest receiver.
 type bufferLoan struct {
 	owner   *waiter       // the receiver whose buffer it is; nil: no loan
 	offered []byte        // its spare capacity, not taken yet
