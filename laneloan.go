@@ -5,6 +5,7 @@ package tcpconn
 import (
 	"errors"
 	"net"
+	"os"
 	"time"
 )
 
@@ -215,9 +216,10 @@ func (l *link) releaseLoans(ln *lane) {
 
 // interrupted reports whether a read on the lane ended by a take-back's
 // deadline (the lane has no other): the deadline is cleared and the
-// take-backs served, and the reader goes on.
+// take-backs served, and the reader goes on. Only a deadline counts, not
+// any timeout: a connection the kernel timed out (ETIMEDOUT) is lost.
 func (l *link) interrupted(ln *lane, err error) bool {
-	if !isTimeout(err) || l.failed() {
+	if !errors.Is(err, os.ErrDeadlineExceeded) || l.failed() {
 		return false
 	}
 	ln.conn.SetReadDeadline(time.Time{}) // before serving: a later take-back interrupts again
