@@ -624,19 +624,30 @@ type inPlaceResult struct {
 	err error
 }
 
-func newInPlaceFixture(t *testing.T, catchAll bool) *inPlaceFixture {
+// wrapBesideRawPeer wraps one end of a net.Pipe once per ID and drives the
+// other end with a raw peer that has exchanged HELLOs and drops whatever
+// the library writes after them (so its writes never block).
+func wrapBesideRawPeer(t testing.TB, ids ...string) (srv net.Conn, peer *rawPeer, conns []*Connection) {
 	t.Helper()
 	srv, peerEnd := net.Pipe()
-	ip := &inPlaceFixture{srv: srv, peer: newRawPeer(t, peerEnd), prefix: []byte("prefix:")}
+	peer = newRawPeer(t, peerEnd)
+	for _, id := range ids {
+		conns = append(conns, mustWrap(t, srv, WithID(id)))
+	}
+	peer.expectHello(helloBytes(nil))
+	peer.write(helloBytes(nil))
+	go io.Copy(io.Discard, peer.br)
+	return srv, peer, conns
+}
+
+func newInPlaceFixture(t *testing.T, catchAll bool) *inPlaceFixture {
+	t.Helper()
 	id, settleID := "a", "a"
 	if catchAll {
 		id, settleID = "", "s"
 	}
-	ip.recv = mustWrap(t, srv, WithID(id))
-	ip.bystander = mustWrap(t, srv, WithID("b"))
-	ip.peer.expectHello(helloBytes(nil))
-	ip.peer.write(helloBytes(nil))
-	go io.Copy(io.Discard, ip.peer.br) // what the library writes must not block it
+	srv, peer, conns := wrapBesideRawPeer(t, id, "b")
+	ip := &inPlaceFixture{srv: srv, peer: peer, recv: conns[0], bystander: conns[1], prefix: []byte("prefix:")}
 
 	// The background reader steps back once it handed a message over, so
 	// a few messages settle who reads.

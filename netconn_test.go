@@ -397,14 +397,9 @@ func TestNetConnReadInterruptedInPlace(t *testing.T) {
 		{"close", func(nc net.Conn) { nc.Close() }, func(err error) bool { return errors.Is(err, net.ErrClosed) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv, peerEnd := net.Pipe()
-			peer := newRawPeer(t, peerEnd)
-			c := mustWrap(t, srv, WithID("a"))
-			bystander := mustWrap(t, srv, WithID("b"))
+			_, peer, conns := wrapBesideRawPeer(t, "a", "b")
+			c, bystander := conns[0], conns[1]
 			nc := c.NetConn()
-			peer.expectHello(helloBytes(nil))
-			peer.write(helloBytes(nil))
-			go io.Copy(io.Discard, peer.br) // what the library writes must not block it
 
 			// The background reader steps back once it handed a message
 			// over, so a few messages settle who reads.
@@ -528,14 +523,9 @@ func TestNetConnWriteFitsHalfTheWindow(t *testing.T) {
 // another ID of the link: that receiver goes on unharmed, and each side
 // gets its messages afterwards. The peer is a raw peer on a net.Pipe.
 func TestNetConnDeadlineBesideADirectReader(t *testing.T) {
-	srv, peerEnd := net.Pipe()
-	peer := newRawPeer(t, peerEnd)
-	a := mustWrap(t, srv, WithID("a"))
-	b := mustWrap(t, srv, WithID("b"))
+	_, peer, conns := wrapBesideRawPeer(t, "a", "b")
+	a, b := conns[0], conns[1]
 	nc := a.NetConn()
-	peer.expectHello(helloBytes(nil))
-	peer.write(helloBytes(nil))
-	go io.Copy(io.Discard, peer.br) // what the library writes must not block it
 
 	// A plain Receive on b reads the socket for itself once the
 	// background reader has stepped back: a few messages settle it.
