@@ -58,11 +58,12 @@ func (l *link) readLane(ln *lane) error {
 		}
 		br.Discard(h.size)
 		end := lm.got + int(h.length)
-		if lm.got == 0 && lm.m.data == nil && !l.lend(ln, lm) {
-			lm.m = lanePayload(lm.total)
-		}
 		for lm.got < end {
-			l.lend(ln, lm) // if its receiver offered its buffer meanwhile
+			// Into its receiver's buffer if it offered one, at the first
+			// bytes or since: else into one of ours.
+			if !l.lend(ln, lm) && lm.m.data == nil {
+				lm.m = lanePayload(lm.total)
+			}
 			if lm.got == len(lm.m.data) {
 				lm.m = grownPayload(lm.m, lm.got, end, lm.total)
 			}
