@@ -94,13 +94,13 @@ type laneSet struct {
 	// Keepalive of the lane (laneSilence): bytes read on it, as last seen
 	// by keepalive, and since when they have not moved while announced
 	// messages waited. Keepalive's tick alone uses the last two.
-	read atomic.Uint64
-	// takeBacks counts receivers waiting for a buffer lent to the lane
-	// back (laneloan.go).
-	takeBacks    atomic.Int32
-	offers       atomic.Int32 // receivers' buffers offered to the lane, not taken yet
+	read         atomic.Uint64
 	readSeen     uint64
 	waitingSince time.Time
+	// Receivers' buffers lent to the lane's reader (laneloan.go): offered
+	// and not taken yet, and taken but wanted back.
+	offers    atomic.Int32
+	takeBacks atomic.Int32
 	// dial opens a socket to the link's peer (the client pool's dialer);
 	// nil on the accepting side, which never opens lanes.
 	dial func(ctx context.Context) (net.Conn, error)
