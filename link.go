@@ -135,8 +135,9 @@ type link struct {
 	keepAlive keepAlive
 
 	done     chan struct{}
+	dead     atomic.Bool // set just before done is closed: failed() is on every hot path, a channel poll is not free
 	failOnce sync.Once
-	err      error // valid after done is closed
+	err      error // valid after done is closed, and once dead is set
 }
 
 // linkHooks connect a link to its owner (the client pool, the Wrap registry
@@ -218,6 +219,7 @@ func (l *link) fail(err error) {
 		l.err = err
 		// Failed from here on: a Connection that unbinds while the rest
 		// runs reports err, not a close of its own.
+		l.dead.Store(true)
 		close(l.done)
 		l.failWrites(err)
 		l.failLane(err)
@@ -249,7 +251,7 @@ func (l *link) fail(err error) {
 
 func (l *link) helloReceived() bool { return isClosed(l.helloDone) }
 
-func (l *link) failed() bool { return isClosed(l.done) }
+func (l *link) failed() bool { return l.dead.Load() }
 
 func isClosed(ch <-chan struct{}) bool {
 	select {

@@ -517,7 +517,10 @@ func (l *link) flushing(behind bool) {
 			l.lanes.bulkOut.Add(b.bulk)
 		}
 		l.counters.bytesOut.Add(b.payload)
-		start := nanotime()
+		var start int64
+		if b.parts { // bursts of parts are sized by how fast they drain
+			start = nanotime()
+		}
 		err := l.writeOut(b)
 		if b.parts {
 			l.adaptBurst(nanotime() - start)
