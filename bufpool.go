@@ -4,6 +4,7 @@ package tcpconn
 
 import (
 	"math/bits"
+	"sync"
 
 	"github.com/valyala/bytebufferpool"
 )
@@ -63,11 +64,11 @@ const (
 	largeClassDepth = 4
 )
 
-var largeFree [largeClassMax + 1]freeList[[]byte]
+var largeFree [largeClassMax + 1]*freeList[[]byte]
 
 func init() {
 	for c := largeClassMin; c <= largeClassMax; c++ {
-		largeFree[c] = make(freeList[[]byte], largeClassDepth)
+		largeFree[c] = newFreeList[[]byte](largeClassDepth)
 	}
 }
 
@@ -100,7 +101,7 @@ func getPayload(n int) (data []byte, pooled *byteBuffer) {
 // takeLarge returns a free large buffer of n bytes, if one is kept for n's
 // class; one too small for n is let go rather than hoarded.
 func takeLarge(n int) ([]byte, bool) {
-	if c := sizeClass(n); c <= largeClassMax {
+	if c := sizeClass(n); c >= largeClassMin && c <= largeClassMax {
 		if b, ok := largeFree[c].tryGet(); ok && cap(b) >= n {
 			return b[:n], true
 		}
@@ -128,24 +129,39 @@ func putPayload(data []byte, pooled *byteBuffer) {
 // collections. Workloads that allocate a lot (Receive of large messages: a
 // GC every few round trips) empty sync.Pools on every cycle and re-allocate
 // what they held (RTT1MB: 3 allocations per side per round trip instead of
-// the one slice Receive returns).
-type freeList[T any] chan T
+// the one slice Receive returns). A stack under a mutex, not a buffered
+// channel: a round trip takes and returns a read and a gather buffer on
+// each side, and a channel operation costs about three times an
+// uncontended lock (1 KiB round trips 1-2 % faster, PERFORMANCE.md); the
+// last buffer returned, still in cache, is the next one taken.
+type freeList[T any] struct {
+	mu    sync.Mutex
+	items []T // capacity: the bound
+}
 
-func (f freeList[T]) tryGet() (v T, ok bool) {
-	select {
-	case v = <-f:
-		return v, true
-	default:
-		return v, false
+func newFreeList[T any](depth int) *freeList[T] {
+	return &freeList[T]{items: make([]T, 0, depth)}
+}
+
+func (f *freeList[T]) tryGet() (v T, ok bool) {
+	f.mu.Lock()
+	if n := len(f.items) - 1; n >= 0 {
+		v, ok = f.items[n], true
+		var zero T
+		f.items[n] = zero // do not pin what was handed out
+		f.items = f.items[:n]
 	}
+	f.mu.Unlock()
+	return v, ok
 }
 
 // put keeps v if there is room; v must not be touched afterwards.
-func (f freeList[T]) put(v T) {
-	select {
-	case f <- v:
-	default:
+func (f *freeList[T]) put(v T) {
+	f.mu.Lock()
+	if len(f.items) < cap(f.items) {
+		f.items = append(f.items, v)
 	}
+	f.mu.Unlock()
 }
 
 // Gather buffers coalesce small frames for one writev, and whole batches
@@ -159,11 +175,11 @@ func (f freeList[T]) put(v T) {
 const gatherFreeDepth = 16
 
 // chunkList is a free list of buffers of capacity gatherChunk.
-type chunkList freeList[*byteBuffer]
+type chunkList struct{ free *freeList[*byteBuffer] }
 
 // get returns an empty buffer of capacity gatherChunk.
 func (f chunkList) get() *byteBuffer {
-	if b, ok := freeList[*byteBuffer](f).tryGet(); ok {
+	if b, ok := f.free.tryGet(); ok {
 		return b
 	}
 	return &byteBuffer{B: make([]byte, 0, gatherChunk)}
@@ -175,7 +191,7 @@ func (f chunkList) put(b *byteBuffer) {
 		return // grown past its class: let it go
 	}
 	b.B = b.B[:0]
-	freeList[*byteBuffer](f).put(b)
+	f.free.put(b)
 }
 
 // Read buffers (frameReader) are the same 64 KiB class in a list of their
@@ -183,8 +199,8 @@ func (f chunkList) put(b *byteBuffer) {
 // the gather buffers, which a streaming sender holds by the dozen, the
 // list would run dry (RecvOnly1KB: 124 B allocated per message).
 var (
-	gatherFree = make(chunkList, gatherFreeDepth)
-	readFree   = make(chunkList, gatherFreeDepth)
+	gatherFree = chunkList{newFreeList[*byteBuffer](gatherFreeDepth)}
+	readFree   = chunkList{newFreeList[*byteBuffer](gatherFreeDepth)}
 )
 
 type byteBuffer = bytebufferpool.ByteBuffer

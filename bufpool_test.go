@@ -26,3 +26,21 @@ func TestPayloadPoolAllocOnSizeChange(t *testing.T) {
 		}
 	}
 }
+
+// TestFreeListKeepsAtMostItsDepth: a free list hands back the last value
+// returned first (still in cache), keeps no more than its depth, and
+// reports empty when it is.
+func TestFreeListKeepsAtMostItsDepth(t *testing.T) {
+	f := newFreeList[int](2)
+	for v := 1; v <= 3; v++ {
+		f.put(v) // 3 does not fit
+	}
+	for _, want := range []int{2, 1} {
+		if v, ok := f.tryGet(); !ok || v != want {
+			t.Fatalf("tryGet = %d, %v; want %d, true", v, ok, want)
+		}
+	}
+	if v, ok := f.tryGet(); ok {
+		t.Fatalf("tryGet on an empty list = %d, true", v)
+	}
+}

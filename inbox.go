@@ -56,7 +56,7 @@ type waiter struct {
 
 // waiterFree recycles waiters so that parking does not allocate
 // (bufpool.go's freeList survives garbage collections).
-var waiterFree = make(freeList[*waiter], 256)
+var waiterFree = newFreeList[*waiter](256)
 
 func getWaiter() *waiter {
 	if w, ok := waiterFree.tryGet(); ok {

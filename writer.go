@@ -72,7 +72,7 @@ type writeReq struct {
 }
 
 // writeReqFree keeps writeReqs across garbage collections (bufpool.go).
-var writeReqFree = make(freeList[*writeReq], 64)
+var writeReqFree = newFreeList[*writeReq](64)
 
 func getWriteReq() *writeReq {
 	if r, ok := writeReqFree.tryGet(); ok {
