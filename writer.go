@@ -500,7 +500,10 @@ func (l *link) flushing(behind bool) {
 		if b == nil {
 			closed := l.wq.closing && l.wq.err == nil // close's GOAWAY is out
 			l.wq.busy = false
-			l.wq.lazyPending.Store(false)
+			if l.wq.lazyPending.Swap(false) {
+				// Written: its backstop would only wake a goroutine for nothing.
+				l.wq.lazyTimer.Stop()
+			}
 			l.wq.lastFlush = nanotime()
 			l.wq.mu.Unlock()
 			if closed {
