@@ -271,3 +271,67 @@ func TestNoHeadOfLineBlocking(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCreditReachesAPeerThatStopsReading: a receiver that takes messages
+// and then neither reads nor writes again still returns their credit (the
+// update waits for the next write, or at most lazyDelay): the sender,
+// stopped by a full window, goes on. First the updates ride on replies,
+// then none comes, over every transport.
+func TestCreditReachesAPeerThatStopsReading(t *testing.T) {
+	const size = 15 << 10 // four fill the 64 KiB window; three owe half of it back
+	forEachTransport(t, func(t *testing.T, tr testTransport) {
+		win := &Config{StreamWindow: InitialWindow, MaxStreamWindow: InitialWindow}
+		ln, cfg := tr.listen(t, win)
+		took, release := make(chan error, 1), make(chan struct{})
+		serveConns(t, ln, func(conn net.Conn) {
+			c, err := Wrap(conn, WithConfig(win))
+			if err != nil {
+				took <- err
+				return
+			}
+			defer c.Close()
+			for range 3 { // the updates ride on the replies
+				m, err := c.Receive()
+				if err == nil {
+					err = c.Send(m)
+				}
+				if err != nil {
+					took <- err
+					return
+				}
+			}
+			for range 3 { // the last owes half the window back; no reply
+				if _, err := c.Receive(); err != nil {
+					took <- err
+					return
+				}
+			}
+			took <- nil
+			<-release
+		})
+		t.Cleanup(func() { close(release) }) // before serveConns waits for the handler
+		ctx := testContext(t)
+		c := openClient(t, ln.Addr().String(), cfg, "credit")
+		for i := range 3 {
+			if err := roundTrip(ctx, c, pattern(size, byte(i))); err != nil {
+				t.Fatalf("round trip %d: %v", i, err)
+			}
+		}
+		for i := range 4 {
+			if err := c.SendContext(ctx, pattern(size, byte(i))); err != nil {
+				t.Fatalf("send %d of 4 into the window: %v", i, err)
+			}
+		}
+		if err := <-took; err != nil {
+			t.Fatalf("server: %v", err)
+		}
+		// The window is spent: these need the credit of the three taken.
+		for i := range 2 {
+			if err := within(t, prompt, "a send needing the returned credit", func() error {
+				return c.SendContext(ctx, pattern(size, byte(i)))
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
