@@ -132,7 +132,7 @@ func putPayload(data []byte, pooled *byteBuffer) {
 // the one slice Receive returns). A stack under a mutex, not a buffered
 // channel: a round trip takes and returns a read and a gather buffer on
 // each side, and a channel operation costs about three times an
-// uncontended lock (1 KiB round trips 1-2 % faster, PERFORMANCE.md); the
+// uncontended lock (1 KiB round trips about 2 % faster, PERFORMANCE.md); the
 // last buffer returned, still in cache, is the next one taken.
 type freeList[T any] struct {
 	mu    sync.Mutex
