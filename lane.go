@@ -229,6 +229,7 @@ func (l *link) failLane(err error) {
 		}
 		ln.stopIdleCheck()
 		ln.conn.Close()
+		forgetLaneSocket(ln.conn)
 	}
 	for _, lm := range l.lanes.in.abandon() {
 		if lm.s != nil {

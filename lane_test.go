@@ -186,9 +186,11 @@ func TestLaneOffOnEitherSide(t *testing.T) {
 // TestLaneAcceptedByWrapEndsItsConnection: in the original accept loop, a
 // lane arriving as an accepted socket gets its own Connection, whose
 // Receive returns ErrBulkLane (io.EOF) once the socket has joined its link.
+// A Wrap of that socket afterwards ends the same way and writes nothing on
+// it (a new link's HELLO would reach the peer's lane reader).
 func TestLaneAcceptedByWrapEndsItsConnection(t *testing.T) {
 	ln, cfg := testTransports[0].listen(t, &Config{})
-	ends := make(chan error, 4)
+	ends, lateEnds := make(chan error, 4), make(chan error, 4)
 	serveConns(t, ln, func(conn net.Conn) {
 		c := WrapConnection(conn, 0)
 		defer c.Close()
@@ -196,6 +198,12 @@ func TestLaneAcceptedByWrapEndsItsConnection(t *testing.T) {
 			data, err := c.Receive()
 			if err != nil {
 				ends <- err
+				if errors.Is(err, ErrBulkLane) {
+					late := WrapConnectionWithID(conn, "late", 0)
+					_, err := late.Receive()
+					late.Close()
+					lateEnds <- err
+				}
 				return
 			}
 			if err := c.Send(data); err != nil {
@@ -212,6 +220,9 @@ func TestLaneAcceptedByWrapEndsItsConnection(t *testing.T) {
 	if !errors.Is(err, ErrBulkLane) || !errors.Is(err, io.EOF) {
 		t.Fatalf("the lane's Connection ended with %v, want ErrBulkLane matching io.EOF", err)
 	}
+	if err := await(t, lateEnds, 5*time.Second, "a later Wrap of the lane's socket to end"); !errors.Is(err, ErrBulkLane) {
+		t.Fatalf("a later Wrap of the lane's socket ended with %v, want ErrBulkLane", err)
+	}
 	mustRoundTrip(t, c, pattern(2<<20, 2))
 	mustRoundTrip(t, c, []byte("small"))
 }
@@ -224,7 +235,7 @@ func TestLaneAcceptedByWrapEndsItsConnection(t *testing.T) {
 func TestLaneAcceptedByWrapWithReceiversWaiting(t *testing.T) {
 	ln, cfg := testTransports[0].listen(t, &Config{})
 	ids := []string{"a", "b", "c", "d"}
-	ends := make(chan error, 64)
+	ends, otherEnds := make(chan error, 64), make(chan string, 256)
 	serveConns(t, ln, func(conn net.Conn) {
 		var wg sync.WaitGroup
 		for _, id := range ids {
@@ -238,6 +249,11 @@ func TestLaneAcceptedByWrapWithReceiversWaiting(t *testing.T) {
 					if err != nil {
 						if errors.Is(err, ErrBulkLane) {
 							ends <- err
+						} else {
+							select {
+							case otherEnds <- fmt.Sprintf("%s: %v", id, err):
+							default:
+							}
 						}
 						return
 					}
@@ -262,11 +278,23 @@ func TestLaneAcceptedByWrapWithReceiversWaiting(t *testing.T) {
 		mustRoundTrip(t, c, []byte("small first"))
 		mustRoundTrip(t, c, pattern(1<<20, byte(i)))
 		eventually(t, "a lane", func() bool { return linkOf(c).hasLane() })
+		// The client has the server's LANE answer; the server hands the
+		// socket over just after writing it. Closing before that would
+		// end the lane socket's Connections with ErrHandshake instead
+		// (the link it names has ended), so wait for the hand-over.
+		for range ids {
+			select {
+			case <-ends:
+			case <-time.After(5 * time.Second):
+				var other []string
+				for len(otherEnds) > 0 {
+					other = append(other, <-otherEnds)
+				}
+				t.Fatalf("link %d: its lane socket's Connections did not all end with ErrBulkLane within 5s; other ends so far: %q", i, other)
+			}
+		}
 		mustRoundTrip(t, c, []byte("small after"))
 		cl.Close()
-	}
-	for range links * len(ids) {
-		await(t, ends, 5*time.Second, "a lane socket's Connection to end with ErrBulkLane")
 	}
 }
 

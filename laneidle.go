@@ -139,4 +139,5 @@ func (l *link) retireLane(ln *lane) {
 	l.wq.mu.Unlock()
 	ln.stopIdleCheck()
 	ln.conn.Close()
+	forgetLaneSocket(ln.conn)
 }

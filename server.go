@@ -97,10 +97,28 @@ func acquireWrapped(conn net.Conn, cfg *Config) *wrapEntry {
 	return e
 }
 
+// forgetWrapped ends the registration of a socket whose link ended. A
+// socket that became another link's bulk lane stays registered until the
+// lane closes it (forgetLaneSocket): a later Wrap* of it must not start a
+// link there, whose HELLO would reach the peer's lane reader; it gets the
+// ended link's error, ErrBulkLane.
 func forgetWrapped(e *wrapEntry) {
+	if e.link.handedOff.Load() {
+		return
+	}
 	wrapRegistry.mu.Lock()
 	if wrapRegistry.m[e.conn] == e {
 		delete(wrapRegistry.m, e.conn)
+	}
+	wrapRegistry.mu.Unlock()
+}
+
+// forgetLaneSocket ends the registration of a wrapped socket that became
+// a bulk lane, once the lane closed it.
+func forgetLaneSocket(conn net.Conn) {
+	wrapRegistry.mu.Lock()
+	if e := wrapRegistry.m[conn]; e != nil && e.link.handedOff.Load() {
+		delete(wrapRegistry.m, conn)
 	}
 	wrapRegistry.mu.Unlock()
 }
@@ -110,7 +128,7 @@ func releaseWrapped(e *wrapEntry) {
 	wrapRegistry.mu.Lock()
 	e.refs--
 	last := e.refs == 0
-	if last && wrapRegistry.m[e.conn] == e {
+	if last && wrapRegistry.m[e.conn] == e && !e.link.handedOff.Load() {
 		delete(wrapRegistry.m, e.conn)
 	}
 	wrapRegistry.mu.Unlock()
