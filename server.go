@@ -90,7 +90,7 @@ func acquireWrapped(conn net.Conn, cfg *Config) *wrapEntry {
 	e := wrapRegistry.m[conn]
 	if e == nil {
 		e = &wrapEntry{conn: conn}
-		e.link = newLink(conn, cfg, false, linkHooks{onClose: func(*link) { forgetWrapped(e) }, scope: &wrapScope})
+		e.link = newLink(conn, cfg, false, linkHooks{onClose: func(l *link) { forgetWrapped(e, l) }, scope: &wrapScope})
 		wrapRegistry.m[conn] = e
 	}
 	e.refs++
@@ -102,8 +102,8 @@ func acquireWrapped(conn net.Conn, cfg *Config) *wrapEntry {
 // lane closes it (forgetLaneSocket): a later Wrap* of it must not start a
 // link there, whose HELLO would reach the peer's lane reader; it gets the
 // ended link's error, ErrBulkLane.
-func forgetWrapped(e *wrapEntry) {
-	if e.link.handedOff.Load() {
+func forgetWrapped(e *wrapEntry, l *link) {
+	if l.handedOff.Load() { // l: e.link may not be set yet when l fails at once
 		return
 	}
 	wrapRegistry.mu.Lock()
