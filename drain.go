@@ -221,7 +221,7 @@ func (l *link) enqueueOpen(id string) bool {
 	switch {
 	case l.goingAway.Load():
 		return false
-	case l.wq.err != nil || l.wq.closing || l.wq.handedOff:
+	case l.wq.sealedLocked():
 		return true // nothing goes out any more: the link's end reports why
 	}
 	l.wq.wb.appendCopy(appendIDControl(fb[:0], frameOpen, id, 0), nil)
@@ -234,7 +234,7 @@ func (l *link) enqueueOpen(id string) bool {
 // message in parts is being sent on s, or once s or the link is ending.
 func (l *link) finishStream(s *stream) bool {
 	l.wq.mu.Lock()
-	if s.inParts || s.state.Load() != 0 || l.wq.err != nil || l.wq.closing || l.wq.handedOff {
+	if s.inParts || s.state.Load() != 0 || l.wq.sealedLocked() {
 		l.wq.mu.Unlock()
 		return false
 	}

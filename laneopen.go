@@ -252,7 +252,7 @@ func (l *link) writeLast(frame []byte) error {
 	r := getWriteReq()
 	defer putWriteReq(r)
 	l.wq.mu.Lock()
-	if l.wq.err != nil || l.wq.closing {
+	if l.wq.sealedLocked() {
 		l.wq.mu.Unlock()
 		return fmt.Errorf("%w: bulk lane: socket closed", ErrHandshake)
 	}

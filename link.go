@@ -274,11 +274,10 @@ func (l *link) linkError() error {
 // (finishClose). A stalled peer is cut off after closeWriteTimeout.
 func (l *link) close() {
 	l.wq.mu.Lock()
-	if l.wq.err != nil || l.wq.closing || l.wq.handedOff {
-		// A socket that became another link's bulk lane carries nothing
-		// more of ours: a GOAWAY there would reach the peer's lane reader
-		// (its link fails with a protocol error). This link is ending
-		// with ErrBulkLane anyway.
+	if l.wq.sealedLocked() {
+		// After a LANE, a GOAWAY would reach the peer's lane reader (its
+		// link fails with a protocol error); this link is ending with
+		// ErrBulkLane anyway.
 		l.wq.mu.Unlock()
 		return
 	}

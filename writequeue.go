@@ -34,6 +34,11 @@ type writeQueue struct {
 
 func (q *writeQueue) init() { q.wb, q.spare = &writeBatch{}, &writeBatch{} }
 
+// sealedLocked reports whether nothing more may be queued: the link
+// failed, close queued its GOAWAY, or the socket is changing hands (its
+// LANE, or the refusal of one, was the last frame).
+func (q *writeQueue) sealedLocked() bool { return q.err != nil || q.closing || q.handedOff }
+
 // creditWaitLocked returns the channel a sender waiting for credit waits
 // on; wakeCreditLocked closes it.
 func (q *writeQueue) creditWaitLocked() <-chan struct{} {

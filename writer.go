@@ -391,7 +391,7 @@ func (l *link) enqueueControl(frame []byte) { l.queueControl(frame, controlAsync
 
 func (l *link) queueControl(frame []byte, how controlMode) {
 	l.wq.mu.Lock()
-	if l.wq.err != nil || l.wq.closing || l.wq.handedOff { // nothing goes after close's GOAWAY, or on a lane's socket after its LANE
+	if l.wq.sealedLocked() {
 		l.wq.mu.Unlock()
 		return
 	}
