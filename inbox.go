@@ -82,26 +82,27 @@ func (b *inbox) parkLocked() *waiter {
 	return w
 }
 
+// unlineLocked takes the i-th parked receiver out of line.
+func (b *inbox) unlineLocked(i int) *waiter {
+	w := b.waiters[i]
+	b.waiters = slices.Delete(b.waiters, i, i+1)
+	b.link.token.parked.Add(-1)
+	return w
+}
+
 // wakeLocked wakes the oldest parked receiver, if any.
 func (b *inbox) wakeLocked() bool {
 	if len(b.waiters) == 0 {
 		return false
 	}
-	w := b.waiters[0]
-	n := copy(b.waiters, b.waiters[1:])
-	b.waiters[n] = nil
-	b.waiters = b.waiters[:n]
-	b.link.token.parked.Add(-1)
-	w.ch <- struct{}{} // capacity 1, sent once per parking: never blocks
+	b.unlineLocked(0).ch <- struct{}{} // capacity 1, sent once per parking: never blocks
 	return true
 }
 
 // wakeWaiterLocked wakes w if it is still parked.
 func (b *inbox) wakeWaiterLocked(w *waiter) {
 	if i := slices.Index(b.waiters, w); i >= 0 {
-		b.waiters = slices.Delete(b.waiters, i, i+1)
-		b.link.token.parked.Add(-1)
-		w.ch <- struct{}{} // capacity 1, sent once per parking: never blocks
+		b.unlineLocked(i).ch <- struct{}{}
 	}
 }
 
@@ -125,8 +126,7 @@ func (b *inbox) fail(err error) {
 func (b *inbox) unpark(w *waiter, src source) {
 	b.mu.Lock()
 	if i := slices.Index(b.waiters, w); i >= 0 {
-		b.waiters = slices.Delete(b.waiters, i, i+1)
-		b.link.token.parked.Add(-1)
+		b.unlineLocked(i)
 	} else {
 		<-w.ch // sent under mu by wakeLocked, so it is there
 		if src.hasMessageLocked() || b.err != nil {
@@ -221,9 +221,9 @@ func receive(src source, ctx context.Context, into []byte) (s *stream, m message
 			st.offerLocked(w, into)
 		}
 		b.mu.Unlock()
-		if lend {
-			// The lane's reader brings the message: nothing to read here.
-		} else if blocking {
+		switch {
+		case lend: // the lane's reader brings the message: nothing to read here
+		case blocking:
 			// Whoever held the token may have released it before seeing
 			// us parked: try again to read for ourselves.
 			if from, m, did, _ := l.readDirect(src, into, cancel, true); did {
@@ -234,7 +234,7 @@ func receive(src source, ctx context.Context, into []byte) (s *stream, m message
 				}
 				continue
 			}
-		} else {
+		default:
 			l.ensureReader()
 		}
 		canceled := false
@@ -247,7 +247,7 @@ func receive(src source, ctx context.Context, into []byte) (s *stream, m message
 		// The loan ends before w is recycled: it names the loan's owner.
 		var landed message
 		if lend {
-			landed, _ = st.reclaim(w)
+			landed = st.reclaim(w)
 		}
 		if canceled {
 			b.unpark(w, src)

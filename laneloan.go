@@ -115,13 +115,14 @@ func (l *link) lend(ln *lane, lm *laneMessage) bool {
 }
 
 // reclaim ends w's offer before its receiver's call returns. A message
-// that landed in the buffer is returned (ok); one still arriving there is
-// moved out first by the lane's reader, which it interrupts.
-func (s *stream) reclaim(w *waiter) (m message, ok bool) {
+// that landed in the buffer is returned (else data is nil); one still
+// arriving there is moved out first by the lane's reader, which it
+// interrupts.
+func (s *stream) reclaim(w *waiter) message {
 	s.mu.Lock()
 	if s.loan == nil || s.loan.owner != w {
 		s.mu.Unlock()
-		return message{}, false
+		return message{}
 	}
 	s.withdrawLocked()
 	if s.loan.lm != nil {
@@ -136,10 +137,10 @@ func (s *stream) reclaim(w *waiter) (m message, ok bool) {
 		<-taken
 		s.mu.Lock()
 	}
-	m, s.loan.landed = s.loan.landed, message{}
-	s.loan.owner = nil
+	m := s.loan.landed
+	s.loan.landed, s.loan.owner = message{}, nil
 	s.mu.Unlock()
-	return m, m.data != nil
+	return m
 }
 
 // letGoLocked ends lm's loan: the buffer is the receiver's alone again.

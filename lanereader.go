@@ -42,7 +42,8 @@ func (l *link) readLane(ln *lane) error {
 			return err
 		}
 		if h.kind != kindPart {
-			return protocolErrorf(frameName(h.typ), "", "only PART frames travel on a bulk lane, not %s", frameName(h.typ))
+			name := frameName(h.typ)
+			return protocolErrorf(name, "", "only PART frames travel on a bulk lane, not %s", name)
 		}
 		ln.used.Store(true)
 		lm, err := l.lanes.in.front(bytesToString(h.id), l.done, &l.lanes.takeBacks)
