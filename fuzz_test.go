@@ -74,6 +74,10 @@ func (m *memConn) SetWriteDeadline(time.Time) error { return nil }
 // fuzzConfig has small limits so that inputs reach them, and a large
 // message limit so that a claimed length could tempt an allocation.
 var fuzzConfig = &Config{
+	// An input that opens with LANE names a link the server waits for
+	// (it may not have read that link's HELLO yet) up to HandshakeTimeout:
+	// well inside serveFuzz's 10 s bound for the link to end.
+	HandshakeTimeout:          time.Second,
 	MaxMessageSize:            64 << 20,
 	StreamWindow:              64 << 10,
 	LinkWindow:                256 << 10,
