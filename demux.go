@@ -278,13 +278,10 @@ func (l *link) readPending() (bool, error) {
 		if p.got == len(p.m.data) {
 			p.m = grownPayload(p.m, p.got, p.end, p.total)
 		}
-		// Read in chunks so that a long payload counts as the peer being
-		// heard (keepalive) while it arrives.
-		k, err := l.reading.br.ReadFull(p.m.data[p.got:min(len(p.m.data), p.got+readProgressChunk, p.end)])
+		// The frame reader counts what its reads bring as the peer
+		// being heard (keepalive) while a long payload arrives.
+		k, err := l.reading.br.ReadFull(p.m.data[p.got:min(len(p.m.data), p.end)])
 		p.got += k
-		if k > 0 { // a read cut short by a deadline heard nothing
-			l.keepAlive.heard.Add(1)
-		}
 		if err != nil {
 			if isTimeout(err) || err == errWouldBlock {
 				return false, err // resumable

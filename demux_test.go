@@ -24,6 +24,7 @@ func (timeoutConn) Read([]byte) (int, error) { return 0, os.ErrDeadlineExceeded 
 func TestTimedOutReadIsNotHearingThePeer(t *testing.T) {
 	l := &link{conn: timeoutConn{}, cfg: DefaultConfig()}
 	l.reading.br = newFrameReader(l.conn, nil)
+	l.reading.br.progress = &l.keepAlive.heard // as newLink sets it
 	l.reading.pend = pendingData{active: true, end: 10, total: 10, m: message{data: make([]byte, 10)}}
 	for range 3 {
 		if _, err := l.readPending(); !isTimeout(err) {

@@ -329,6 +329,39 @@ func TestFaultKeepAliveDuringSlowLargeMessage(t *testing.T) {
 	t.Logf("figures: 2 MiB echoed over a 1 MiB/s path in %v with keepalive timeout %v; link intact", time.Since(start).Round(time.Millisecond), 3*interval)
 }
 
+// TestFaultKeepAliveDuringSlowLaneMessage: a message on the bulk lane over
+// a slow path (1 MiB/s) takes longer than the keepalive timeout to arrive.
+// Its receiver reads the whole PART with one ReadFull, and what each read
+// brings shows the lane alive: the link is not cut.
+func TestFaultKeepAliveDuringSlowLaneMessage(t *testing.T) {
+	const interval = 250 * time.Millisecond // timeout 750 ms; the message takes ~1 s
+	cfg := &Config{KeepAliveInterval: interval}
+	srv := mustListen(t, "127.0.0.1:0", cfg)
+	serverLink := make(chan *link, 1)
+	serveListener(t, srv, func(c *Connection) {
+		select {
+		case serverLink <- linkOf(c):
+		default:
+		}
+		echoHandler(c)
+	})
+	p := newFaultProxy(t, srv.Addr().String())
+	p.rate.Store(1 << 20)
+	c := mustDial(t, p.Addr(), WithID("slow-lane"), WithConfig(cfg))
+	mustRoundTrip(t, c, []byte("small first"))
+	mustRoundTrip(t, c, pattern(DefaultLaneThreshold, 1)) // opens the lane; on the socket while it opens
+	eventually(t, "a lane", linkOf(c).hasLane)
+	mustRoundTrip(t, c, []byte("small again")) // large messages take the lane while small ones share the link
+	sl := <-serverLink
+	before := sl.lanes.read.Load()
+	start := time.Now()
+	mustRoundTrip(t, c, pattern(1<<20, 7))
+	if got := sl.lanes.read.Load() - before; got < 1<<19 { // less what came with headers
+		t.Fatalf("the server read %d bytes on the lane, want the 1 MiB message there", got)
+	}
+	t.Logf("figures: 1 MiB echoed on the lane of a 1 MiB/s path in %v with keepalive timeout %v; link intact", time.Since(start).Round(time.Millisecond), 3*interval)
+}
+
 func TestFaultBlackHoleKeepAlive(t *testing.T) {
 	const interval = 250 * time.Millisecond
 	scfg := &Config{KeepAliveInterval: interval}

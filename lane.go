@@ -58,8 +58,14 @@ const (
 	// messages share the lane: they take turns, so one 16 MiB message
 	// does not hold a 1 MiB one back for its whole length.
 	lanePart = 256 << 10
-	// laneBatch is the most one write on the lane carries.
-	laneBatch = 1 << 20
+	// laneBatch is the most one write on the lane carries, and so the
+	// largest PART on it; the reader asks each read for the rest of a
+	// PART. Writes and reads that ask for more than the kernel holds end
+	// in a wait for the peer, where Go's scheduler takes up goroutines
+	// the network woke: a probe's answer. With 1 MiB writes and 256 KiB
+	// reads neither side ever waited, and the answer waited for their
+	// processors (PERFORMANCE.md, "Small messages beside bulk ones").
+	laneBatch = 8 << 20
 	// laneHandshakeSkip bounds what a wrapped socket may send on a lane
 	// before its LANE answer: frames of an application that speaks first
 	// (Wrap then Send) on every accepted socket, within the peer's

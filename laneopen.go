@@ -144,6 +144,7 @@ func discardPayload(br *frameReader, n int) error {
 // link ended meanwhile.
 func (l *link) adoptLane(conn net.Conn, br *frameReader) bool {
 	ln := newLane(conn, br, l.cfg)
+	br.progress = &l.lanes.read // keepalive of the lane (laneSilence)
 	l.wq.mu.Lock()
 	if l.wq.err != nil || l.wq.closing || l.client && l.lanes.state != laneOpening || !l.client && l.lanes.cur != nil {
 		l.wq.mu.Unlock()

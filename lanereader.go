@@ -68,12 +68,13 @@ func (l *link) readLane(ln *lane) error {
 			if lm.got == len(lm.m.data) {
 				lm.m = grownPayload(lm.m, lm.got, end, lm.total)
 			}
-			k, err := br.ReadFull(lm.m.data[lm.got:min(len(lm.m.data), lm.got+readProgressChunk, end)])
+			// The rest of the part in one ReadFull: each read asks for
+			// all of it, so it takes what the kernel holds and the next
+			// one waits for the peer (PERFORMANCE.md, "Small messages
+			// beside bulk ones"). The frame reader counts what arrives
+			// for the lane's keepalive.
+			k, err := br.ReadFull(lm.m.data[lm.got:min(len(lm.m.data), end)])
 			lm.got += k
-			if k > 0 {
-				l.keepAlive.heard.Add(1)
-				l.lanes.read.Add(uint64(k))
-			}
 			if err != nil {
 				if l.interrupted(ln, err) {
 					continue

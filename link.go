@@ -182,6 +182,7 @@ func newLink(conn net.Conn, cfg *Config, client bool, hooks linkHooks) *link {
 		l.tcp = tc
 	}
 	l.reading.br = newFrameReader(conn, l.tcp)
+	l.reading.br.progress = &l.keepAlive.heard
 	if tc, ok := raw.(*net.TCPConn); ok {
 		l.sock = tc
 		if err := tuneTCP(tc, cfg); err != nil {

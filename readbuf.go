@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -42,6 +43,10 @@ type frameReader struct {
 	// noWait: a read that finds nothing returns errWouldBlock instead of
 	// waiting (canNoWait says where it is supported).
 	noWait bool
+	// progress, if set, counts the bytes ReadFull's reads bring, as they
+	// come (keepalive): a payload read with one ReadFull shows the peer
+	// alive while it arrives, however long it is.
+	progress *atomic.Uint64
 	// largePayload: ReadFull is reading, or last read, a payload of at
 	// least directReadMin past the buffer. Until the buffer is filled
 	// again, reads take only prefetchSize into it: the next payload is
@@ -147,7 +152,7 @@ func (fr *frameReader) ReadFull(dst []byte) (int, error) {
 		return n, nil
 	}
 	if fr.readvFn == nil {
-		k, err := io.ReadFull(fr.conn, dst[n:])
+		k, err := fr.readFullConn(dst[n:])
 		return n + k, err
 	}
 	// The buffer is empty: it takes the prefetch.
@@ -162,6 +167,7 @@ func (fr *frameReader) ReadFull(dst []byte) (int, error) {
 		fr.rawN, fr.rawErr = 0, nil
 		err = fr.raw.Read(fr.readvFn)
 		k := fr.rawN
+		fr.countProgress(k)
 		if k > len(fr.dst) {
 			fr.w += k - len(fr.dst)
 			k = len(fr.dst)
@@ -177,6 +183,37 @@ func (fr *frameReader) ReadFull(dst []byte) (int, error) {
 		err = io.ErrUnexpectedEOF
 	}
 	return n + got, err
+}
+
+// readFullConn is io.ReadFull on the connection, counting progress read by
+// read.
+func (fr *frameReader) readFullConn(dst []byte) (int, error) {
+	n, stalls := 0, 0
+	for n < len(dst) {
+		k, err := fr.conn.Read(dst[n:])
+		n += k
+		fr.countProgress(k)
+		if k > 0 {
+			stalls = 0
+		}
+		switch {
+		case err == io.EOF && n > 0 && n < len(dst):
+			return n, io.ErrUnexpectedEOF
+		case err != nil && n < len(dst):
+			return n, err
+		case k == 0:
+			if stalls++; stalls == 100 {
+				return n, io.ErrNoProgress // no bytes and no error, a hundred times
+			}
+		}
+	}
+	return n, nil
+}
+
+func (fr *frameReader) countProgress(n int) {
+	if n > 0 && fr.progress != nil {
+		fr.progress.Add(uint64(n))
+	}
 }
 
 // readvRaw is ReadFull's RawConn.Read callback: it reads into what is left

@@ -4,8 +4,11 @@ package tcpconn
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
+	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -17,6 +20,25 @@ type chunkReader struct {
 }
 
 func (c *chunkReader) Read(p []byte) (int, error) { return c.r.Read(p[:min(len(p), c.n)]) }
+
+// readCounter counts the Reads that brought bytes.
+type readCounter struct {
+	io.Reader
+	withBytes int
+}
+
+func (c *readCounter) Read(p []byte) (int, error) {
+	n, err := c.Reader.Read(p)
+	if n > 0 {
+		c.withBytes++
+	}
+	return n, err
+}
+
+// zeroReader returns no bytes and no error, forever.
+type zeroReader struct{}
+
+func (zeroReader) Read([]byte) (int, error) { return 0, nil }
 
 // TestFrameReaderWithoutRawSocket: over a reader that is not a TCP socket
 // (TLS, net.Pipe), frames of any size and any read pattern come out whole,
@@ -149,5 +171,77 @@ func TestFrameReaderReadFullCutShort(t *testing.T) {
 	}
 	if !bytes.Equal(dst[:got+n], want[:got+n]) {
 		t.Fatal("the bytes read differ from the bytes sent")
+	}
+}
+
+// TestFrameReaderReadFullCountsProgress: every read of a ReadFull that
+// brings bytes adds them to progress as they come, so a payload read with
+// one ReadFull shows keepalive the peer alive while it arrives; a read cut
+// short by a deadline adds nothing; and the errors are io.ReadFull's.
+func TestFrameReaderReadFullCountsProgress(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		conn    io.Reader
+		want    int   // bytes ReadFull returns, all counted
+		wantErr error // nil, or what errors.Is must match
+		reads   int   // reads that brought them (0: not checked)
+	}{
+		{"one read", &chunkReader{bytes.NewReader(pattern(1000, 1)), 1 << 20}, 1000, nil, 1},
+		{"reads of 100 bytes", &chunkReader{bytes.NewReader(pattern(1000, 1)), 100}, 1000, nil, 10},
+		{"the peer closes in the middle", &chunkReader{bytes.NewReader(pattern(250, 1)), 100}, 250, io.ErrUnexpectedEOF, 3},
+		{"the peer closed before", bytes.NewReader(nil), 0, io.EOF, 0},
+		{"a deadline", timeoutConn{}, 0, os.ErrDeadlineExceeded, 0},
+		{"a reader that never makes progress", zeroReader{}, 0, io.ErrNoProgress, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			counter := &readCounter{Reader: tc.conn}
+			fr := newFrameReader(counter, nil)
+			var progress atomic.Uint64
+			fr.progress = &progress
+			n, err := fr.ReadFull(make([]byte, 1000))
+			if n != tc.want || !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
+				t.Fatalf("ReadFull = %d, %v; want %d, %v", n, err, tc.want, tc.wantErr)
+			}
+			if got := progress.Load(); got != uint64(tc.want) {
+				t.Errorf("progress %d, want the %d bytes read", got, tc.want)
+			}
+			if tc.reads > 0 && counter.withBytes != tc.reads {
+				t.Errorf("%d reads brought bytes, want %d", counter.withBytes, tc.reads)
+			}
+		})
+	}
+}
+
+// TestFrameReaderReadFullCountsProgressOnTCP: where the socket is read
+// directly (readv on Linux), progress counts each read as it comes too.
+func TestFrameReaderReadFullCountsProgressOnTCP(t *testing.T) {
+	w, r := tcpPair(t)
+	fr := newFrameReader(r, r)
+	var progress atomic.Uint64
+	fr.progress = &progress
+	want := pattern(300<<10, 9)
+	if _, err := w.Write(want[:100<<10]); err != nil {
+		t.Fatal(err)
+	}
+	dst := make([]byte, len(want))
+	// The rest is sent once the first bytes were counted, by the
+	// ReadFull that then waits for it.
+	countedFirst := make(chan bool, 1)
+	go func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for progress.Load() == 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		countedFirst <- progress.Load() > 0
+		w.Write(want[100<<10:])
+	}()
+	if n, err := fr.ReadFull(dst); n != len(dst) || err != nil || !bytes.Equal(dst, want) {
+		t.Fatalf("ReadFull = %d, %v; want the %d bytes sent", n, err, len(want))
+	}
+	if !<-countedFirst {
+		t.Fatal("the first bytes were not counted while ReadFull waited for the rest")
+	}
+	if got := progress.Load(); got < uint64(len(want)) {
+		t.Fatalf("progress %d after a ReadFull of %d bytes", got, len(want))
 	}
 }

@@ -130,9 +130,6 @@ const (
 	// doubles as bytes arrive, so it is never more than twice what
 	// actually arrived (or this much).
 	maxUnbackedAlloc = 1 << 20
-	// readProgressChunk: a payload is read in pieces this large, each one
-	// counting as the peer being heard.
-	readProgressChunk = 256 << 10
 	// closeWriteTimeout bounds the goodbye write of a closing link.
 	closeWriteTimeout = time.Second
 )
