@@ -34,6 +34,7 @@ type bufferLoan struct {
 	offered []byte        // its spare capacity, not taken yet
 	lm      *laneMessage  // the message being read into the buffer
 	conn    net.Conn      // the lane lm is read from: its deadline interrupts the reader
+	filling net.Conn      // the lane whose reader reads the stream's next message into a buffer of ours; nil if none
 	landed  message       // lm, arrived whole in the buffer, for the receiver
 	taken   chan struct{} // closed once the reader let go of the buffer; nil if nobody asked
 }
@@ -57,6 +58,26 @@ func (s *stream) offerLocked(w *waiter, buf []byte) {
 	}
 	s.loan.owner, s.loan.offered = w, buf
 	s.link.lanes.offers.Add(1)
+	if s.loan.filling != nil {
+		// The reader is in the middle of that message, reading whole
+		// PARTs: interrupt it so that it moves what arrived into buf and
+		// reads the rest there.
+		s.loan.filling.SetReadDeadline(aLongTimeAgo)
+	}
+}
+
+// fillingOurs tells a receiver that offers its buffer later that the
+// lane's reader reads s's next message into a buffer of ours from conn
+// (nil: no longer), so that the offer interrupts it.
+func (s *stream) fillingOurs(conn net.Conn) {
+	s.mu.Lock()
+	if s.loan == nil && conn != nil {
+		s.loan = new(bufferLoan) // as offerLocked would make it
+	}
+	if s.loan != nil {
+		s.loan.filling = conn
+	}
+	s.mu.Unlock()
 }
 
 // withdrawLocked ends an offer the lane's reader did not take.

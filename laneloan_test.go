@@ -120,6 +120,49 @@ func TestLaneLoanOrderAndContent(t *testing.T) {
 	}
 }
 
+// TestLaneLoanOfferedLate: a receiver that offers its buffer while the
+// lane's reader is in the middle of the message, reading it into a buffer
+// of ours, gets it: the reader, interrupted, moves what arrived into the
+// buffer and reads the rest there, before the message is complete.
+func TestLaneLoanOfferedLate(t *testing.T) {
+	for _, tr := range testTransports[:2] {
+		t.Run(tr.name, func(t *testing.T) {
+			f := newLoanFixture(t, tr)
+			big := pattern(DefaultMaxMessageSize, 3)
+			mustSend(t, f.client, []byte("small")) // keeps big on the lane
+			sent := async(func() error { return f.client.SendContext(testContext(t), big) })
+			f.receive(t, make([]byte, 0, 8))
+			l := f.st.link
+			start := l.lanes.read.Load()
+			eventually(t, "the message begun in a buffer of ours", func() bool { return l.lanes.read.Load() > start })
+			f.proxy.pauseUp() // the rest waits in the proxy: the message cannot complete
+			buf := make([]byte, 0, len(big))
+			got := make(chan []byte, 1)
+			go func() {
+				out, err := f.server.ReceiveAppend(testContext(t), buf)
+				if err != nil {
+					t.Error(err)
+				}
+				got <- out
+			}()
+			eventually(t, "the buffer taken while the message is incomplete", f.lent)
+			f.proxy.resumeUp()
+			var out []byte
+			select {
+			case out = <-got:
+			case <-time.After(testTimeout):
+				t.Fatal("the message never arrived")
+			}
+			if !bytes.Equal(out, big) || !sameArray(out, buf) {
+				t.Fatalf("%d bytes (in the buffer: %v), want the %d sent, in the buffer", len(out), sameArray(out, buf), len(big))
+			}
+			if err := await(t, sent, testTimeout, "the send"); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
 // TestLaneLoanTakenBack: a receiver whose buffer a lane message is being
 // read into stops waiting (its context ends, its Connection closes, the
 // link is lost) with the message half arrived. Its call returns promptly

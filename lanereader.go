@@ -73,7 +73,14 @@ func (l *link) readLane(ln *lane) error {
 			// one waits for the peer (PERFORMANCE.md, "Small messages
 			// beside bulk ones"). The frame reader counts what arrives
 			// for the lane's keepalive.
+			filling := !lm.lent && lm.s != nil
+			if filling {
+				lm.s.fillingOurs(ln.conn)
+			}
 			k, err := br.ReadFull(lm.m.data[lm.got:min(len(lm.m.data), end)])
+			if filling {
+				lm.s.fillingOurs(nil)
+			}
 			lm.got += k
 			if err != nil {
 				if l.interrupted(ln, err) {
