@@ -41,7 +41,8 @@ func tcpconnOver(pooled bool, clientCfg *tcpconn.Config, so sockets) Transport {
 		return c
 	}
 	return Transport{
-		Name: name,
+		Name:      name,
+		NewSlices: !pooled,
 		// NewConnectionWithID dials in the background and returns at once. A message
 		// for an ID not yet wrapped on the server waits, unclaimed, for
 		// WrapConnectionWithID.

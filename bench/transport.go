@@ -46,6 +46,12 @@ type Transport struct {
 	// Serve runs once per socket (the floor of the Mixed workloads): the
 	// harness then expects n accepts instead of one.
 	SocketPerConn bool
+	// NewSlices means Receive returns a new slice for every message, which
+	// the caller keeps (tcpconn's Receive). The Mixed tables compare such a
+	// transport with floor-alloc, the floor receiving the same way: in Go a
+	// new multi-megabyte slice per message brings zeroing and collection
+	// cycles that a reused buffer never pays, whichever transport fills it.
+	NewSlices bool
 }
 
 // sockets says how a transport's client gets its socket and what its
@@ -83,6 +89,9 @@ type framed struct {
 	rhdr [4]byte
 	wbuf []byte // header+payload for streams that lack writev
 	rbuf []byte
+	// newSlices: Receive allocates a new slice per message instead of
+	// reusing rbuf (floor-alloc).
+	newSlices bool
 }
 
 func newFramed(rw io.ReadWriteCloser) *framed {
@@ -112,7 +121,7 @@ func (f *framed) Receive() ([]byte, error) {
 		return nil, err
 	}
 	n := int(binary.BigEndian.Uint32(f.rhdr[:]))
-	if cap(f.rbuf) < n {
+	if cap(f.rbuf) < n || f.newSlices {
 		f.rbuf = make([]byte, n)
 	}
 	f.rbuf = f.rbuf[:n]
@@ -173,10 +182,22 @@ func rawOver(so sockets) Transport {
 
 // floorOver puts each logical connection on its own socket, framed as raw
 // does: no multiplexing at all. In the Mixed workloads it is the floor: the
-// probe and the bulk sender share only the CPU and the kernel.
-func floorOver(so sockets) Transport {
+// probe and the bulk sender share only the CPU and the kernel. With
+// newSlices it is floor-alloc, whose Receive returns a new slice per
+// message (Transport.NewSlices).
+func floorOver(so sockets, newSlices bool) Transport {
+	name := "floor"
+	if newSlices {
+		name = "floor-alloc"
+	}
+	framedSock := func(sock net.Conn) *framed {
+		f := newFramed(sock)
+		f.newSlices = newSlices
+		return f
+	}
 	return Transport{
-		Name:          "floor",
+		Name:          name,
+		NewSlices:     newSlices,
 		SocketPerConn: true,
 		Dial: func(addr string, n int) ([]Conn, func() error, error) {
 			conns := make([]Conn, 0, n)
@@ -192,13 +213,13 @@ func floorOver(so sockets) Transport {
 					closeAll()
 					return nil, nil, err
 				}
-				conns = append(conns, newFramed(sock))
+				conns = append(conns, framedSock(sock))
 			}
 			return conns, closeAll, nil
 		},
 		Serve: func(sock net.Conn, _ int, _ bool, ready func(), handle func(Conn)) {
 			ready()
-			handle(newFramed(so.wrap(sock)))
+			handle(framedSock(so.wrap(sock)))
 		},
 	}
 }

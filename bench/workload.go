@@ -114,9 +114,9 @@ func TransportsFor(w Workload) []Transport {
 	switch {
 	case w.Kind == Mixed && w.TLS:
 		tls := tlsSockets()
-		return []Transport{floorOver(tls), tcpconnTLS(false), tcpconnTLS(true)}
+		return []Transport{floorOver(tls, false), floorOver(tls, true), tcpconnTLS(false), tcpconnTLS(true)}
 	case w.Kind == Mixed:
-		return append([]Transport{floorOver(plainTCP)}, Transports()...)
+		return append([]Transport{floorOver(plainTCP, false), floorOver(plainTCP, true)}, Transports()...)
 	case w.Kind == Fair:
 		return []Transport{rawTransport(), yamuxTransport(), smuxTransport(), grpcTransport(), tcpconnTransport(false)}
 	case w.Kind == WAN:

@@ -51,7 +51,11 @@ func printHOL(w io.Writer, workloads []bench.Workload, results map[string]map[st
 	fmt.Fprintf(w, "%-12s %-14s %7s %9s %9s %9s %7s %9s %7s %7s\n", "", "", "", "", "", "", "(p99)", "", "floor", "floor")
 	eachResult(w, workloads, results, cells, func(wl bench.Workload, tr bench.Transport, r *result) {
 		p99vs, bulkvs := "-", "-"
-		if floor := results[wl.Name]["floor"]; floor != nil && floor.failed == "" {
+		floorName := "floor"
+		if tr.NewSlices && !tr.SocketPerConn {
+			floorName = "floor-alloc" // the same receive contract; floor-alloc itself against floor
+		}
+		if floor := results[wl.Name][floorName]; floor != nil && floor.failed == "" {
 			p99vs = fmtRatio(r.extra["p99-us"], floor.extra["p99-us"])
 			bulkvs = fmtRatio(r.extra["bulk-MB/s"], floor.extra["bulk-MB/s"])
 		}
@@ -72,7 +76,9 @@ func printHOL(w io.Writer, workloads []bench.Workload, results map[string]map[st
   vs floor   ratio to floor: the same two flows on two sockets of their own (plain TCP, or TLS in
              TLSMixed*), so only the CPU and the kernel are shared. raw is the minimal mux (one
              writev per whole message under a mutex); yamux, smux, grpc, tcpconn as in the main
-             table.
+             table. floor-alloc is the floor receiving each message into a new slice, as
+             tcpconn's Receive returns one: the tcpconn row is compared with it, every other row
+             (floor-alloc's own included) with floor, whose receivers reuse one buffer.
 `)
 	if short {
 		fmt.Fprint(w, shortNote)
