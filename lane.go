@@ -66,6 +66,15 @@ const (
 	// reads neither side ever waited, and the answer waited for their
 	// processors (PERFORMANCE.md, "Small messages beside bulk ones").
 	laneBatch = 8 << 20
+	// laneLoanWait is the most the lane's reader waits, before a message's
+	// first bytes, for its receiver to offer its buffer again, when that
+	// receiver lent one before (laneloan.go): one that reuses its buffer
+	// comes back once it has dealt with the last message. Reading ahead
+	// into a buffer of ours meanwhile cost a copy into the receiver's and
+	// a second goroutine busy with bulk bytes on each side; the floor's
+	// receiver reads only when it is ready (PERFORMANCE.md). Lane
+	// messages behind it wait that much longer at most.
+	laneLoanWait = 5 * time.Millisecond
 	// laneHandshakeSkip bounds what a wrapped socket may send on a lane
 	// before its LANE answer: frames of an application that speaks first
 	// (Wrap then Send) on every accepted socket, within the peer's

@@ -37,6 +37,8 @@ type bufferLoan struct {
 	filling net.Conn      // the lane whose reader reads the stream's next message into a buffer of ours; nil if none
 	landed  message       // lm, arrived whole in the buffer, for the receiver
 	taken   chan struct{} // closed once the reader let go of the buffer; nil if nobody asked
+	lends   bool          // a receiver offered a buffer before: the reader waits for the next offer (awaitOffer)
+	wanted  chan struct{} // closed at the next offer; nil unless the reader waits for one
 }
 
 // errTakeBack ends the lane reader's wait for an announcement: a receiver
@@ -56,8 +58,12 @@ func (s *stream) offerLocked(w *waiter, buf []byte) {
 	if s.loan == nil {
 		s.loan = new(bufferLoan) // kept: a stream that lent once will again
 	}
-	s.loan.owner, s.loan.offered = w, buf
+	s.loan.owner, s.loan.offered, s.loan.lends = w, buf, true
 	s.link.lanes.offers.Add(1)
+	if s.loan.wanted != nil {
+		close(s.loan.wanted)
+		s.loan.wanted = nil
+	}
 	if s.loan.filling != nil {
 		// The reader is in the middle of that message, reading whole
 		// PARTs: interrupt it so that it moves what arrived into buf and
@@ -76,6 +82,38 @@ func (s *stream) fillingOurs(conn net.Conn) {
 	}
 	if s.loan != nil {
 		s.loan.filling = conn
+	}
+	s.mu.Unlock()
+}
+
+// awaitOffer waits, at most laneLoanWait, for lm's receiver to offer its
+// buffer before the lane's reader begins lm in one of ours, if that
+// receiver lent one before and has not offered it yet. It also ends when
+// the link does.
+func (l *link) awaitOffer(lm *laneMessage) {
+	s := lm.s
+	s.mu.Lock()
+	if s.loan == nil || !s.loan.lends || s.loan.offered != nil || s.state.Load()&streamLocalClosed != 0 {
+		s.mu.Unlock()
+		return
+	}
+	wanted := make(chan struct{})
+	s.loan.wanted = wanted
+	s.mu.Unlock()
+	wait := laneLoanWait
+	if l.cfg.laneLoanWait != 0 {
+		wait = l.cfg.laneLoanWait // tests
+	}
+	t := time.NewTimer(wait)
+	select {
+	case <-wanted:
+	case <-t.C:
+	case <-l.done:
+	}
+	t.Stop()
+	s.mu.Lock()
+	if s.loan.wanted == wanted {
+		s.loan.wanted = nil
 	}
 	s.mu.Unlock()
 }

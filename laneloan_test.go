@@ -5,6 +5,7 @@ package tcpconn
 import (
 	"bytes"
 	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -22,7 +23,13 @@ type loanFixture struct {
 // newLoanFixture starts it over tr (a transport with sockets: TCP or TLS).
 func newLoanFixture(t *testing.T, tr testTransport) *loanFixture {
 	t.Helper()
-	ln, cfg := tr.listen(t, &Config{})
+	return newLoanFixtureWith(t, tr, &Config{})
+}
+
+// newLoanFixtureWith is newLoanFixture with both sides' Config.
+func newLoanFixtureWith(t *testing.T, tr testTransport, base *Config) *loanFixture {
+	t.Helper()
+	ln, cfg := tr.listen(t, base)
 	srv, err := NewListener(ln, serverSide(cfg))
 	if err != nil {
 		t.Fatal(err)
@@ -70,6 +77,39 @@ func (f *loanFixture) lent() bool {
 	f.st.mu.Lock()
 	defer f.st.mu.Unlock()
 	return f.st.loan != nil && f.st.loan.lm != nil
+}
+
+// lendOnce makes the server's receiver lend its buffer to a lane message:
+// it waits in ReceiveAppend, with room for it, before the message is sent.
+func (f *loanFixture) lendOnce(t *testing.T) {
+	t.Helper()
+	mustSend(t, f.client, []byte("small")) // keeps the next one on the lane
+	f.receive(t, make([]byte, 0, 8))
+	buf := make([]byte, 0, 2<<20)
+	got := async(func() error {
+		out, err := f.server.ReceiveAppend(testContext(t), buf)
+		if err == nil && !sameArray(out, buf) {
+			err = errors.New("the message was not read into the receiver's buffer")
+		}
+		return err
+	})
+	eventually(t, "the receiver waiting", func() bool {
+		f.st.mu.Lock()
+		defer f.st.mu.Unlock()
+		return len(f.st.waiters) > 0
+	})
+	mustSend(t, f.client, pattern(1<<20, 4))
+	if err := await(t, got, testTimeout, "the message"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// awaited reports whether the lane's reader waits for the server
+// receiver's offer.
+func (f *loanFixture) awaited() bool {
+	f.st.mu.Lock()
+	defer f.st.mu.Unlock()
+	return f.st.loan != nil && f.st.loan.wanted != nil
 }
 
 // sameArray reports whether out begins at buf's backing array.
@@ -159,6 +199,72 @@ func TestLaneLoanOfferedLate(t *testing.T) {
 			if err := await(t, sent, testTimeout, "the send"); err != nil {
 				t.Fatal(err)
 			}
+		})
+	}
+}
+
+// TestLaneLoanAwaited: a receiver that lent its buffer before and is busy
+// when the next lane message comes gets that message in its buffer: the
+// lane's reader waits for its offer instead of reading the message into a
+// buffer of ours. The wait is bounded, and ends with the link.
+func TestLaneLoanAwaited(t *testing.T) {
+	// sendBig sends msg on the lane, a small message first keeping it
+	// there, and receives the small one into a buffer too small to lend.
+	sendBig := func(t *testing.T, f *loanFixture, msg []byte) <-chan error {
+		mustSend(t, f.client, []byte("small"))
+		sent := async(func() error { return f.client.SendContext(testContext(t), msg) })
+		f.receive(t, make([]byte, 0, 8))
+		return sent
+	}
+	for _, tr := range testTransports[:2] {
+		t.Run(tr.name+"/offered", func(t *testing.T) {
+			f := newLoanFixtureWith(t, tr, &Config{laneLoanWait: time.Hour})
+			f.lendOnce(t)
+			msg := pattern(1<<20, 5)
+			l := f.st.link
+			start := l.lanes.read.Load()
+			sent := sendBig(t, f, msg)
+			eventually(t, "the reader waiting for the receiver's offer", f.awaited)
+			if n := l.lanes.read.Load() - start; n >= uint64(len(msg))/2 {
+				t.Fatalf("the reader read %d bytes of the message before the offer", n)
+			}
+			buf := make([]byte, 0, len(msg))
+			if out := f.receive(t, buf); !bytes.Equal(out, msg) || !sameArray(out, buf) {
+				t.Fatalf("%d bytes (in the buffer: %v), want the %d sent, in the buffer", len(out), sameArray(out, buf), len(msg))
+			}
+			if err := await(t, sent, testTimeout, "the send"); err != nil {
+				t.Fatal(err)
+			}
+		})
+		t.Run(tr.name+"/never offered", func(t *testing.T) {
+			f := newLoanFixture(t, tr) // the default wait
+			f.lendOnce(t)
+			msg := pattern(1<<20, 6)
+			l := f.st.link
+			start := l.lanes.read.Load()
+			sent := sendBig(t, f, msg)
+			eventually(t, "the message read into a buffer of ours", func() bool {
+				return l.lanes.read.Load()-start >= uint64(len(msg))/2 // the rest came with PART headers
+			})
+			if out := f.receive(t, make([]byte, 0, 8)); !bytes.Equal(out, msg) {
+				t.Fatalf("%d bytes, not the %d sent", len(out), len(msg))
+			}
+			if err := await(t, sent, testTimeout, "the send"); err != nil {
+				t.Fatal(err)
+			}
+		})
+		t.Run(tr.name+"/link lost", func(t *testing.T) {
+			f := newLoanFixtureWith(t, tr, &Config{laneLoanWait: time.Hour})
+			f.lendOnce(t)
+			sendBig(t, f, pattern(1<<20, 7))
+			eventually(t, "the reader waiting for the receiver's offer", f.awaited)
+			f.proxy.killAll(true)
+			l := f.st.link
+			eventually(t, "the link failed and its lane's reader gone", func() bool {
+				return l.failed() && !f.awaited()
+			})
+			_, err := f.server.ReceiveAppend(testContext(t), make([]byte, 0, 2<<20))
+			wantErr(t, err, ErrLinkLost)
 		})
 	}
 }

@@ -58,6 +58,11 @@ func (l *link) readLane(ln *lane) error {
 			return protocolErrorf("PART", string(h.id), "bulk lane PART of %d bytes with %d to follow, where %d bytes of the message announced are missing", h.length, h.rest, lm.total-lm.got)
 		}
 		br.Discard(h.size)
+		if lm.got == 0 && lm.s != nil && len(ln.lent) == 0 {
+			// Not while another message is read into a receiver's buffer:
+			// its take-back needs the reader.
+			l.awaitOffer(lm)
+		}
 		end := lm.got + int(h.length)
 		for lm.got < end {
 			// Into its receiver's buffer if it offered one, at the first

@@ -313,8 +313,9 @@ type Config struct {
 	MaxLinkAge      time.Duration
 	MaxLinkAgeGrace time.Duration
 
-	growMinRTT time.Duration // tests only: 0 means growMinRTT (budget.go)
-	laneIdle   time.Duration // tests only: 0 means laneIdle (lane.go)
+	growMinRTT   time.Duration // tests only: 0 means growMinRTT (budget.go)
+	laneIdle     time.Duration // tests only: 0 means laneIdle (lane.go)
+	laneLoanWait time.Duration // tests only: 0 means laneLoanWait (lane.go)
 }
 
 // DefaultConfig returns a Config with every default filled in.
