@@ -59,13 +59,16 @@ const (
 	// does not hold a 1 MiB one back for its whole length.
 	lanePart = 256 << 10
 	// laneBatch is the most one write on the lane carries, and so the
-	// largest PART on it; the reader asks each read for the rest of a
-	// PART. Writes and reads that ask for more than the kernel holds end
-	// in a wait for the peer, where Go's scheduler takes up goroutines
-	// the network woke: a probe's answer. With 1 MiB writes and 256 KiB
-	// reads neither side ever waited, and the answer waited for their
-	// processors (PERFORMANCE.md, "Small messages beside bulk ones").
-	laneBatch = 8 << 20
+	// largest PART on it (a whole message of the default MaxMessageSize);
+	// the reader asks each read for the rest of a PART. Writes and reads
+	// that ask for more than the kernel holds end in a wait for the peer,
+	// where Go's scheduler takes up goroutines the network woke: a
+	// probe's answer. With 1 MiB writes and 256 KiB reads neither side
+	// ever waited, and the answer waited for their processors; 8 MiB
+	// writes still left a probe's p99 beside 16 MiB messages at 1.4x the
+	// floor's, 16 MiB at 0.8-0.9x (PERFORMANCE.md, "Small messages beside
+	// bulk ones").
+	laneBatch = 16 << 20
 	// laneLoanWait is the most the lane's reader waits, before a message's
 	// first bytes, for its receiver to offer its buffer again, when that
 	// receiver lent one before (laneloan.go): one that reuses its buffer
