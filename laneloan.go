@@ -74,16 +74,20 @@ func (s *stream) offerLocked(w *waiter, buf []byte) {
 
 // fillingOurs tells a receiver that offers its buffer later that the
 // lane's reader reads s's next message into a buffer of ours from conn
-// (nil: no longer), so that the offer interrupts it.
-func (s *stream) fillingOurs(conn net.Conn) {
+// (nil: no longer), so that the offer interrupts it. It reports whether
+// a buffer is offered already: one that came after lend looked, which the
+// reader takes instead.
+func (s *stream) fillingOurs(conn net.Conn) (offered bool) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.loan == nil && conn != nil {
 		s.loan = new(bufferLoan) // as offerLocked would make it
 	}
 	if s.loan != nil {
 		s.loan.filling = conn
+		offered = s.loan.offered != nil
 	}
-	s.mu.Unlock()
+	return offered
 }
 
 // awaitOffer waits, at most laneLoanWait, for lm's receiver to offer its
@@ -164,7 +168,7 @@ func (l *link) lend(ln *lane, lm *laneMessage) bool {
 	s.loan.lm, s.loan.conn = lm, ln.conn
 	s.mu.Unlock()
 	dst := buf[:lm.total:lm.total] // the receiver waits: it is ours to fill
-	if lm.got > 0 {
+	if lm.m.data != nil {
 		copy(dst, lm.m.data[:lm.got])
 		lm.m.release()
 	}

@@ -79,8 +79,11 @@ func (l *link) readLane(ln *lane) error {
 			// beside bulk ones"). The frame reader counts what arrives
 			// for the lane's keepalive.
 			filling := !lm.lent && lm.s != nil
-			if filling {
-				lm.s.fillingOurs(ln.conn)
+			if filling && lm.s.fillingOurs(ln.conn) && l.lend(ln, lm) {
+				// The receiver offered its buffer after lend looked
+				// (while ours was made, say): it takes this message.
+				lm.s.fillingOurs(nil)
+				continue
 			}
 			k, err := br.ReadFull(lm.m.data[lm.got:min(len(lm.m.data), end)])
 			if filling {
