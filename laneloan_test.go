@@ -177,7 +177,7 @@ func TestLaneLoanOfferedLate(t *testing.T) {
 			f := newLoanFixture(t, tr)
 			big := pattern(DefaultMaxMessageSize, 3)
 			mustSend(t, f.client, []byte("small")) // keeps big on the lane
-			f.proxy.rate.Store(trickle) // so that the test sees the message in flight
+			f.proxy.rate.Store(trickle)            // so that the test sees the message in flight
 			sent := async(func() error { return f.client.SendContext(testContext(t), big) })
 			f.receive(t, make([]byte, 0, 8))
 			l := f.st.link
