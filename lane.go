@@ -116,9 +116,11 @@ type laneSet struct {
 	readSeen     uint64
 	waitingSince time.Time
 	// Receivers' buffers lent to the lane's reader (laneloan.go): offered
-	// and not taken yet, and taken but wanted back.
+	// and not taken yet, and taken but wanted back; and how many lane
+	// messages were read into one (tests).
 	offers    atomic.Int32
 	takeBacks atomic.Int32
+	lent      atomic.Uint64
 	// dial opens a socket to the link's peer (the client pool's dialer);
 	// nil on the accepting side, which never opens lanes.
 	dial func(ctx context.Context) (net.Conn, error)

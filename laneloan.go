@@ -174,6 +174,7 @@ func (l *link) lend(ln *lane, lm *laneMessage) bool {
 	}
 	lm.m, lm.lent = message{data: dst}, true
 	ln.lent = append(ln.lent, lm)
+	l.lanes.lent.Add(1)
 	return true
 }
 

@@ -100,14 +100,13 @@ func (f *loanFixture) lendOnce(t *testing.T) {
 	})
 	f.proxy.rate.Store(trickle) // the offer comes before the message is whole
 	defer f.proxy.rate.Store(0)
+	lent := f.st.link.lanes.lent.Load()
 	mustSend(t, f.client, pattern(1<<20, 4))
 	if err := await(t, got, testTimeout, "the message"); err != nil {
 		t.Fatal(err)
 	}
-	f.st.mu.Lock()
-	defer f.st.mu.Unlock()
-	if f.st.loan == nil || !f.st.loan.lends {
-		t.Fatal("the receiver did not lend its buffer")
+	if f.st.link.lanes.lent.Load() == lent {
+		t.Fatal("the message was not read into the receiver's buffer")
 	}
 }
 
@@ -119,7 +118,8 @@ func (f *loanFixture) awaited() bool {
 	return f.st.loan != nil && f.st.loan.wanted != nil
 }
 
-// sameArray reports whether out begins at buf's backing array.
+// sameArray reports whether out begins at buf's backing array: a message
+// read into buf, or copied there (lanes.lent tells the two apart).
 func sameArray(out, buf []byte) bool {
 	return cap(buf) > 0 && len(out) > 0 && &out[0] == &buf[:1][0]
 }
@@ -132,6 +132,7 @@ func TestLaneLoanOrderAndContent(t *testing.T) {
 		t.Run(tr.name, func(t *testing.T) {
 			f := newLoanFixture(t, tr)
 			const n = 6
+			f.proxy.rate.Store(trickle) // a receiver is back before each message is whole
 			sent := async(func() error {
 				for i := range n {
 					if err := f.client.SendContext(testContext(t), pattern(1<<20+i, byte(10+i))); err != nil {
@@ -144,14 +145,11 @@ func TestLaneLoanOrderAndContent(t *testing.T) {
 				return nil
 			})
 			buf := make([]byte, 0, 2<<20)
-			inPlace := 0
+			lent := f.st.link.lanes.lent.Load()
 			for i := range n {
 				out := f.receive(t, buf)
 				if !bytes.Equal(out, pattern(1<<20+i, byte(10+i))) {
 					t.Fatalf("message %d: %d bytes, not the %d sent", i, len(out), 1<<20+i)
-				}
-				if sameArray(out, buf) {
-					inPlace++
 				}
 				if small := f.receive(t, make([]byte, 0, 8)); !bytes.Equal(small, []byte{byte(i)}) {
 					t.Fatalf("after message %d came %v", i, small)
@@ -160,7 +158,7 @@ func TestLaneLoanOrderAndContent(t *testing.T) {
 			if err := await(t, sent, testTimeout, "the sends"); err != nil {
 				t.Fatal(err)
 			}
-			if inPlace == 0 {
+			if f.st.link.lanes.lent.Load() == lent {
 				t.Fatalf("none of %d lane messages was read into the receiver's buffer", n)
 			}
 		})
@@ -238,8 +236,9 @@ func TestLaneLoanAwaited(t *testing.T) {
 				t.Fatalf("the reader read %d bytes of the message before the offer", n)
 			}
 			buf := make([]byte, 0, len(msg))
-			if out := f.receive(t, buf); !bytes.Equal(out, msg) || !sameArray(out, buf) {
-				t.Fatalf("%d bytes (in the buffer: %v), want the %d sent, in the buffer", len(out), sameArray(out, buf), len(msg))
+			lent := l.lanes.lent.Load()
+			if out := f.receive(t, buf); !bytes.Equal(out, msg) || l.lanes.lent.Load() == lent {
+				t.Fatalf("%d bytes (lent: %v), want the %d sent, read into the buffer", len(out), l.lanes.lent.Load() != lent, len(msg))
 			}
 			if err := await(t, sent, testTimeout, "the send"); err != nil {
 				t.Fatal(err)
@@ -269,11 +268,12 @@ func TestLaneLoanAwaited(t *testing.T) {
 			eventually(t, "the reader waiting for the receiver's offer", f.awaited)
 			f.proxy.killAll(true)
 			l := f.st.link
+			// The wait ends with the link (else it lasts an hour). What the
+			// server's Connection gets next depends on how soon the client
+			// reconnects, which may send the message again.
 			eventually(t, "the link failed and its lane's reader gone", func() bool {
 				return l.failed() && !f.awaited()
 			})
-			_, err := f.server.ReceiveAppend(testContext(t), make([]byte, 0, 2<<20))
-			wantErr(t, err, ErrLinkLost)
 		})
 	}
 }
