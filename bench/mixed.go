@@ -35,6 +35,12 @@ import (
 
 const probeSize = 1 << 10
 
+// mixedMinPass is the least pass compare gives a Mixed workload
+// (MinBenchtime): a p99 needs enough slow probes, and with passes of
+// 300 ms the floor's own p99 moved between 160 and 640 µs from run to
+// run, where passes of 1 s agreed far better.
+const mixedMinPass = time.Second
+
 // bulkSize is w.Size, or a sixteenth of it with -short: CI's smoke run
 // only checks that the workloads work, and a 16 MiB message takes tens of
 // milliseconds to build, send and check.

@@ -28,12 +28,16 @@ const wanWarmupRTTs = 10
 const wanMeasuredRTTs = 30
 
 // MinBenchtime is the least -benchtime that gives w a meaningful pass:
-// wanMeasuredRTTs round trips for the WAN workloads, 0 for the others.
+// wanMeasuredRTTs round trips for the WAN workloads, mixedMinPass for the
+// Mixed ones (but with -short), 0 for the others.
 func (w Workload) MinBenchtime() time.Duration {
-	if w.Kind != WAN {
-		return 0
+	switch {
+	case w.Kind == WAN:
+		return wanMeasuredRTTs * w.PathRTT
+	case w.Kind == Mixed && !testing.Short():
+		return mixedMinPass
 	}
-	return wanMeasuredRTTs * w.PathRTT
+	return 0
 }
 
 func (w Workload) wan(b *testing.B, tr Transport) {

@@ -67,7 +67,9 @@ func printHOL(w io.Writer, workloads []bench.Workload, results map[string]map[st
 		fmt.Fprintf(w, "%-12s %-14s %7.0f %9s %9s %9s %7s %9.0f %7s %7s\n", wl.Name, tr.Name, probes,
 			fmtNs(1e3*r.extra["p50-us"]), fmtNs(1e3*r.extra["p99-us"]), fmtNs(1e3*r.extra["max-us"]), spread, r.extra["bulk-MB/s"], p99vs, bulkvs)
 	})
-	fmt.Fprint(w, `  probes     measured probe round trips in one pass (median over passes); each pass first waits
+	fmt.Fprint(w, `  passes     at least 1 s each (-short: -benchtime), whatever -benchtime says: a p99 needs
+             enough slow probes.
+  probes     measured probe round trips in one pass (median over passes); each pass first waits
              for the first bulk message to arrive, then does up to 200 unmeasured probes (at most
              1 s; with -short 10, at most 20 ms).
   p50..max   probe round-trip latency percentiles of one pass (nearest rank), median over passes.
