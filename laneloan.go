@@ -60,10 +60,7 @@ func (s *stream) offerLocked(w *waiter, buf []byte) {
 	}
 	s.loan.owner, s.loan.offered, s.loan.lends = w, buf, true
 	s.link.lanes.offers.Add(1)
-	if s.loan.wanted != nil {
-		close(s.loan.wanted)
-		s.loan.wanted = nil
-	}
+	s.endAwaitLocked()
 	if s.loan.filling != nil {
 		// The reader is in the middle of that message, reading whole
 		// PARTs: interrupt it so that it moves what arrived into buf and
@@ -93,7 +90,7 @@ func (s *stream) fillingOurs(conn net.Conn) (offered bool) {
 // awaitOffer waits, at most laneLoanWait, for lm's receiver to offer its
 // buffer before the lane's reader begins lm in one of ours, if that
 // receiver lent one before and has not offered it yet. It also ends when
-// the link does.
+// the stream is closed here (endAwaitLocked) and when the link ends.
 func (l *link) awaitOffer(lm *laneMessage) {
 	s := lm.s
 	s.mu.Lock()
@@ -120,6 +117,15 @@ func (l *link) awaitOffer(lm *laneMessage) {
 		s.loan.wanted = nil
 	}
 	s.mu.Unlock()
+}
+
+// endAwaitLocked ends the lane reader's wait for an offer of s's buffer
+// (awaitOffer): one came, or none will (s is closed here).
+func (s *stream) endAwaitLocked() {
+	if s.loan != nil && s.loan.wanted != nil {
+		close(s.loan.wanted)
+		s.loan.wanted = nil
+	}
 }
 
 // withdrawLocked ends an offer the lane's reader did not take.

@@ -213,7 +213,8 @@ func TestLaneLoanOfferedLate(t *testing.T) {
 // TestLaneLoanAwaited: a receiver that lent its buffer before and is busy
 // when the next lane message comes gets that message in its buffer: the
 // lane's reader waits for its offer instead of reading the message into a
-// buffer of ours. The wait is bounded, and ends with the link.
+// buffer of ours. The wait is bounded, and ends with the Connection and
+// with the link.
 func TestLaneLoanAwaited(t *testing.T) {
 	// sendBig sends msg on the lane, a small message first keeping it
 	// there, and receives the small one into a buffer too small to lend.
@@ -256,6 +257,26 @@ func TestLaneLoanAwaited(t *testing.T) {
 			})
 			if out := f.receive(t, make([]byte, 0, 8)); !bytes.Equal(out, msg) {
 				t.Fatalf("%d bytes, not the %d sent", len(out), len(msg))
+			}
+			if err := await(t, sent, testTimeout, "the send"); err != nil {
+				t.Fatal(err)
+			}
+		})
+		t.Run(tr.name+"/closed", func(t *testing.T) {
+			f := newLoanFixtureWith(t, tr, &Config{laneLoanWait: time.Hour})
+			f.lendOnce(t)
+			sent := sendBig(t, f, pattern(1<<20, 8))
+			eventually(t, "the reader waiting for the receiver's offer", f.awaited)
+			l := f.st.link
+			start := l.lanes.read.Load()
+			f.server.Close()
+			// The wait ends with the Connection (else it lasts an hour),
+			// and the reader goes on: the message is read and dropped.
+			eventually(t, "the message read after the Close", func() bool {
+				return !f.awaited() && l.lanes.read.Load()-start >= 1<<19
+			})
+			if l.failed() {
+				t.Fatal("closing the Connection failed its link")
 			}
 			if err := await(t, sent, testTimeout, "the send"); err != nil {
 				t.Fatal(err)

@@ -181,6 +181,9 @@ func (l *link) closeStream(s *stream, code closeCode) {
 			break
 		}
 	}
+	s.mu.Lock()
+	s.endAwaitLocked() // no receiver of s will lend its buffer now
+	s.mu.Unlock()
 	if s.state.Load()&streamPeerClosed != 0 {
 		l.routes.remove(s) // the peer closed first and we already replied
 		return
