@@ -151,8 +151,11 @@ func isReady(src source, buf []byte) bool {
 	b := src.box()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if st, ok := src.(*stream); ok && st.lendsTo(buf) {
-		return true
+	if st, ok := src.(*stream); ok {
+		if st.lendsTo(buf) {
+			return true
+		}
+		st.arrivesBareLocked(buf) // reading for itself, it learnt its next message is on the lane
 	}
 	return src.hasMessageLocked() || b.err != nil
 }
@@ -197,6 +200,9 @@ func receive(src source, ctx context.Context, into []byte) (s *stream, m message
 			return nil, message{}, false, errCanceled
 		}
 		lend := st != nil && st.lendsTo(into)
+		if st != nil && !lend {
+			st.arrivesBareLocked(into)
+		}
 		if (blocking || tryNoWait) && !l.failed() && !lend {
 			b.mu.Unlock()
 			from, m, did, wouldBlock := l.readDirect(src, into, cancel, blocking)
@@ -214,6 +220,9 @@ func receive(src source, ctx context.Context, into []byte) (s *stream, m message
 				continue
 			}
 			lend = st != nil && st.lendsTo(into) // the read stopped for it
+			if st != nil && !lend {
+				st.arrivesBareLocked(into)
+			}
 		}
 		w := b.parkLocked()
 		w.canLend = st != nil && !lend && len(into) >= l.cfg.LaneThreshold

@@ -37,7 +37,7 @@ type bufferLoan struct {
 	filling net.Conn      // the lane whose reader reads the stream's next message into a buffer of ours; nil if none
 	landed  message       // lm, arrived whole in the buffer, for the receiver
 	taken   chan struct{} // closed once the reader let go of the buffer; nil if nobody asked
-	lends   bool          // a receiver offered a buffer before: the reader waits for the next offer (awaitOffer)
+	lends   bool          // the last receiver to wait offered a buffer: the reader waits for the next offer (awaitOffer)
 	wanted  chan struct{} // closed at the next offer; nil unless the reader waits for one
 }
 
@@ -90,7 +90,8 @@ func (s *stream) fillingOurs(conn net.Conn) (offered bool) {
 // awaitOffer waits, at most laneLoanWait, for lm's receiver to offer its
 // buffer before the lane's reader begins lm in one of ours, if that
 // receiver lent one before and has not offered it yet. It also ends when
-// the stream is closed here (endAwaitLocked) and when the link ends.
+// the stream is closed here, when a receiver comes without a buffer to
+// lend (endAwaitLocked), and when the link ends.
 func (l *link) awaitOffer(lm *laneMessage) {
 	s := lm.s
 	s.mu.Lock()
@@ -119,8 +120,21 @@ func (l *link) awaitOffer(lm *laneMessage) {
 	s.mu.Unlock()
 }
 
+// arrivesBareLocked notes a receiver of s waiting for its next message, a
+// lane message, with no buffer that could hold one (Receive, or a small
+// ReceiveAppend buffer): the lane's reader stops waiting for an offer
+// (awaitOffer), and waits for none until a receiver of s lends again.
+// The caller holds s.mu.
+func (s *stream) arrivesBareLocked(buf []byte) {
+	if s.loan != nil && s.loan.lends && s.order.pending > 0 && len(buf) < s.link.cfg.LaneThreshold {
+		s.loan.lends = false
+		s.endAwaitLocked()
+	}
+}
+
 // endAwaitLocked ends the lane reader's wait for an offer of s's buffer
-// (awaitOffer): one came, or none will (s is closed here).
+// (awaitOffer): one came, or none will (s is closed here, or its receiver
+// came without a buffer to lend).
 func (s *stream) endAwaitLocked() {
 	if s.loan != nil && s.loan.wanted != nil {
 		close(s.loan.wanted)
@@ -136,10 +150,11 @@ func (s *stream) withdrawLocked() {
 	}
 }
 
-// wakeLenderLocked wakes a receiver of s that waits without lending, but
-// could: a message was announced on the lane for s, and the receiver
-// offers its buffer when it looks again (receive).
-func (s *stream) wakeLenderLocked() {
+// announcedLocked is told that a message was announced on the lane for s.
+// It wakes a receiver of s that waits without lending, but could: it
+// offers its buffer when it looks again (receive). A receiver that waits
+// with no buffer to lend arrives bare (arrivesBareLocked).
+func (s *stream) announcedLocked() {
 	if s.loan != nil && s.loan.owner != nil {
 		return
 	}
@@ -148,6 +163,9 @@ func (s *stream) wakeLenderLocked() {
 			s.wakeWaiterLocked(w)
 			return
 		}
+	}
+	if len(s.waiters) > 0 {
+		s.arrivesBareLocked(nil)
 	}
 }
 

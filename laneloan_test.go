@@ -262,6 +262,47 @@ func TestLaneLoanAwaited(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+		// A receiver that comes without a buffer to lend, after the reader
+		// began to wait or before the message was announced, ends the
+		// wait (else it lasts an hour) and gets the message.
+		t.Run(tr.name+"/receiver without a buffer", func(t *testing.T) {
+			f := newLoanFixtureWith(t, tr, &Config{laneLoanWait: time.Hour})
+			f.lendOnce(t)
+			msg := pattern(1<<20, 9)
+			sent := sendBig(t, f, msg)
+			eventually(t, "the reader waiting for the receiver's offer", f.awaited)
+			if out := f.receive(t, make([]byte, 0, 8)); !bytes.Equal(out, msg) {
+				t.Fatalf("%d bytes, not the %d sent", len(out), len(msg))
+			}
+			if err := await(t, sent, testTimeout, "the send"); err != nil {
+				t.Fatal(err)
+			}
+		})
+		t.Run(tr.name+"/receiver without a buffer first", func(t *testing.T) {
+			f := newLoanFixtureWith(t, tr, &Config{laneLoanWait: time.Hour})
+			f.lendOnce(t)
+			mustSend(t, f.client, []byte("small")) // keeps the next one on the lane
+			f.receive(t, make([]byte, 0, 8))
+			msg := pattern(1<<20, 10)
+			var out []byte
+			got := async(func() (err error) {
+				out, err = f.server.Receive()
+				return err
+			})
+			eventually(t, "the receiver waiting", func() bool {
+				f.st.mu.Lock()
+				defer f.st.mu.Unlock()
+				return len(f.st.waiters) > 0 || f.st.link.token.direct.Load()
+			})
+			bulk := f.st.link.lanes.bulkIn.Load()
+			mustSend(t, f.client, msg)
+			if err := await(t, got, testTimeout, "the Receive"); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(out, msg) || f.st.link.lanes.bulkIn.Load() == bulk {
+				t.Fatalf("%d bytes (on the lane: %v), want the %d sent, on the lane", len(out), f.st.link.lanes.bulkIn.Load() != bulk, len(msg))
+			}
+		})
 		t.Run(tr.name+"/closed", func(t *testing.T) {
 			f := newLoanFixtureWith(t, tr, &Config{laneLoanWait: time.Hour})
 			f.lendOnce(t)

@@ -27,7 +27,7 @@ func (s *stream) expectLane() {
 		s.order.behind.push(heldBehind{bulk: true})
 	}
 	s.order.pending++
-	s.wakeLenderLocked()
+	s.announcedLocked()
 	s.mu.Unlock()
 }
 
