@@ -200,9 +200,6 @@ func receive(src source, ctx context.Context, into []byte) (s *stream, m message
 			return nil, message{}, false, errCanceled
 		}
 		lend := st != nil && st.lendsTo(into)
-		if st != nil && !lend {
-			st.arrivesBareLocked(into)
-		}
 		if (blocking || tryNoWait) && !l.failed() && !lend {
 			b.mu.Unlock()
 			from, m, did, wouldBlock := l.readDirect(src, into, cancel, blocking)
@@ -220,9 +217,9 @@ func receive(src source, ctx context.Context, into []byte) (s *stream, m message
 				continue
 			}
 			lend = st != nil && st.lendsTo(into) // the read stopped for it
-			if st != nil && !lend {
-				st.arrivesBareLocked(into)
-			}
+		}
+		if st != nil && !lend {
+			st.arrivesBareLocked(into) // a read for itself saw it in isReady
 		}
 		w := b.parkLocked()
 		w.canLend = st != nil && !lend && len(into) >= l.cfg.LaneThreshold
