@@ -58,7 +58,7 @@ func TestRecvWindowTuning(t *testing.T) {
 			case strings.HasPrefix(tc.name, "round trip not"):
 				how.rtt = 0
 			}
-			got := w.consumed(owed, how)
+			got := w.consumed(owed, how, false)
 			if size := w.size.Load(); size != tc.wantSize {
 				t.Errorf("window %d -> %d, want %d", tc.size, size, tc.wantSize)
 			}
@@ -81,14 +81,14 @@ func TestRecvWindowReleaseOnce(t *testing.T) {
 	how := windowTuning{max: 16 << 20, rtt: int64(time.Second), minRTT: int64(growMinRTT), budget: b}
 	for range 3 {
 		w.epoch.Store(nanotime())
-		w.consumed(w.size.Load()/2, how)
+		w.consumed(w.size.Load()/2, how, false)
 	}
 	if w.size.Load() != 8<<20 || b.InUse() != 7<<20 {
 		t.Fatalf("after 3 fast returns: window %d, budget in use %d; want 8 MiB and 7 MiB", w.size.Load(), b.InUse())
 	}
 	w.release(b)
 	w.release(b)
-	if got := w.consumed(8<<20, how); got != 8<<20 || b.InUse() != 0 {
+	if got := w.consumed(8<<20, how, false); got != 8<<20 || b.InUse() != 0 {
 		t.Fatalf("after release: returned %d, budget in use %d; want the owed 8 MiB and 0", got, b.InUse())
 	}
 }
@@ -266,7 +266,7 @@ func TestRecvWindowReturnSteps(t *testing.T) {
 			how := windowTuning{max: 1 << 30, rtt: int64(time.Hour), minRTT: 1}
 			var returns []int64
 			for consumed := int64(0); consumed < tc.size/2; consumed += 16 << 10 {
-				if v := w.consumed(16<<10, how); v != 0 {
+				if v := w.consumed(16<<10, how, false); v != 0 {
 					returns = append(returns, v)
 				}
 			}

@@ -180,17 +180,22 @@ func (l *link) admit(frame string, s *stream, cost int64) (*stream, error) {
 }
 
 // chargeLink takes cost from the link's credit, which must have been
-// positive.
+// positive. A charge that spends it returns what is owed (consumedLink):
+// the frame may be for an ID nobody reads, and no consumption may follow.
 func (l *link) chargeLink(frame string, s *stream, cost int64) error {
-	if !l.inflow.charge(cost) {
+	ok, spent := l.inflow.charge(cost)
+	if !ok {
 		return protocolErrorf(frame, s.id, "peer exceeded the link window of %d bytes", l.inflow.window.size.Load())
+	}
+	if spent {
+		l.consumedLink(0, controlAsync)
 	}
 	return nil
 }
 
 // charge takes cost from s's credit, which must have been positive.
 func (s *stream) charge(frame string, cost int64) error {
-	if !s.inflow.charge(cost) {
+	if ok, _ := s.inflow.charge(cost); !ok {
 		return protocolErrorf(frame, s.id, "peer exceeded the window of %d bytes on %q", s.inflow.window.size.Load(), s.id)
 	}
 	return nil
@@ -593,10 +598,16 @@ func (l *link) holdQueued(cost int64, hasReader bool) bool {
 	return l.inflow.hold(cost, limit)
 }
 
-// consumedLink returns link credit as messages leave the link.
-// how is a control* constant: user goroutines may write inline or lazily.
+// consumedLink returns link credit as messages leave the link: in
+// returnStep pieces, and whatever is owed while the peer's credit is spent.
+// Messages held unread (an ID nobody reads, when the Budget cannot hold
+// them) may take up to half the window and never be consumed: waiting for
+// returnStep would then stall every other ID of the link with less than
+// returnStep owed. how is a control* constant: user goroutines may write
+// inline or lazily.
 func (l *link) consumedLink(cost int64, how controlMode) {
-	if v := l.inflow.window.consumed(cost, l.tuning(int64(l.cfg.MaxLinkWindow), l.inflow.budget)); v > 0 {
+	starved := l.inflow.credit.Load() <= 0
+	if v := l.inflow.window.consumed(cost, l.tuning(int64(l.cfg.MaxLinkWindow), l.inflow.budget), starved); v > 0 {
 		l.grantLink(v, how)
 	}
 }

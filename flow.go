@@ -26,9 +26,13 @@ func (f *inflow) init(size, now int64) {
 	f.window.init(size, now)
 }
 
-// charge takes cost from the credit; it reports false if the credit was
-// not positive, which only a broken or hostile peer does.
-func (f *inflow) charge(cost int64) bool { return f.credit.Add(-cost)+cost > 0 }
+// charge takes cost from the credit. ok is false if the credit was not
+// positive, which only a broken or hostile peer does; spent: it is not
+// positive now (the peer waits for credit).
+func (f *inflow) charge(cost int64) (ok, spent bool) {
+	left := f.credit.Add(-cost)
+	return left+cost > 0, left <= 0
+}
 
 // grant gives v bytes of credit back (the caller sends the WINDOW).
 func (f *inflow) grant(v int64) { f.credit.Add(v) }
@@ -148,11 +152,12 @@ func (w *recvWindow) init(base, now int64) {
 }
 
 // consumed records n bytes consumed and returns the credit to grant now:
-// 0 until returnStep is owed, then what is owed, adjusted by the window's
-// growth or shrinkage when half of it has gone back since its last tuning.
-func (w *recvWindow) consumed(n int64, how windowTuning) int64 {
+// 0 until returnStep is owed (or, starved, anything: the peer's credit is
+// spent), then what is owed, adjusted by the window's growth or shrinkage
+// when half of it has gone back since its last tuning.
+func (w *recvWindow) consumed(n int64, how windowTuning, starved bool) int64 {
 	size := w.size.Load()
-	if w.owed.Add(n) < returnStep(size) {
+	if w.owed.Add(n) < returnStep(size) && !starved {
 		return 0
 	}
 	v := w.owed.Swap(0)

@@ -4,6 +4,7 @@ package tcpconn
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -50,6 +51,7 @@ var windowCases = []struct {
 	{"stream256KiB-link512KiB/16KiB", Config{StreamWindow: 256 << 10, LinkWindow: 512 << 10}, 16 << 10},
 	{"no-budget/1KiB", Config{Budget: NewBudget(0)}, 1 << 10},
 	{"no-budget/64KiB", Config{Budget: NewBudget(0), StreamWindow: InitialWindow}, 60 << 10},
+	{"no-budget-stream256KiB-link512KiB/16KiB", Config{Budget: NewBudget(0), StreamWindow: 256 << 10, LinkWindow: 512 << 10}, 16 << 10},
 }
 
 func TestUnreadIDDoesNotBlockItsSocket(t *testing.T) {
@@ -71,10 +73,15 @@ func TestUnreadIDDoesNotBlockItsSocketOverEveryTransport(t *testing.T) {
 	})
 }
 
-// testUnreadID fills the window of an ID nobody reads until its sender
-// blocks, then checks that a message on another ID of the same socket,
-// whose reader waits, still goes through at once in both directions.
-func testUnreadID(t *testing.T, tr testTransport, base *Config, size int, uc unreadCase) {
+// unreadPair is a socket carrying two IDs: "fast", with a Connection on
+// each side, and "slow", which one side sends to and the other never reads
+// (unreadCase says which, and whether a Connection claims it there).
+type unreadPair struct {
+	fast, srvFast *Connection
+	sendSlow      func(ctx context.Context, msg []byte) error
+}
+
+func newUnreadPair(t *testing.T, tr testTransport, base *Config, uc unreadCase) unreadPair {
 	ln, cliCfg := tr.listen(t, base)
 	srvCfg := copyConfig(base)
 	servers := make(chan *Connection, 2)
@@ -97,21 +104,28 @@ func testUnreadID(t *testing.T, tr testTransport, base *Config, size int, uc unr
 		slow = openClient(t, ln.Addr().String(), cliCfg, "slow")
 	}
 	mustRoundTripVia(t, fast, servers)
-	srvFast := closeAtCleanup(t, <-servers)
+	p := unreadPair{fast: fast, srvFast: closeAtCleanup(t, <-servers)}
 	var srvSlow *Connection
 	if uc.claimed {
 		srvSlow = closeAtCleanup(t, <-servers)
 	}
-
-	var sendSlow func(ctx context.Context, msg []byte) error
 	switch {
 	case uc.fromServer && uc.claimed:
-		sendSlow = srvSlow.SendContext
+		p.sendSlow = srvSlow.SendContext
 	case uc.fromServer:
-		sendSlow = func(ctx context.Context, msg []byte) error { return srvFast.SendTo(ctx, "slow", msg) }
+		p.sendSlow = func(ctx context.Context, msg []byte) error { return p.srvFast.SendTo(ctx, "slow", msg) }
 	default:
-		sendSlow = slow.SendContext
+		p.sendSlow = slow.SendContext
 	}
+	return p
+}
+
+// testUnreadID fills the window of an ID nobody reads until its sender
+// blocks, then checks that a message on another ID of the same socket,
+// whose reader waits, still goes through at once in both directions.
+func testUnreadID(t *testing.T, tr testTransport, base *Config, size int, uc unreadCase) {
+	p := newUnreadPair(t, tr, base, uc)
+	fast, srvFast, sendSlow := p.fast, p.srvFast, p.sendSlow
 	filled := fillUntilBlocked(t, sendSlow, size, 4*max(base.LinkWindow, 2*DefaultLinkWindow))
 	t.Logf("%d messages of %d bytes sent to the unread ID before its sender blocked", filled, size)
 
@@ -134,6 +148,78 @@ func testUnreadID(t *testing.T, tr testTransport, base *Config, size int, uc unr
 		if err != nil {
 			t.Fatalf("%s beside the unread ID: %v", dir.name, err)
 		}
+		// And keeps carrying it: a link window's worth, more than the
+		// unread ID leaves of it, so credit must come back, in messages
+		// smaller than the unread ID's overdraft (no-budget cases: the
+		// bytes owed then stay below half the window).
+		linkWindow := cmp.Or(base.LinkWindow, DefaultLinkWindow)
+		if err := flowThrough(dir.from, dir.to, linkWindow, 256); err != nil {
+			t.Fatalf("%s beside the unread ID, %d bytes: %v", dir.name, linkWindow, err)
+		}
+	}
+}
+
+// flowThrough sends total bytes in messages of size from one Connection
+// to the other, which receives them meanwhile, within promptRemote.
+func flowThrough(from, to *Connection, total, size int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), promptRemote)
+	defer cancel()
+	n := (total + size - 1) / size
+	received := make(chan error, 1)
+	go func() {
+		for i := range n {
+			if _, err := to.ReceiveContext(ctx); err != nil {
+				received <- fmt.Errorf("receive %d of %d: %w", i, n, err)
+				return
+			}
+		}
+		received <- nil
+	}()
+	msg := pattern(size, 3)
+	for i := range n {
+		if err := from.SendContext(ctx, msg); err != nil {
+			cancel()
+			<-received
+			return fmt.Errorf("send %d of %d: %w", i, n, err)
+		}
+	}
+	return <-received
+}
+
+// TestLinkCreditOwedComesBackWhenAnUnreadIDSpendsIt: the frame that spends
+// a link's credit is for an ID nobody reads, while less than half the
+// window is owed for consumed messages (no Budget: the unread messages keep
+// their link credit). Nothing is consumed next, so what is owed must go
+// back at that frame; else the other IDs of the link wait for ever.
+func TestLinkCreditOwedComesBackWhenAnUnreadIDSpendsIt(t *testing.T) {
+	const streamWindow, linkWindow, unreadSize = 256 << 10, 512 << 10, 16 << 10
+	cfg := &Config{Budget: NewBudget(0), StreamWindow: streamWindow, LinkWindow: linkWindow}
+	p := newUnreadPair(t, testTransports[0], cfg, unreadCase{"client-to-unread-server-ID", false, true})
+	l := linkOf(p.srvFast)
+	// The unread ID takes its window and one message's overdraft:
+	// unreadMsgs messages. Owe just less than half the link window (no
+	// credit goes back yet), so that the last of them spends the link's
+	// credit.
+	unreadMsgs := streamWindow/(unreadSize+messageOverhead) + 1
+	target := int64(linkWindow - unreadMsgs*(unreadSize+messageOverhead) + 64)
+	if target >= streamWindow {
+		t.Fatalf("owing %d would return credit before the unread ID spends it", target)
+	}
+	for owed := l.inflow.window.owed.Load(); owed < target; owed = l.inflow.window.owed.Load() {
+		mustSend(t, p.fast, make([]byte, min(16<<10, target-owed-messageOverhead)))
+		mustReceive(t, p.srvFast)
+	}
+	if owed := l.inflow.window.owed.Load(); owed != target {
+		t.Fatalf("owed %d, want %d", owed, target)
+	}
+	if n := fillUntilBlocked(t, p.sendSlow, unreadSize, 2*linkWindow); n != unreadMsgs {
+		t.Fatalf("the unread ID took %d messages, want %d", n, unreadMsgs)
+	}
+	if owed := l.inflow.window.owed.Load(); owed != 0 {
+		t.Fatalf("%d bytes of link credit still owed once the unread ID spent it", owed)
+	}
+	if err := flowThrough(p.fast, p.srvFast, linkWindow, 256); err != nil {
+		t.Fatalf("beside the unread ID, %d bytes: %v", linkWindow, err)
 	}
 }
 

@@ -9,22 +9,23 @@ import (
 
 // TestInflowChargeRefusesOnceTheCreditWasNotPositive checks that a frame
 // is accepted while credit is positive, even one that overdraws it, that
-// the next is refused, and that a grant makes room again.
+// the next is refused, that a grant makes room again, and that charge
+// tells when the credit is spent (the receiver then returns what it owes).
 func TestInflowChargeRefusesOnceTheCreditWasNotPositive(t *testing.T) {
 	type step struct {
 		charge, grant int64
-		ok            bool // charge's answer
+		ok, spent     bool // charge's answers
 	}
 	for _, tc := range []struct {
 		name  string
 		size  int64
 		steps []step
 	}{
-		{"within", 100, []step{{charge: 60, ok: true}, {charge: 39, ok: true}, {charge: 1, ok: true}}},
-		{"spent exactly", 100, []step{{charge: 60, ok: true}, {charge: 40, ok: true}, {charge: 1}}},
-		{"overdrawn once", 100, []step{{charge: 60, ok: true}, {charge: 60, ok: true}, {charge: 1}}},
-		{"no credit", 0, []step{{charge: 1}}},
-		{"granted back", 100, []step{{charge: 150, ok: true}, {grant: 80}, {charge: 30, ok: true}, {charge: 1}}},
+		{"within", 100, []step{{charge: 60, ok: true}, {charge: 39, ok: true}, {charge: 1, ok: true, spent: true}}},
+		{"spent exactly", 100, []step{{charge: 60, ok: true}, {charge: 40, ok: true, spent: true}, {charge: 1, spent: true}}},
+		{"overdrawn once", 100, []step{{charge: 60, ok: true}, {charge: 60, ok: true, spent: true}, {charge: 1, spent: true}}},
+		{"no credit", 0, []step{{charge: 1, spent: true}}},
+		{"granted back", 100, []step{{charge: 150, ok: true, spent: true}, {grant: 80}, {charge: 29, ok: true}, {charge: 1, ok: true, spent: true}, {charge: 1, spent: true}}},
 	} {
 		var f inflow
 		f.init(tc.size, 1)
@@ -34,8 +35,8 @@ func TestInflowChargeRefusesOnceTheCreditWasNotPositive(t *testing.T) {
 		for i, s := range tc.steps {
 			if s.grant != 0 {
 				f.grant(s.grant)
-			} else if ok := f.charge(s.charge); ok != s.ok {
-				t.Errorf("%s: step %d: charge(%d) = %v, want %v", tc.name, i, s.charge, ok, s.ok)
+			} else if ok, spent := f.charge(s.charge); ok != s.ok || spent != s.spent {
+				t.Errorf("%s: step %d: charge(%d) = %v, %v, want %v, %v", tc.name, i, s.charge, ok, spent, s.ok, s.spent)
 			}
 		}
 	}

@@ -429,7 +429,7 @@ func (s *stream) returnCredit(n int64, how controlMode) {
 	if s.state.Load()&streamClosed != 0 {
 		return // a finished record still reads: its credit goes on
 	}
-	if v := s.inflow.window.consumed(n, l.tuning(int64(l.cfg.MaxStreamWindow), nil)); v > 0 {
+	if v := s.inflow.window.consumed(n, l.tuning(int64(l.cfg.MaxStreamWindow), nil), false); v > 0 {
 		s.inflow.grant(v)
 		var fb [maxControlFrame]byte
 		l.queueControl(appendIDControl(fb[:0], frameWindow, s.id, uint32(v)), how)
