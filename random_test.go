@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,10 @@ const (
 	// faultGrace: a probe that starts within this long of a fault on its
 	// socket (reconnects, redials, drained stalls) is not held to probeLimit.
 	faultGrace = time.Second
+	// randomStuck: how long after the run's end its senders may still be
+	// busy (each waits at most 2 s for a Send, but a plain Send waits for
+	// credit as long as it takes).
+	randomStuck = time.Minute
 )
 
 // probeLimit is how long a probe's Send may wait on a socket no fault
@@ -397,8 +402,18 @@ func TestRandomizedUse(t *testing.T) {
 
 	// Wait out the run: senders, faults, probes and churn end at the
 	// deadline; then each echoed ID's last batch must arrive; receivers go
-	// on until their Connection closes.
-	wg.Wait()
+	// on until their Connection closes. A Send that waits for credit that
+	// never comes would keep a sender past the deadline for ever: that
+	// fails the test with the goroutines' stacks.
+	ended := make(chan struct{})
+	go func() { wg.Wait(); close(ended) }()
+	select {
+	case <-ended:
+	case <-time.After(time.Until(deadline) + randomStuck):
+		var stacks strings.Builder
+		pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+		t.Fatalf("senders, probes or churn still busy %v after the run ended:\n%s", randomStuck, stacks.String())
+	}
 	var final sync.WaitGroup
 	for _, check := range finalChecks {
 		final.Go(check)
