@@ -600,10 +600,10 @@ func (l *link) holdQueued(cost int64, hasReader bool) bool {
 
 // consumedLink returns link credit as messages leave the link: in
 // returnStep pieces, and whatever is owed while the peer's credit is spent.
-// Messages held unread (an ID nobody reads, when the Budget cannot hold
-// them) may take up to half the window and never be consumed: waiting for
-// returnStep would then stall every other ID of the link with less than
-// returnStep owed. how is a control* constant: user goroutines may write
+// Messages queued unread at the link's cost (an ID nobody reads, when the
+// Budget has no room for them) may take up to half the window and never
+// be consumed: waiting for returnStep would then stall every other ID of
+// the link with less than returnStep owed. how is a control* constant: user goroutines may write
 // inline or lazily.
 func (l *link) consumedLink(cost int64, how controlMode) {
 	starved := l.inflow.credit.Load() <= 0

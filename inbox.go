@@ -219,7 +219,7 @@ func receive(src source, ctx context.Context, into []byte) (s *stream, m message
 			lend = st != nil && st.lendsTo(into) // the read stopped for it
 		}
 		if st != nil && !lend {
-			st.arrivesBareLocked(into) // a read for itself saw it in isReady
+			st.arrivesBareLocked(into) // it waits with nothing to lend (isReady notes one reading for itself)
 		}
 		w := b.parkLocked()
 		w.canLend = st != nil && !lend && len(into) >= l.cfg.LaneThreshold
