@@ -3,6 +3,7 @@
 package tcpconn
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -106,7 +107,9 @@ func BenchmarkHeader(b *testing.B) {
 }
 
 // rawRoundTrip is the floor: a length-prefixed echo on a plain socket, one
-// write per message, in the same run as the tcpconn numbers.
+// write per message, reads through a bufio.Reader the size of tcpconn's
+// read buffer (so a message is one read call, as in tcpconn), in the same
+// run as the tcpconn numbers.
 func rawRoundTrip(b *testing.B, size int) {
 	ln := listenTCP(b)
 	go func() {
@@ -115,9 +118,10 @@ func rawRoundTrip(b *testing.B, size int) {
 			return
 		}
 		defer conn.Close()
+		rd := bufio.NewReaderSize(conn, readBufferSize)
 		var buf []byte
 		for {
-			if buf, err = rawRead(conn, buf); err != nil {
+			if buf, err = rawRead(rd, buf); err != nil {
 				return
 			}
 			if rawWrite(conn, buf) != nil {
@@ -130,6 +134,7 @@ func rawRoundTrip(b *testing.B, size int) {
 		b.Fatal(err)
 	}
 	defer conn.Close()
+	rd := bufio.NewReaderSize(conn, readBufferSize)
 	msg := make([]byte, size)
 	var buf []byte
 	b.SetBytes(int64(size))
@@ -139,7 +144,7 @@ func rawRoundTrip(b *testing.B, size int) {
 		if err := rawWrite(conn, msg); err != nil {
 			b.Fatal(err)
 		}
-		if buf, err = rawRead(conn, buf); err != nil || len(buf) != size {
+		if buf, err = rawRead(rd, buf); err != nil || len(buf) != size {
 			b.Fatal(err)
 		}
 	}
@@ -153,9 +158,9 @@ func rawWrite(conn net.Conn, msg []byte) error {
 	return err
 }
 
-func rawRead(conn net.Conn, buf []byte) ([]byte, error) {
+func rawRead(rd io.Reader, buf []byte) ([]byte, error) {
 	var hdr [4]byte
-	if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+	if _, err := io.ReadFull(rd, hdr[:]); err != nil {
 		return buf, err
 	}
 	n := int(binary.BigEndian.Uint32(hdr[:]))
@@ -163,7 +168,7 @@ func rawRead(conn net.Conn, buf []byte) ([]byte, error) {
 		buf = make([]byte, n)
 	}
 	buf = buf[:n]
-	_, err := io.ReadFull(conn, buf)
+	_, err := io.ReadFull(rd, buf)
 	return buf, err
 }
 
