@@ -104,10 +104,10 @@ func newFramed(rw io.ReadWriteCloser) *framed {
 
 // rawReadBuffer is raw's read buffer on a plain TCP socket, the size of
 // tcpconn's: a message that arrived whole is read with one read call, its
-// length and payload together, as tcpconn reads it. Unbuffered, raw made a
-// call for the length and another for the payload, a third more read
-// calls per round trip than tcpconn, and so looked slower than it is.
-// (A *tls.Conn buffers a record already.)
+// length and payload together, as tcpconn reads it. Unbuffered, raw would
+// make a call for the length and another for the payload (six read calls
+// per round trip to tcpconn's four) and look slower than it is. A
+// *tls.Conn buffers a record already.
 const rawReadBuffer = 64 << 10
 
 // newRawFramed is raw's framing on sock: reads go through a bufio.Reader
