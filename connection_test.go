@@ -876,6 +876,29 @@ func TestIdleTimeout(t *testing.T) {
 		// A server Connection never comes back.
 		wantErr(t, srv.Send([]byte("x")), ErrIdleTimeout)
 	})
+	t.Run("server in use", func(t *testing.T) {
+		// Use keeps a Connection (the idle timer sees a flag, not a time);
+		// it idles out counted from its last use, never earlier.
+		ln := listenTCP(t)
+		srvSide := make(chan *Connection, 1)
+		serveConns(t, ln, func(conn net.Conn) { srvSide <- WrapConnectionWithID(conn, "busy", idle) })
+		cli := mustDial(t, ln.Addr().String(), WithID("busy"))
+		srv := closeAtCleanup(t, <-srvSide)
+		tick := time.NewTicker(idle / 4) // the pace of use under test, not a synchronization
+		defer tick.Stop()
+		var last time.Time
+		for range 12 { // three idle timeouts long
+			<-tick.C
+			mustSend(t, cli, []byte("tick"))
+			mustReceive(t, srv)
+			last = time.Now()
+		}
+		_, err := srv.ReceiveContext(testContext(t))
+		wantErr(t, err, ErrIdleTimeout)
+		if d := time.Since(last); d < idle {
+			t.Errorf("idled out %v after its last use, before the %v timeout", d, idle)
+		}
+	})
 	t.Run("server after its socket was lost", func(t *testing.T) {
 		// The idle timer still runs on a dead link; when it fires, the
 		// Connection must keep reporting why it died, not the idle timeout.
