@@ -53,6 +53,7 @@ type frameReader struct {
 	// likely large too, and reading the whole buffer would pull most of it
 	// through the buffer, a copy per message.
 	largePayload bool
+	shard        uint8 // of readFree
 }
 
 // smallReadSize is the idle read buffer where the socket cannot be polled
@@ -83,7 +84,7 @@ var errWouldBlock = errors.New("tcpconn: read would block")
 var errPeekTooLarge = errors.New("tcpconn: peek beyond the read buffer")
 
 func newFrameReader(conn io.Reader, tcp *net.TCPConn) *frameReader {
-	fr := &frameReader{conn: conn}
+	fr := &frameReader{conn: conn, shard: chunkShard()}
 	if tcp != nil {
 		fr.raw = rawConnOf(tcp)
 	}
@@ -313,7 +314,7 @@ func (fr *frameReader) grow() {
 	if fr.pooled != nil {
 		return
 	}
-	b := readFree.get()
+	b := readFree.get(fr.shard)
 	b.B = b.B[:cap(b.B)]
 	copy(b.B, fr.buf[fr.r:fr.w])
 	fr.w -= fr.r
@@ -324,7 +325,7 @@ func (fr *frameReader) grow() {
 // release returns the pooled buffer; nothing may be buffered.
 func (fr *frameReader) release() {
 	if fr.pooled != nil {
-		readFree.put(fr.pooled)
+		readFree.put(fr.shard, fr.pooled)
 	}
 	fr.buf, fr.pooled = nil, nil
 	fr.r, fr.w = 0, 0

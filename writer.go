@@ -56,7 +56,8 @@ type writeBatch struct {
 	msgs    uint64
 	bulk    uint64 // of msgs, those of LaneThreshold bytes or more (smallTrafficLocked)
 	payload uint64
-	parts   bool // carries parts of a message in parts (adaptBurst)
+	parts   bool  // carries parts of a message in parts (adaptBurst)
+	shard   uint8 // of gatherFree
 }
 
 // writeReq is a sender waiting for its large frame, or its message in
@@ -97,7 +98,7 @@ func (b *writeBatch) appendCopy(hdr, data []byte) {
 			// InitialWindow is copied: a buffer of its own, not pooled.
 			b.tail = &byteBuffer{B: make([]byte, 0, n)}
 		} else {
-			b.tail = gatherFree.get()
+			b.tail = gatherFree.get(b.shard)
 		}
 		b.owned = append(b.owned, b.tail)
 		b.segs = append(b.segs, nil)
@@ -127,12 +128,12 @@ func (b *writeBatch) finish(err error) {
 		r.done <- struct{}{}
 	}
 	for _, o := range b.owned {
-		gatherFree.put(o)
+		gatherFree.put(b.shard, o)
 	}
 	clear(b.segs) // do not pin callers' payloads
 	clear(b.waiters)
 	clear(b.owned)
-	*b = writeBatch{segs: b.segs[:0], owned: b.owned[:0], waiters: b.waiters[:0]}
+	*b = writeBatch{segs: b.segs[:0], owned: b.owned[:0], waiters: b.waiters[:0], shard: b.shard}
 }
 
 // send queues one data frame for s once credit allows. owner is the inbox
@@ -483,12 +484,13 @@ func (l *link) flush() { l.flushing(false) }
 
 func (l *link) flushing(behind bool) {
 	yielded := false
+	l.wq.mu.Lock()
 	for {
-		l.wq.mu.Lock()
 		if behind && !yielded && l.wq.wb.size < behindBatch && l.token.parked.Load() > behindParked {
 			yielded = true
 			l.wq.mu.Unlock()
 			runtime.Gosched()
+			l.wq.mu.Lock()
 			continue
 		}
 		yielded = false
@@ -525,26 +527,22 @@ func (l *link) flushing(behind bool) {
 			start = nanotime()
 		}
 		err := l.writeOut(b)
+		var took int64
 		if b.parts {
-			l.adaptBurst(nanotime() - start)
+			took = nanotime() - start
 		}
 		if err != nil {
 			l.fail(writeFailure(err))
 			err = l.linkError()
 		}
+		parts := b.parts
 		b.finish(err)
-		l.wq.mu.Lock()
+		l.wq.mu.Lock() // held on into the next turn: one lock a batch
+		if parts {
+			l.sched.adapt(took, l.cfg.FrameSize)
+		}
 		l.wq.recycleLocked(b)
-		l.wq.mu.Unlock()
 	}
-}
-
-// adaptBurst sizes the next bursts of parts by how fast the last one was
-// written.
-func (l *link) adaptBurst(took int64) {
-	l.wq.mu.Lock()
-	l.sched.adapt(took, l.cfg.FrameSize)
-	l.wq.mu.Unlock()
 }
 
 // writeOut writes b on the link's socket.
@@ -561,8 +559,9 @@ func writeSegments(conn net.Conn, tcp *net.TCPConn, segs *net.Buffers) error {
 		_, err := segs.WriteTo(conn)
 		return err
 	}
-	g := gatherFree.get()
-	defer gatherFree.put(g)
+	shard := chunkShard()
+	g := gatherFree.get(shard)
+	defer gatherFree.put(shard, g)
 	for _, seg := range *segs {
 		if len(g.B) > 0 && len(g.B)+len(seg) > gatherChunk {
 			if _, err := conn.Write(g.B); err != nil {
@@ -600,7 +599,7 @@ func (l *link) failWrites(err error) {
 	}
 	l.wq.wakeCreditLocked()
 	b := l.wq.wb
-	l.wq.wb = &writeBatch{}
+	l.wq.wb = &writeBatch{shard: b.shard}
 	bulk := l.sched.bulk
 	l.sched.bulk = nil
 	l.wq.mu.Unlock()
