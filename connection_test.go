@@ -203,6 +203,42 @@ func TestReceiveAppendDoesNotAllocate(t *testing.T) {
 	}
 }
 
+// TestReceiveReturnsItsOwnSlice: a message Receive returns is the
+// caller's, whether the call read it for itself (a small one straight into
+// a new slice of its size) or took it from the queue: no later message, of
+// any size, changes it. Over every transport, named and catch-all.
+func TestReceiveReturnsItsOwnSlice(t *testing.T) {
+	sizes := []int{0, 1, 100, 1 << 10, smallMessageLimit, smallMessageLimit + 1, 70 << 10}
+	forEachTransport(t, func(t *testing.T, tr testTransport) {
+		for _, id := range []string{"own", ""} {
+			t.Run(fmt.Sprintf("id=%q", id), func(t *testing.T) {
+				ln, cfg := tr.listen(t, nil)
+				serveEcho(t, ln)
+				c := openClient(t, ln.Addr().String(), cfg, id)
+				var got, want [][]byte
+				for i, n := range sizes { // round trips: the answer is read by its receiver
+					msg := pattern(n, byte(i))
+					mustSend(t, c, msg)
+					got, want = append(got, recvWithin(t, c, testTimeout)), append(want, msg)
+				}
+				for i, n := range sizes { // in flight together: some wait in the queue
+					msg := pattern(n, byte(100+i))
+					mustSend(t, c, msg)
+					want = append(want, msg)
+				}
+				for range sizes {
+					got = append(got, recvWithin(t, c, testTimeout))
+				}
+				for i := range want {
+					if !bytes.Equal(got[i], want[i]) {
+						t.Fatalf("message #%d (%d bytes) changed after later ones arrived: %d bytes, other bytes", i, len(want[i]), len(got[i]))
+					}
+				}
+			})
+		}
+	})
+}
+
 // ---- every method is safe for concurrent use ----
 
 // numbered is message seq of sender g: [g u16][seq u32] then a body

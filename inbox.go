@@ -168,10 +168,10 @@ func isReady(src source, buf []byte) bool {
 // does too where reads can be made not to wait (Linux TCP), for what has
 // arrived: only waiting for the socket is left to the background reader,
 // whose hand-off would otherwise cost a stream of messages half its speed.
-// into is the spare capacity of a ReceiveAppend caller's buffer, or nil:
-// the message may then be read there (inPlace: it is not ours to release;
+// into is where the caller wants its message (dest): when the caller reads
+// for itself it may be read there (inPlace: it is not ours to release;
 // readInto).
-func receive(src source, ctx context.Context, into []byte) (s *stream, m message, inPlace bool, err error) {
+func receive(src source, ctx context.Context, into dest) (s *stream, m message, inPlace bool, err error) {
 	b := src.box()
 	l := b.link
 	cancel := ctx.Done()
@@ -199,7 +199,7 @@ func receive(src source, ctx context.Context, into []byte) (s *stream, m message
 			b.mu.Unlock()
 			return nil, message{}, false, errCanceled
 		}
-		lend := st != nil && st.lendsTo(into)
+		lend := st != nil && st.lendsTo(into.buf)
 		if (blocking || tryNoWait) && !l.failed() && !lend {
 			b.mu.Unlock()
 			from, m, did, wouldBlock := l.readDirect(src, into, cancel, blocking)
@@ -216,15 +216,15 @@ func receive(src source, ctx context.Context, into []byte) (s *stream, m message
 				b.mu.Unlock()
 				continue
 			}
-			lend = st != nil && st.lendsTo(into) // the read stopped for it
+			lend = st != nil && st.lendsTo(into.buf) // the read stopped for it
 		}
 		if st != nil && !lend {
-			st.arrivesBareLocked(into) // it waits with nothing to lend (isReady notes one reading for itself)
+			st.arrivesBareLocked(into.buf) // it waits with nothing to lend (isReady notes one reading for itself)
 		}
 		w := b.parkLocked()
-		w.canLend = st != nil && !lend && len(into) >= l.cfg.LaneThreshold
+		w.canLend = st != nil && !lend && len(into.buf) >= l.cfg.LaneThreshold
 		if lend {
-			st.offerLocked(w, into)
+			st.offerLocked(w, into.buf)
 		}
 		b.mu.Unlock()
 		switch {

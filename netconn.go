@@ -144,7 +144,7 @@ func (s *streamConn) Read(p []byte) (int, error) {
 		if len(p) < interruptibleReadMin {
 			rctx = parkedContext{ctx}
 		}
-		_, m, inPlace, err := s.c.receive(rctx, p)
+		_, m, inPlace, err := s.c.receive(rctx, dest{buf: p})
 		if err != nil {
 			return 0, s.readFailed(err)
 		}

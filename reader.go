@@ -171,7 +171,7 @@ func (l *link) wakeReader() bool {
 // unless blocking: whoever closes cancel then calls interruptDirect
 // (interruptible). Otherwise it reads only what has arrived (noWait);
 // wouldBlock: it stopped for want of bytes.
-func (l *link) readDirect(src source, into []byte, cancel <-chan struct{}, blocking bool) (from *stream, m message, did, wouldBlock bool) {
+func (l *link) readDirect(src source, into dest, cancel <-chan struct{}, blocking bool) (from *stream, m message, did, wouldBlock bool) {
 	l.flushLazy()
 	if !l.token.mu.TryLock() {
 		return nil, message{}, false, false
@@ -183,8 +183,8 @@ func (l *link) readDirect(src source, into []byte, cancel <-chan struct{}, block
 	l.token.direct.Store(true)
 	noWait := !blocking
 	l.reading.br.noWait = noWait
-	if len(into) > 0 {
-		l.reading.into = readInto{src: src, buf: into}
+	if len(into.buf) > 0 || into.fresh {
+		l.reading.into = readInto{src: src, buf: into.buf, fresh: into.fresh}
 	}
 	heard := l.keepAlive.heard.Load()
 	from, m, err := l.readUntil(src, cancel)
@@ -204,11 +204,22 @@ func (l *link) readDirect(src source, into []byte, cancel <-chan struct{}, block
 // holder, and endDirect undoes it before the token goes: the receiver's
 // memory is written by nobody else, and never after its call returned.
 type readInto struct {
-	src  source
-	buf  []byte
-	part *partial // the message in parts being read into buf, if any
-	from *stream  // the record of the message read into buf, once complete
-	m    message
+	src   source
+	buf   []byte
+	fresh bool     // src's receiver takes a new slice of the message's size (dest)
+	part  *partial // the message in parts being read into buf, if any
+	from  *stream  // the record of the message read into buf, once complete
+	m     message
+}
+
+// dest is where a receiver reading for itself wants its next message:
+// buf, the spare capacity of a ReceiveAppend caller's buffer; or, with
+// fresh, a new slice of the message's size, for a Receive, whose caller
+// gets a new slice anyway: read straight into it, a small message skips
+// a pooled buffer and a copy.
+type dest struct {
+	buf   []byte
+	fresh bool
 }
 
 // inPlaceFor returns the receiver's buffer (readInto) for a message of n
@@ -216,7 +227,8 @@ type readInto struct {
 // ours. The buffer is the receiver's, never to be released.
 func (l *link) inPlaceFor(s *stream, n int) (m message, ok bool) {
 	in := &l.reading.into
-	if s == nil || n > len(in.buf) {
+	fresh := in.fresh && n <= smallMessageLimit // a data frame the windows admitted, never a claim of megabytes
+	if s == nil || n > len(in.buf) && !fresh {
 		return message{}, false
 	}
 	ok = in.src == source(s)
@@ -228,8 +240,12 @@ func (l *link) inPlaceFor(s *stream, n int) (m message, ok bool) {
 	if !ok {
 		return message{}, false
 	}
-	m = message{data: in.buf[:n:n]}
-	in.buf = nil // one message per call
+	if fresh {
+		m = message{data: make([]byte, n)}
+	} else {
+		m = message{data: in.buf[:n:n]}
+	}
+	in.buf, in.fresh = nil, false // one message per call
 	return m, true
 }
 

@@ -685,11 +685,11 @@ func (c *Connection) ReceiveContext(ctx context.Context) ([]byte, error) {
 // ReceiveFrom returns the next message and the ID it was sent with (for a
 // catch-all, the logical connection it came from).
 func (c *Connection) ReceiveFrom(ctx context.Context) (string, []byte, error) {
-	from, m, _, err := c.receive(ctx, nil)
+	from, m, inPlace, err := c.receive(ctx, dest{fresh: true})
 	if err != nil {
 		return "", nil, err
 	}
-	if len(m.data) > smallMessageLimit {
+	if inPlace || len(m.data) > smallMessageLimit {
 		return from, m.data, nil // ownership passes to the caller
 	}
 	out := make([]byte, len(m.data))
@@ -708,7 +708,7 @@ func (c *Connection) ReceiveFrom(ctx context.Context) (string, []byte, error) {
 // lanes"). So the bytes of dst beyond len(dst) may be overwritten even by
 // a call that returns an error, but never after it returned.
 func (c *Connection) ReceiveAppend(ctx context.Context, dst []byte) ([]byte, error) {
-	_, m, inPlace, err := c.receive(ctx, dst[len(dst):cap(dst)])
+	_, m, inPlace, err := c.receive(ctx, dest{buf: dst[len(dst):cap(dst)]})
 	if err != nil {
 		return dst, err
 	}
@@ -720,9 +720,10 @@ func (c *Connection) ReceiveAppend(ctx context.Context, dst []byte) ([]byte, err
 	return dst, nil
 }
 
-// receive takes the next message; into is the spare capacity it may be
-// read into (ReceiveAppend), or nil; inPlace: m.data is part of into.
-func (c *Connection) receive(ctx context.Context, into []byte) (id string, m message, inPlace bool, err error) {
+// receive takes the next message; into is where it may be read (dest);
+// inPlace: m.data is part of into.buf, or the new slice into.fresh asked
+// for.
+func (c *Connection) receive(ctx context.Context, into dest) (id string, m message, inPlace bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return "", message{}, false, err
 	}
