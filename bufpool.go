@@ -5,7 +5,6 @@ package tcpconn
 import (
 	"math/bits"
 	"sync"
-	"sync/atomic"
 
 	"github.com/valyala/bytebufferpool"
 )
@@ -156,16 +155,13 @@ func (f *freeList[T]) tryGet() (v T, ok bool) {
 	return v, ok
 }
 
-// put keeps v if there is room and reports whether it did; v must not be
-// touched afterwards if so.
-func (f *freeList[T]) put(v T) bool {
+// put keeps v if there is room; v must not be touched afterwards.
+func (f *freeList[T]) put(v T) {
 	f.mu.Lock()
-	kept := len(f.items) < cap(f.items)
-	if kept {
+	if len(f.items) < cap(f.items) {
 		f.items = append(f.items, v)
 	}
 	f.mu.Unlock()
-	return kept
 }
 
 // Gather buffers coalesce small frames for one writev, and whole batches
@@ -174,66 +170,28 @@ func (f *freeList[T]) put(v T) bool {
 // it calibrates to the usual (small) size and drops larger buffers, so a
 // stream of sends would regrow a 64 KiB buffer by doubling on every flush
 // (SendOnly1KB: 4.4 KB allocated per message after a round-trip workload;
-// PERFORMANCE.md, "Design choices and their measured cost").
-//
-// chunkList keeps them in chunkShards free lists, each link drawing on one
-// (chunkShard). A round trip takes and returns a read and a gather buffer
-// on each side: with one list for the process, its lock's cache line
-// moved between the client's and the server's cores four times a round
-// trip (0.3 µs of a 100 B round trip on loopback); links on different
-// shards share no line. Not a sync.Pool: a garbage collection empties it,
-// and where collections come every few messages (1 MiB messages through
-// Receive) that cost a 64 KiB buffer per message. A shard that runs dry
-// borrows from the others before allocating, and a full one passes a
-// buffer on (a streaming sender holds a dozen). Bounded: chunkShards *
-// chunkShardDepth buffers per list.
-const (
-	chunkShards     = 8
-	chunkShardDepth = 4
-)
+// PERFORMANCE.md, "Design choices and their measured cost"). Bounded:
+// gatherFreeDepth buffers are kept.
+const gatherFreeDepth = 16
 
-type chunkList [chunkShards]struct {
-	free *freeList[*byteBuffer]
-	_    [56]byte // one cache line each
-}
+// chunkList is a free list of buffers of capacity gatherChunk.
+type chunkList struct{ free *freeList[*byteBuffer] }
 
-func newChunkList() *chunkList {
-	var f chunkList
-	for i := range f {
-		f[i].free = newFreeList[*byteBuffer](chunkShardDepth)
-	}
-	return &f
-}
-
-// chunkShardNext hands out shards round robin.
-var chunkShardNext atomic.Uint32
-
-// chunkShard is the shard of a new link's reader or write queue.
-func chunkShard() uint8 { return uint8(chunkShardNext.Add(1) % chunkShards) }
-
-// get returns an empty buffer of capacity gatherChunk, from shard if it
-// has one, else from the others.
-func (f *chunkList) get(shard uint8) *byteBuffer {
-	for i := range uint8(chunkShards) {
-		if b, ok := f[(shard+i)%chunkShards].free.tryGet(); ok {
-			return b
-		}
+// get returns an empty buffer of capacity gatherChunk.
+func (f chunkList) get() *byteBuffer {
+	if b, ok := f.free.tryGet(); ok {
+		return b
 	}
 	return &byteBuffer{B: make([]byte, 0, gatherChunk)}
 }
 
-// put keeps b for reuse, in shard if it has room, else in another;
-// b must not be touched afterwards.
-func (f *chunkList) put(shard uint8, b *byteBuffer) {
+// put keeps b for reuse; b must not be touched afterwards.
+func (f chunkList) put(b *byteBuffer) {
 	if cap(b.B) != gatherChunk {
 		return // grown past its class: let it go
 	}
 	b.B = b.B[:0]
-	for i := range uint8(chunkShards) {
-		if f[(shard+i)%chunkShards].free.put(b) {
-			return
-		}
-	}
+	f.free.put(b)
 }
 
 // Read buffers (frameReader) are the same 64 KiB class in a list of their
@@ -241,8 +199,8 @@ func (f *chunkList) put(shard uint8, b *byteBuffer) {
 // the gather buffers, which a streaming sender holds by the dozen, the
 // list would run dry (RecvOnly1KB: 124 B allocated per message).
 var (
-	gatherFree = newChunkList()
-	readFree   = newChunkList()
+	gatherFree = chunkList{newFreeList[*byteBuffer](gatherFreeDepth)}
+	readFree   = chunkList{newFreeList[*byteBuffer](gatherFreeDepth)}
 )
 
 type byteBuffer = bytebufferpool.ByteBuffer

@@ -44,32 +44,3 @@ func TestFreeListKeepsAtMostItsDepth(t *testing.T) {
 		t.Fatalf("tryGet on an empty list = %d, true", v)
 	}
 }
-
-// TestChunkListShards: a shard that runs dry borrows from the others, a
-// full one passes buffers on, the list keeps at most chunkShards *
-// chunkShardDepth buffers, and a buffer grown past gatherChunk is let go.
-func TestChunkListShards(t *testing.T) {
-	f := newChunkList()
-	const total = chunkShards * chunkShardDepth
-	kept := make(map[*byteBuffer]bool)
-	for range total + 3 { // all into shard 0: the rest spill over
-		b := &byteBuffer{B: make([]byte, 10, gatherChunk)}
-		kept[b] = true
-		f.put(0, b)
-	}
-	f.put(0, &byteBuffer{B: make([]byte, 0, 2*gatherChunk)}) // grown: dropped
-	reused := 0
-	for i := range total + 3 {
-		b := f.get(uint8(i % 3)) // from any shard
-		if len(b.B) != 0 || cap(b.B) != gatherChunk {
-			t.Fatalf("get = len %d cap %d; want an empty buffer of capacity %d", len(b.B), cap(b.B), gatherChunk)
-		}
-		if kept[b] {
-			reused++
-			delete(kept, b)
-		}
-	}
-	if reused != total {
-		t.Fatalf("%d buffers came back of %d put; want the list's bound, %d", reused, total+3, total)
-	}
-}

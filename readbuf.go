@@ -53,7 +53,6 @@ type frameReader struct {
 	// likely large too, and reading the whole buffer would pull most of it
 	// through the buffer, a copy per message.
 	largePayload bool
-	shard        uint8 // of readFree
 }
 
 // smallReadSize is the idle read buffer where the socket cannot be polled
@@ -84,7 +83,7 @@ var errWouldBlock = errors.New("tcpconn: read would block")
 var errPeekTooLarge = errors.New("tcpconn: peek beyond the read buffer")
 
 func newFrameReader(conn io.Reader, tcp *net.TCPConn) *frameReader {
-	fr := &frameReader{conn: conn, shard: chunkShard()}
+	fr := &frameReader{conn: conn}
 	if tcp != nil {
 		fr.raw = rawConnOf(tcp)
 	}
@@ -314,7 +313,7 @@ func (fr *frameReader) grow() {
 	if fr.pooled != nil {
 		return
 	}
-	b := readFree.get(fr.shard)
+	b := readFree.get()
 	b.B = b.B[:cap(b.B)]
 	copy(b.B, fr.buf[fr.r:fr.w])
 	fr.w -= fr.r
@@ -325,7 +324,7 @@ func (fr *frameReader) grow() {
 // release returns the pooled buffer; nothing may be buffered.
 func (fr *frameReader) release() {
 	if fr.pooled != nil {
-		readFree.put(fr.shard, fr.pooled)
+		readFree.put(fr.pooled)
 	}
 	fr.buf, fr.pooled = nil, nil
 	fr.r, fr.w = 0, 0

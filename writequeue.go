@@ -32,10 +32,7 @@ type writeQueue struct {
 	wv          net.Buffers   // the writer's; consumed by WriteTo
 }
 
-func (q *writeQueue) init() {
-	shard := chunkShard()
-	q.wb, q.spare = &writeBatch{shard: shard}, &writeBatch{shard: shard}
-}
+func (q *writeQueue) init() { q.wb, q.spare = &writeBatch{}, &writeBatch{} }
 
 // sealedLocked reports whether nothing more may be queued: the link
 // failed, close queued its GOAWAY, or the socket is changing hands (its

@@ -56,8 +56,7 @@ type writeBatch struct {
 	msgs    uint64
 	bulk    uint64 // of msgs, those of LaneThreshold bytes or more (smallTrafficLocked)
 	payload uint64
-	parts   bool  // carries parts of a message in parts (adaptBurst)
-	shard   uint8 // of gatherFree
+	parts   bool // carries parts of a message in parts (adaptBurst)
 }
 
 // writeReq is a sender waiting for its large frame, or its message in
@@ -98,7 +97,7 @@ func (b *writeBatch) appendCopy(hdr, data []byte) {
 			// InitialWindow is copied: a buffer of its own, not pooled.
 			b.tail = &byteBuffer{B: make([]byte, 0, n)}
 		} else {
-			b.tail = gatherFree.get(b.shard)
+			b.tail = gatherFree.get()
 		}
 		b.owned = append(b.owned, b.tail)
 		b.segs = append(b.segs, nil)
@@ -128,12 +127,12 @@ func (b *writeBatch) finish(err error) {
 		r.done <- struct{}{}
 	}
 	for _, o := range b.owned {
-		gatherFree.put(b.shard, o)
+		gatherFree.put(o)
 	}
 	clear(b.segs) // do not pin callers' payloads
 	clear(b.waiters)
 	clear(b.owned)
-	*b = writeBatch{segs: b.segs[:0], owned: b.owned[:0], waiters: b.waiters[:0], shard: b.shard}
+	*b = writeBatch{segs: b.segs[:0], owned: b.owned[:0], waiters: b.waiters[:0]}
 }
 
 // send queues one data frame for s once credit allows. owner is the inbox
@@ -559,9 +558,8 @@ func writeSegments(conn net.Conn, tcp *net.TCPConn, segs *net.Buffers) error {
 		_, err := segs.WriteTo(conn)
 		return err
 	}
-	shard := chunkShard()
-	g := gatherFree.get(shard)
-	defer gatherFree.put(shard, g)
+	g := gatherFree.get()
+	defer gatherFree.put(g)
 	for _, seg := range *segs {
 		if len(g.B) > 0 && len(g.B)+len(seg) > gatherChunk {
 			if _, err := conn.Write(g.B); err != nil {
@@ -599,7 +597,7 @@ func (l *link) failWrites(err error) {
 	}
 	l.wq.wakeCreditLocked()
 	b := l.wq.wb
-	l.wq.wb = &writeBatch{shard: b.shard}
+	l.wq.wb = &writeBatch{}
 	bulk := l.sched.bulk
 	l.sched.bulk = nil
 	l.wq.mu.Unlock()
