@@ -160,7 +160,7 @@ func (l *link) readData(h frameHeader) (bool, error) {
 	l.reading.br.Discard(h.size)
 	m, inPlace := l.inPlaceFor(s, int(n))
 	if !inPlace {
-		m = newPayload(int(n))
+		m = payloadFor(s, int(n))
 	}
 	l.reading.pend = pendingData{active: true, inPlace: inPlace, s: s, end: int(n), total: int(n), cost: cost, m: m}
 	return l.readPending()
@@ -205,6 +205,17 @@ func (s *stream) charge(frame string, cost int64) error {
 // pooled one; when none is large enough, a slice that grows with the bytes
 // that actually arrive, so a header claiming a huge message cannot make us
 // allocate it up front.
+// payloadFor returns the buffer a data frame of n bytes for s is read into
+// when its receiver does not read it in place: a new slice of its size
+// for a receiver that calls Receive (stream.fresh), which takes it without
+// a copy; else one of ours.
+func payloadFor(s *stream, n int) message {
+	if s != nil && n <= smallMessageLimit && s.fresh.Load() {
+		return message{data: make([]byte, n)}
+	}
+	return newPayload(n)
+}
+
 func newPayload(n int) message {
 	var m message
 	m.data, m.pooled = getPayload(n)

@@ -183,6 +183,9 @@ func receive(src source, ctx context.Context, into dest) (s *stream, m message, 
 		defer l.token.noWaitReceivers.Add(-1)
 	}
 	st, _ := src.(*stream) // a stream's own receiver may lend into to the lane
+	if st != nil && st.fresh.Load() != into.fresh {
+		st.fresh.Store(into.fresh)
+	}
 	for {
 		b.mu.Lock()
 		if s, m, ok := src.popLocked(); ok {

@@ -689,8 +689,8 @@ func (c *Connection) ReceiveFrom(ctx context.Context) (string, []byte, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	if inPlace || len(m.data) > smallMessageLimit {
-		return from, m.data, nil // ownership passes to the caller
+	if inPlace || m.pooled == nil {
+		return from, m.data, nil // a slice of its own (payloadFor, or large): ownership passes to the caller
 	}
 	out := make([]byte, len(m.data))
 	copy(out, m.data)
