@@ -57,15 +57,15 @@ type stream struct {
 	// when they were queued, reserved from the Budget until consumed
 	// (holdQueued).
 	held    atomic.Int64
-	inflow  inflow      // what the peer may send on this ID
-	outflow outflow     // what this side has sent of the peer's window for it; guarded by link.wq.mu
-	inParts bool        // a message in parts or on the lane is being queued; guarded by link.wq.mu
+	inflow  inflow  // what the peer may send on this ID
+	outflow outflow // what this side has sent of the peer's window for it; guarded by link.wq.mu
+	inParts bool    // a message in parts or on the lane is being queued; guarded by link.wq.mu
 	// fresh: its owner's last receive call was a Receive, which hands the
 	// caller a new slice: a small message queued here is read into one of
 	// its size (payloadFor), and handed over as it is.
 	fresh atomic.Bool
-	order   laneOrder   // messages held behind one on the bulk lane; guarded by mu
-	loan    *bufferLoan // a receiver's buffer lent to the lane (laneloan.go); guarded by mu
+	order laneOrder   // messages held behind one on the bulk lane; guarded by mu
+	loan  *bufferLoan // a receiver's buffer lent to the lane (laneloan.go); guarded by mu
 }
 
 // message is one received payload; pooled is non-nil when data aliases a

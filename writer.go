@@ -57,6 +57,10 @@ type writeBatch struct {
 	bulk    uint64 // of msgs, those of LaneThreshold bytes or more (smallTrafficLocked)
 	payload uint64
 	parts   bool // carries parts of a message in parts (adaptBurst)
+	// unstamped: it holds messages queued behind a write in progress,
+	// which read no clock; the writer stamps sched.smallAt for them when
+	// it takes the batch (one clock read a batch, not one a message).
+	unstamped bool
 }
 
 // writeReq is a sender waiting for its large frame, or its message in
@@ -222,14 +226,17 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte, 
 		l.wq.wb.bulk++
 	}
 	l.wq.wb.payload += uint64(len(data))
+	copied := !hello || len(data) <= copyLimit && l.wq.wb.size < queueLimit && !(byRef && len(data) >= refMin)
+	if copied && l.wq.busy {
+		l.wq.wb.appendCopy(hdr, data)
+		l.wq.wb.unstamped = true
+		l.wq.mu.Unlock() // the writer in progress takes it along
+		return nil
+	}
 	now := nanotime()
 	l.sched.smallAt = now
-	if !hello || len(data) <= copyLimit && l.wq.wb.size < queueLimit && !(byRef && len(data) >= refMin) {
+	if copied {
 		l.wq.wb.appendCopy(hdr, data)
-		if l.wq.busy {
-			l.wq.mu.Unlock() // the writer in progress takes it along
-			return nil
-		}
 		l.wq.busy = true
 		if !hello || now-l.wq.lastFlush < int64(streamingGap) {
 			// Sends are coming back to back: write behind, so the next
@@ -494,6 +501,9 @@ func (l *link) flushing(behind bool) {
 		}
 		yielded = false
 		b := l.wq.takeLocked()
+		if b != nil && b.unstamped {
+			l.sched.smallAt = nanotime()
+		}
 		if b != nil && !l.takePartLocked(b) && b.empty() {
 			l.wq.putBackLocked(b) // nothing to write
 			b = nil
