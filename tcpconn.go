@@ -669,8 +669,9 @@ func (c *Connection) sendTo(ctx context.Context, to *string, data []byte) error 
 	return nil
 }
 
-// Receive returns the next message. It blocks until one arrives, the
-// connection is closed or idles out, or the socket is lost.
+// Receive returns the next message in a new slice of its own, which the
+// caller keeps. It blocks until one arrives, the connection is closed or
+// idles out, or the socket is lost. To reuse a buffer, use ReceiveAppend.
 func (c *Connection) Receive() ([]byte, error) {
 	return c.ReceiveContext(context.Background())
 }
