@@ -173,61 +173,75 @@ func rawRead(rd io.Reader, buf []byte) ([]byte, error) {
 }
 
 // BenchmarkMux measures 1 KiB round trips from many logical connections on
-// one socket, each served by its own WrapConnectionWithID goroutine.
+// one socket, each served by its own WrapConnectionWithID goroutine, or
+// (server=catch-all) all by one WrapConnection catch-all that answers
+// each message with Send, as the original TCP-Conn's servers do.
 func BenchmarkMux(b *testing.B) {
 	for _, n := range []int{16, 256} {
-		b.Run(fmt.Sprintf("conns=%d", n), func(b *testing.B) {
-			ln := listenTCP(b)
+		for _, catchAll := range []bool{false, true} {
+			name := fmt.Sprintf("conns=%d", n)
+			if catchAll {
+				name += "/server=catch-all"
+			}
+			b.Run(name, func(b *testing.B) { benchMux(b, n, catchAll) })
+		}
+	}
+}
+
+func benchMux(b *testing.B, n int, catchAll bool) {
+	ln := listenTCP(b)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		if catchAll {
+			go echoLoop(WrapConnection(conn, 0))
+			return
+		}
+		for i := 0; i < n; i++ {
+			s := WrapConnectionWithID(conn, fmt.Sprint("m", i), 0)
 			go func() {
-				conn, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				for i := 0; i < n; i++ {
-					s := WrapConnectionWithID(conn, fmt.Sprint("m", i), 0)
-					go func() {
-						defer s.Close()
-						for {
-							data, err := s.Receive()
-							if err != nil || s.Send(data) != nil {
-								return
-							}
-						}
-					}()
+				defer s.Close()
+				for {
+					data, err := s.Receive()
+					if err != nil || s.Send(data) != nil {
+						return
+					}
 				}
 			}()
-			conns := make([]*Connection, n)
-			for i := range conns {
-				conns[i] = NewConnectionWithID(ln.Addr().String(), fmt.Sprint("m", i), 0)
-				defer conns[i].Close()
-			}
-			msg := make([]byte, 1<<10)
-			b.SetBytes(int64(len(msg)))
-			b.ReportAllocs()
-			b.ResetTimer()
-			var wg sync.WaitGroup
-			per := b.N/n + 1
-			for _, c := range conns {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					buf := make([]byte, 0, len(msg))
-					for i := 0; i < per; i++ {
-						if err := c.Send(msg); err != nil {
-							b.Error(err)
-							return
-						}
-						var err error
-						if buf, err = c.ReceiveAppend(context.Background(), buf[:0]); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-		})
+		}
+	}()
+	conns := make([]*Connection, n)
+	for i := range conns {
+		conns[i] = NewConnectionWithID(ln.Addr().String(), fmt.Sprint("m", i), 0)
+		defer conns[i].Close()
 	}
+	msg := make([]byte, 1<<10)
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	per := b.N/n + 1
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 0, len(msg))
+			for i := 0; i < per; i++ {
+				if err := c.Send(msg); err != nil {
+					b.Error(err)
+					return
+				}
+				var err error
+				if buf, err = c.ReceiveAppend(context.Background(), buf[:0]); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // BenchmarkSocketBuffers streams 64 KiB messages one way with the kernel's
