@@ -915,12 +915,13 @@ func TestIdleTimeout(t *testing.T) {
 	t.Run("server in use", func(t *testing.T) {
 		// Use keeps a Connection (the idle timer sees a flag, not a time);
 		// it idles out counted from its last use, never earlier.
+		const busyIdle = 2 * idle // a use comes late only after a stall of most of it
 		ln := listenTCP(t)
 		srvSide := make(chan *Connection, 1)
-		serveConns(t, ln, func(conn net.Conn) { srvSide <- WrapConnectionWithID(conn, "busy", idle) })
+		serveConns(t, ln, func(conn net.Conn) { srvSide <- WrapConnectionWithID(conn, "busy", busyIdle) })
 		cli := mustDial(t, ln.Addr().String(), WithID("busy"))
 		srv := closeAtCleanup(t, <-srvSide)
-		tick := time.NewTicker(idle / 4) // the pace of use under test, not a synchronization
+		tick := time.NewTicker(busyIdle / 4) // the pace of use under test, not a synchronization
 		defer tick.Stop()
 		var last time.Time
 		for range 12 { // three idle timeouts long
@@ -931,8 +932,8 @@ func TestIdleTimeout(t *testing.T) {
 		}
 		_, err := srv.ReceiveContext(testContext(t))
 		wantErr(t, err, ErrIdleTimeout)
-		if d := time.Since(last); d < idle {
-			t.Errorf("idled out %v after its last use, before the %v timeout", d, idle)
+		if d := time.Since(last); d < busyIdle {
+			t.Errorf("idled out %v after its last use, before the %v timeout", d, busyIdle)
 		}
 	})
 	t.Run("server after its socket was lost", func(t *testing.T) {

@@ -201,10 +201,6 @@ func (s *stream) charge(frame string, cost int64) error {
 	return nil
 }
 
-// newPayload returns the buffer a message of n bytes is read into: a
-// pooled one; when none is large enough, a slice that grows with the bytes
-// that actually arrive, so a header claiming a huge message cannot make us
-// allocate it up front.
 // payloadFor returns the buffer a data frame of n bytes for s is read into
 // when its receiver does not read it in place: a new slice of its size
 // for a receiver that calls Receive (stream.fresh), which takes it without
@@ -216,6 +212,10 @@ func payloadFor(s *stream, n int) message {
 	return newPayload(n)
 }
 
+// newPayload returns the buffer a message of n bytes is read into: a
+// pooled one; when none is large enough, a slice that grows with the bytes
+// that actually arrive, so a header claiming a huge message cannot make us
+// allocate it up front.
 func newPayload(n int) message {
 	var m message
 	m.data, m.pooled = getPayload(n)
