@@ -149,17 +149,15 @@ func (b *inbox) error() error {
 // lent to the lane (lendsTo).
 func isReady(src source, buf []byte) bool {
 	b := src.box()
-	b.mu.Lock() // no defer: this runs once per frame a receiver reads for itself
-	st, _ := src.(*stream)
-	ready := st != nil && st.lendsTo(buf)
-	if !ready {
-		if st != nil {
-			st.arrivesBareLocked(buf) // reading for itself, it learnt its next message is on the lane
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if st, ok := src.(*stream); ok {
+		if st.lendsTo(buf) {
+			return true
 		}
-		ready = src.hasMessageLocked() || b.err != nil
+		st.arrivesBareLocked(buf) // reading for itself, it learnt its next message is on the lane
 	}
-	b.mu.Unlock()
-	return ready
+	return src.hasMessageLocked() || b.err != nil
 }
 
 // receive waits for src's next message; ctx's Done closes when the caller

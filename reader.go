@@ -267,15 +267,14 @@ func (in *readInto) takes(s *stream) bool {
 	ca, _ := in.src.(*catchAll)
 	if ca != nil {
 		ca.mu.Lock() // lock order: catchAll.mu, then a stream's
+		defer ca.mu.Unlock()
 	}
-	s.mu.Lock() // no defers: this runs once per message read in place
-	ok := s.queue.len() == 0 && s.order.pending == 0 && s.state.Load()&streamLocalClosed == 0 &&
-		(ca == nil || ca.err == nil && ca.ready.len() == 0 && s.owner == nil)
-	s.mu.Unlock()
-	if ca != nil {
-		ca.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.queue.len() > 0 || s.order.pending > 0 || s.state.Load()&streamLocalClosed != 0 {
+		return false
 	}
-	return ok
+	return ca == nil || ca.err == nil && ca.ready.len() == 0 && s.owner == nil
 }
 
 // ownPayload returns a buffer of ours for a payload of total bytes that

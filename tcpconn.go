@@ -198,8 +198,7 @@ func (e *timeoutError) Temporary() bool { return true }
 // *Config means all defaults. A Config must not be changed after use.
 type Config struct {
 	// IdleTimeout closes a logical connection unused for this long
-	// (default DefaultIdleTimeout; negative: never). It is checked
-	// IdleTimeout/8 apart, so a connection ends at most that much later.
+	// (default DefaultIdleTimeout; negative: never).
 	IdleTimeout time.Duration
 	// MaxMessageSize is the largest message sent or accepted (default 16 MiB,
 	// at least InitialWindow, at most 1<<32-1).
@@ -493,12 +492,9 @@ type Connection struct {
 	lost     bool  // client: its socket was lost; the next bind is a reconnect
 	// final: the first binding is the only one (NetConn: a byte stream
 	// cannot resume on another socket); a client never reconnects.
-	final   atomic.Bool
-	attempt *dialAttempt // client: the connect attempt in progress
-	// used is set by every Send and Receive (touch); the idle timer
-	// (checkIdle) clears it and stamps lastActive, guarded by mu.
-	used       atomic.Bool
-	lastActive time.Duration // since epoch
+	final      atomic.Bool
+	attempt    *dialAttempt // client: the connect attempt in progress
+	lastActive atomic.Int64
 	idleTimer  *time.Timer
 }
 

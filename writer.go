@@ -57,10 +57,6 @@ type writeBatch struct {
 	bulk    uint64 // of msgs, those of LaneThreshold bytes or more (smallTrafficLocked)
 	payload uint64
 	parts   bool // carries parts of a message in parts (adaptBurst)
-	// unstamped: it holds messages queued behind a write in progress,
-	// which read no clock; the writer stamps sched.smallAt for them when
-	// it takes the batch (one clock read a batch, not one a message).
-	unstamped bool
 }
 
 // writeReq is a sender waiting for its large frame, or its message in
@@ -226,17 +222,14 @@ func (l *link) send(done <-chan struct{}, s *stream, owner *inbox, data []byte, 
 		l.wq.wb.bulk++
 	}
 	l.wq.wb.payload += uint64(len(data))
-	copied := !hello || len(data) <= copyLimit && l.wq.wb.size < queueLimit && !(byRef && len(data) >= refMin)
-	if copied && l.wq.busy {
-		l.wq.wb.appendCopy(hdr, data)
-		l.wq.wb.unstamped = true
-		l.wq.mu.Unlock() // the writer in progress takes it along
-		return nil
-	}
 	now := nanotime()
 	l.sched.smallAt = now
-	if copied {
+	if !hello || len(data) <= copyLimit && l.wq.wb.size < queueLimit && !(byRef && len(data) >= refMin) {
 		l.wq.wb.appendCopy(hdr, data)
+		if l.wq.busy {
+			l.wq.mu.Unlock() // the writer in progress takes it along
+			return nil
+		}
 		l.wq.busy = true
 		if !hello || now-l.wq.lastFlush < int64(streamingGap) {
 			// Sends are coming back to back: write behind, so the next
@@ -490,20 +483,16 @@ func (l *link) flush() { l.flushing(false) }
 
 func (l *link) flushing(behind bool) {
 	yielded := false
-	l.wq.mu.Lock()
 	for {
+		l.wq.mu.Lock()
 		if behind && !yielded && l.wq.wb.size < behindBatch && l.token.parked.Load() > behindParked {
 			yielded = true
 			l.wq.mu.Unlock()
 			runtime.Gosched()
-			l.wq.mu.Lock()
 			continue
 		}
 		yielded = false
 		b := l.wq.takeLocked()
-		if b != nil && b.unstamped {
-			l.sched.smallAt = nanotime()
-		}
 		if b != nil && !l.takePartLocked(b) && b.empty() {
 			l.wq.putBackLocked(b) // nothing to write
 			b = nil
@@ -536,22 +525,26 @@ func (l *link) flushing(behind bool) {
 			start = nanotime()
 		}
 		err := l.writeOut(b)
-		var took int64
 		if b.parts {
-			took = nanotime() - start
+			l.adaptBurst(nanotime() - start)
 		}
 		if err != nil {
 			l.fail(writeFailure(err))
 			err = l.linkError()
 		}
-		parts := b.parts
 		b.finish(err)
-		l.wq.mu.Lock() // held on into the next turn: one lock a batch
-		if parts {
-			l.sched.adapt(took, l.cfg.FrameSize)
-		}
+		l.wq.mu.Lock()
 		l.wq.recycleLocked(b)
+		l.wq.mu.Unlock()
 	}
+}
+
+// adaptBurst sizes the next bursts of parts by how fast the last one was
+// written.
+func (l *link) adaptBurst(took int64) {
+	l.wq.mu.Lock()
+	l.sched.adapt(took, l.cfg.FrameSize)
+	l.wq.mu.Unlock()
 }
 
 // writeOut writes b on the link's socket.
