@@ -17,9 +17,11 @@ import (
 // loop, then the queue of one logical connection, then Receive) and must not
 // be touched after putPayload or a chunkList put.
 
-// smallMessageLimit: payloads up to this size are copied out of their
-// pooled buffer by Receive (the buffer is reused); larger ones are handed
-// to the caller as they are (no copy; the pool replaces the buffer).
+// smallMessageLimit: payloads up to this size go into pooled buffers,
+// which ReceiveAppend copies from (the buffer is reused), unless their
+// receiver calls Receive: then into a new slice of their size, handed
+// over (dest, payloadFor). Larger ones are handed to Receive's caller as
+// they are (no copy; the pool replaces the buffer).
 const (
 	smallClassMax     = 13 // 8 KiB
 	smallMessageLimit = 1 << smallClassMax
