@@ -203,6 +203,39 @@ func TestReceiveAppendDoesNotAllocate(t *testing.T) {
 	}
 }
 
+// TestReceiveHandsOverQueuedMessages: a small message that waits for a
+// Connection whose last call was Receive is read into a slice of its
+// size, and Receive hands that slice over: taking it allocates nothing
+// more (it was a second allocation and a copy out of a pooled buffer).
+func TestReceiveHandsOverQueuedMessages(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own")
+	}
+	ln := listenTCP(t)
+	srvSide := make(chan *Connection, 1)
+	serveConns(t, ln, func(conn net.Conn) { srvSide <- WrapConnectionWithID(conn, "fresh", 0) })
+	c := mustDial(t, ln.Addr().String(), WithID("fresh"))
+	srv := closeAtCleanup(t, <-srvSide)
+	msg := pattern(100, 4)
+	mustSend(t, srv, msg)
+	if got := mustReceive(t, c); !bytes.Equal(got, msg) { // c's receiver now calls Receive
+		t.Fatalf("first message: %d bytes, other bytes", len(got))
+	}
+	const runs = 100
+	for range runs + 1 {
+		mustSend(t, srv, msg)
+	}
+	eventually(t, "every message to be queued", func() bool { return queued(c) == runs+1 })
+	allocs := testing.AllocsPerRun(runs, func() {
+		if got, err := c.Receive(); err != nil || !bytes.Equal(got, msg) {
+			panic(fmt.Sprintf("Receive: %v, %d bytes", err, len(got)))
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Receive of a queued message allocates %v times per call, want 0 (its slice was made when it arrived)", allocs)
+	}
+}
+
 // TestReceiveReturnsItsOwnSlice: a message Receive returns is the
 // caller's, whether the call read it for itself (a small one straight into
 // a new slice of its size) or took it from the queue: no later message, of
