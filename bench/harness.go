@@ -93,8 +93,12 @@ func setupDelayed(b *testing.B, tr Transport, n int, perConn bool, rtt time.Dura
 				var lane atomic.Bool
 				tr.Serve(sock, n, perConn, func() { readyOnce.Do(func() { close(ready) }) }, func(c Conn) {
 					err := handle(c)
-					if errors.Is(err, tcpconn.ErrBulkLane) {
-						lane.Store(true) // the socket joined its link as its bulk lane
+					// The socket joined its link as its bulk lane, or was
+					// about to when the teardown cut its handshake (a lane
+					// is opened mid-run; one that never got its HELLO or
+					// LANE through carried no message either).
+					if errors.Is(err, tcpconn.ErrBulkLane) || e.closing.Load() && errors.Is(err, tcpconn.ErrHandshake) {
+						lane.Store(true)
 						return
 					}
 					if err != nil && !e.closing.Load() {
