@@ -175,11 +175,7 @@ func TestReceiveAppendDoesNotAllocate(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates on its own")
 	}
-	ln := listenTCP(t)
-	srvSide := make(chan *Connection, 1)
-	serveConns(t, ln, func(conn net.Conn) { srvSide <- WrapConnectionWithID(conn, "alloc", 0) })
-	c := mustDial(t, ln.Addr().String(), WithID("alloc"))
-	srv := closeAtCleanup(t, <-srvSide)
+	c, srv := namedPair(t, "alloc", 0)
 	const runs = 100
 	msg := pattern(100, 3)
 	// Everything is queued before measuring, so the read loop does not
@@ -211,11 +207,7 @@ func TestReceiveHandsOverQueuedMessages(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates on its own")
 	}
-	ln := listenTCP(t)
-	srvSide := make(chan *Connection, 1)
-	serveConns(t, ln, func(conn net.Conn) { srvSide <- WrapConnectionWithID(conn, "fresh", 0) })
-	c := mustDial(t, ln.Addr().String(), WithID("fresh"))
-	srv := closeAtCleanup(t, <-srvSide)
+	c, srv := namedPair(t, "fresh", 0)
 	msg := pattern(100, 4)
 	mustSend(t, srv, msg)
 	if got := mustReceive(t, c); !bytes.Equal(got, msg) { // c's receiver now calls Receive
@@ -946,14 +938,10 @@ func TestIdleTimeout(t *testing.T) {
 		wantErr(t, srv.Send([]byte("x")), ErrIdleTimeout)
 	})
 	t.Run("server in use", func(t *testing.T) {
-		// Use keeps a Connection (the idle timer sees a flag, not a time);
-		// it idles out counted from its last use, never earlier.
+		// Use keeps a Connection; it idles out counted from its last use,
+		// never earlier.
 		const busyIdle = 2 * idle // a use comes late only after a stall of most of it
-		ln := listenTCP(t)
-		srvSide := make(chan *Connection, 1)
-		serveConns(t, ln, func(conn net.Conn) { srvSide <- WrapConnectionWithID(conn, "busy", busyIdle) })
-		cli := mustDial(t, ln.Addr().String(), WithID("busy"))
-		srv := closeAtCleanup(t, <-srvSide)
+		cli, srv := namedPair(t, "busy", busyIdle)
 		tick := time.NewTicker(busyIdle / 4) // the pace of use under test, not a synchronization
 		defer tick.Stop()
 		var last time.Time
@@ -972,11 +960,7 @@ func TestIdleTimeout(t *testing.T) {
 	t.Run("server after its socket was lost", func(t *testing.T) {
 		// The idle timer still runs on a dead link; when it fires, the
 		// Connection must keep reporting why it died, not the idle timeout.
-		ln := listenTCP(t)
-		srvSide := make(chan *Connection, 1)
-		serveConns(t, ln, func(conn net.Conn) { srvSide <- WrapConnectionWithID(conn, "lost", idle) })
-		cli := mustDial(t, ln.Addr().String(), WithID("lost"))
-		srv := closeAtCleanup(t, <-srvSide)
+		cli, srv := namedPair(t, "lost", idle)
 		mustSend(t, cli, []byte("hello"))
 		mustReceive(t, srv)
 		linkOf(cli).conn.Close()

@@ -244,6 +244,18 @@ func mustDial(t testing.TB, address string, opts ...Option) *Connection {
 	return closeAtCleanup(t, c)
 }
 
+// namedPair is a client Connection dialled with id over TCP and the
+// server Connection WrapConnectionWithID made for it with the given idle
+// timeout, both closed at cleanup.
+func namedPair(t testing.TB, id string, idle time.Duration) (cli, srv *Connection) {
+	t.Helper()
+	ln := listenTCP(t)
+	srvSide := make(chan *Connection, 1)
+	serveConns(t, ln, func(conn net.Conn) { srvSide <- WrapConnectionWithID(conn, id, idle) })
+	cli = mustDial(t, ln.Addr().String(), WithID(id))
+	return cli, closeAtCleanup(t, <-srvSide)
+}
+
 // mustWrap is Wrap that fails the test on error, closed at cleanup.
 func mustWrap(t testing.TB, conn net.Conn, opts ...Option) *Connection {
 	t.Helper()

@@ -184,7 +184,7 @@ func (l *link) readDirect(src source, into dest, cancel <-chan struct{}, blockin
 	noWait := !blocking
 	l.reading.br.noWait = noWait
 	if len(into.buf) > 0 || into.fresh {
-		l.reading.into = readInto{src: src, buf: into.buf, fresh: into.fresh}
+		l.reading.into = readInto{src: src, dest: into}
 	}
 	heard := l.keepAlive.heard.Load()
 	from, m, err := l.readUntil(src, cancel)
@@ -194,22 +194,22 @@ func (l *link) readDirect(src source, into dest, cancel <-chan struct{}, blockin
 	return from, m, true, err == errWouldBlock
 }
 
-// readInto is where a receiver reading for itself through ReceiveAppend
-// wants its next message: read straight into the spare capacity of its
-// buffer, it skips a copy through one of ours (for 64 KiB messages over a
-// fast path, that copy is about a tenth of the receiving process's CPU). Only a
+// readInto is where a receiver reading for itself wants its next message
+// (dest): read straight into the spare capacity of a ReceiveAppend's
+// buffer, or into the new slice a Receive returns, it skips a copy through
+// one of ours (for 64 KiB messages over a fast path, that copy is about a
+// tenth of the receiving process's CPU). Only a
 // message that fits and that src would take (its own stream's, or an
 // unclaimed record's for a catch-all) is read there, a data frame or a
 // message in parts (then its partial holds buf). It belongs to the token
 // holder, and endDirect undoes it before the token goes: the receiver's
 // memory is written by nobody else, and never after its call returned.
 type readInto struct {
-	src   source
-	buf   []byte
-	fresh bool     // src's receiver takes a new slice of the message's size (dest)
-	part  *partial // the message in parts being read into buf, if any
-	from  *stream  // the record of the message read into buf, once complete
-	m     message
+	src  source
+	dest          // where src's receiver wants the message
+	part *partial // the message in parts being read into buf, if any
+	from *stream  // the record of the message read into buf, once complete
+	m    message
 }
 
 // dest is where a receiver reading for itself wants its next message:
