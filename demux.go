@@ -160,6 +160,10 @@ func (l *link) readData(h frameHeader) (bool, error) {
 	l.reading.br.Discard(h.size)
 	m, inPlace := l.inPlaceFor(s, int(n))
 	if !inPlace {
+		if s != nil && l.land(s, int(n)) {
+			l.countIn(int(n))
+			return true, nil
+		}
 		m = payloadFor(s, int(n))
 	}
 	l.reading.pend = pendingData{active: true, inPlace: inPlace, s: s, end: int(n), total: int(n), cost: cost, m: m}
@@ -331,11 +335,7 @@ func (l *link) readPending() (bool, error) {
 	}
 	s, m, cost, inPlace := p.s, p.m, p.cost, p.inPlace
 	*p = pendingData{}
-	l.counters.messagesIn.Add(1)
-	l.counters.bytesIn.Add(uint64(len(m.data)))
-	if len(m.data) >= l.cfg.LaneThreshold {
-		l.lanes.bulkIn.Add(1)
-	}
+	l.countIn(len(m.data))
 	switch {
 	case s == nil:
 		l.drop(m, cost)
@@ -344,6 +344,15 @@ func (l *link) readPending() (bool, error) {
 		return l.deliverInPlace(s, m), nil
 	}
 	return s.deliver(m), nil
+}
+
+// countIn counts a message of n bytes read off the socket.
+func (l *link) countIn(n int) {
+	l.counters.messagesIn.Add(1)
+	l.counters.bytesIn.Add(uint64(n))
+	if n >= l.cfg.LaneThreshold {
+		l.lanes.bulkIn.Add(1)
+	}
 }
 
 // drop releases a message nobody will receive and returns its link credit.

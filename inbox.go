@@ -226,8 +226,14 @@ func receive(src source, ctx context.Context, into dest) (s *stream, m message, 
 		}
 		w := b.parkLocked()
 		w.canLend = st != nil && !lend && len(into.buf) >= l.cfg.LaneThreshold
-		if lend {
+		// A receiver that parks offers its buffer to the socket's reader
+		// (landing.go), once it will not read into it itself.
+		offers := st != nil && !lend && !into.fresh
+		switch {
+		case lend:
 			st.offerLocked(w, into.buf)
+		case offers && !blocking:
+			st.offerLandingLocked(w, into.buf)
 		}
 		b.mu.Unlock()
 		switch {
@@ -243,6 +249,11 @@ func receive(src source, ctx context.Context, into dest) (s *stream, m message, 
 				}
 				continue
 			}
+			if offers {
+				b.mu.Lock()
+				st.offerLandingLocked(w, into.buf)
+				b.mu.Unlock()
+			}
 		default:
 			l.ensureReader()
 		}
@@ -255,8 +266,11 @@ func receive(src source, ctx context.Context, into dest) (s *stream, m message, 
 		}
 		// The loan ends before w is recycled: it names the loan's owner.
 		var landed message
-		if lend {
+		switch {
+		case lend:
 			landed = st.reclaim(w)
+		case offers:
+			landed = st.takeLanded(w)
 		}
 		if canceled {
 			b.unpark(w, src)

@@ -106,7 +106,8 @@ type link struct {
 
 	// Read side: the read token, and what belongs to its holder.
 	token     readToken
-	reading   readState // the token holder's
+	reading   readState    // the token holder's
+	landings  atomic.Int32 // buffers parked receivers offer (landing.go)
 	routes    routeTable
 	inflow    linkInflow // what the peer may send on this link, and the Budget it holds from
 	outflow   outflow    // what this side has sent of the peer's link window; guarded by wq.mu

@@ -66,6 +66,9 @@ type stream struct {
 	fresh atomic.Bool
 	order laneOrder   // messages held behind one on the bulk lane; guarded by mu
 	loan  *bufferLoan // a receiver's buffer lent to the lane (laneloan.go); guarded by mu
+	// landing: a parked receiver's buffer, offered to the socket's reader
+	// (landing.go); guarded by mu.
+	landing *landing
 }
 
 // message is one received payload; pooled is non-nil when data aliases a
