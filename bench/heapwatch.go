@@ -23,6 +23,32 @@ func liveHeap() uint64 {
 	return s[0].Value.Uint64()
 }
 
+// quiesce waits, at most quiesceLimit, for the goroutines of earlier runs
+// to end (a closed tcpconn link reads on until its peer's FIN, a peer's
+// streams wind down on goroutines of their own) and collects their
+// garbage, so that a baseline read next does not count memory about to be
+// freed. It returns once the goroutine count has not fallen for
+// quiescePolls polls in a row.
+func quiesce() {
+	deadline := time.Now().Add(quiesceLimit)
+	low, steady := runtime.NumGoroutine(), 0
+	for steady < quiescePolls && time.Now().Before(deadline) {
+		time.Sleep(quiescePoll)
+		if n := runtime.NumGoroutine(); n < low {
+			low, steady = n, 0
+		} else {
+			steady++
+		}
+	}
+	runtime.GC()
+}
+
+const (
+	quiesceLimit = 5 * time.Second
+	quiescePoll  = 20 * time.Millisecond
+	quiescePolls = 5
+)
+
 // heapWatch samples heapInUse every heapSampleEvery and keeps its
 // high-water mark; past limit it calls over once, so that a measurement
 // that would exhaust the machine is cut short.

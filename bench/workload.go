@@ -366,7 +366,7 @@ func (w Workload) recvOnly(b *testing.B, tr Transport) {
 // trips spread over them. Setup happens once per benchmark (b.Loop).
 func (w Workload) memory(b *testing.B, tr Transport) {
 	var before, after runtime.MemStats
-	runtime.GC()
+	quiesce()
 	runtime.ReadMemStats(&before)
 	g0 := runtime.NumGoroutine()
 
