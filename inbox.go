@@ -228,7 +228,7 @@ func receive(src source, ctx context.Context, into dest) (s *stream, m message, 
 		w.canLend = st != nil && !lend && len(into.buf) >= l.cfg.LaneThreshold
 		// A receiver that parks offers its buffer to the socket's reader
 		// (landing.go), once it will not read into it itself.
-		offers := st != nil && !lend && !into.fresh
+		offers := st != nil && !lend && len(into.buf) > 0
 		switch {
 		case lend:
 			st.offerLocked(w, into.buf)
