@@ -23,30 +23,51 @@ func liveHeap() uint64 {
 	return s[0].Value.Uint64()
 }
 
-// quiesce waits, at most quiesceLimit, for the goroutines of earlier runs
-// to end (a closed tcpconn link reads on until its peer's FIN, a peer's
-// streams wind down on goroutines of their own) and collects their
-// garbage, so that a baseline read next does not count memory about to be
-// freed. It returns once the goroutine count has not fallen for
-// quiescePolls polls in a row.
-func quiesce() {
+// quiesce waits, at most quiesceLimit, for what earlier runs left to end
+// (a closed tcpconn link reads on until its peer's FIN, a peer's streams
+// wind down on goroutines of their own), so that a baseline read next
+// does not count memory about to be freed, and returns the live heap
+// then (settledHeap). It returns once neither the goroutine count nor the
+// live heap has fallen for quiescePolls polls in a row.
+func quiesce() uint64 {
 	deadline := time.Now().Add(quiesceLimit)
-	low, steady := runtime.NumGoroutine(), 0
-	for steady < quiescePolls && time.Now().Before(deadline) {
+	goroutines, heap := runtime.NumGoroutine(), settledHeap()
+	for steady := 0; steady < quiescePolls && time.Now().Before(deadline); {
 		time.Sleep(quiescePoll)
-		if n := runtime.NumGoroutine(); n < low {
-			low, steady = n, 0
-		} else {
-			steady++
+		g, h := runtime.NumGoroutine(), settledHeap()
+		steady++
+		if g < goroutines || h < heap-heap/100 {
+			steady = 0
 		}
+		goroutines, heap = min(g, goroutines), min(h, heap)
 	}
-	runtime.GC()
+	return settledHeap()
+}
+
+// settledHeap collects garbage until a collection frees less than 1 % of
+// the heap (at least twice: a sync.Pool's objects survive one collection
+// in its victim cache, and pools of earlier runs would otherwise be
+// counted in a baseline and freed during the measurement), at most
+// settleGCs times, and returns the bytes of live heap objects.
+func settledHeap() uint64 {
+	var ms runtime.MemStats
+	prev := uint64(0)
+	for i := 0; i < settleGCs; i++ {
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		if i > 0 && ms.HeapAlloc > prev-prev/100 {
+			break
+		}
+		prev = ms.HeapAlloc
+	}
+	return ms.HeapAlloc
 }
 
 const (
 	quiesceLimit = 5 * time.Second
 	quiescePoll  = 20 * time.Millisecond
 	quiescePolls = 5
+	settleGCs    = 5
 )
 
 // heapWatch samples heapInUse every heapSampleEvery and keeps its

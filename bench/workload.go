@@ -365,9 +365,7 @@ func (w Workload) recvOnly(b *testing.B, tr Transport) {
 // divided by w.Conns. Then, with all of them still open, it times round
 // trips spread over them. Setup happens once per benchmark (b.Loop).
 func (w Workload) memory(b *testing.B, tr Transport) {
-	var before, after runtime.MemStats
-	quiesce()
-	runtime.ReadMemStats(&before)
+	before := quiesce()
 	g0 := runtime.NumGoroutine()
 
 	e := setup(b, tr, w.Conns, false, echo)
@@ -388,10 +386,9 @@ func (w Workload) memory(b *testing.B, tr Transport) {
 			e.fatalf("conn %d: %v", i, err)
 		}
 	}
-	runtime.GC()
-	runtime.ReadMemStats(&after)
+	after := settledHeap()
 	g1 := runtime.NumGoroutine()
-	heapPerConn := (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / float64(w.Conns)
+	heapPerConn := (float64(after) - float64(before)) / float64(w.Conns)
 	gPerConn := float64(g1-g0) / float64(w.Conns)
 
 	seq := uint64(1)
