@@ -55,25 +55,29 @@ func BenchmarkSendOnly(b *testing.B) {
 		}
 		s := WrapConnectionWithID(conn, "bench", 0)
 		defer s.Close()
-		var buf []byte
-		n := 0
-		for {
-			buf, err = s.ReceiveAppend(context.Background(), buf[:0])
-			if err != nil {
-				got <- n
-				return
-			}
-			if len(buf) == 0 { // end marker
-				got <- n
-				n = 0
-				continue
-			}
-			n++
-		}
+		got <- drainCount(s)
 	}()
 	c := NewConnectionWithID(ln.Addr().String(), "bench", 0)
 	defer c.Close()
-	msg := make([]byte, 1<<10)
+	sendCounted(b, c, make([]byte, 1<<10), got)
+}
+
+// drainCount receives until an empty message (the end marker) or an error
+// and returns how many messages came before it.
+func drainCount(s *Connection) int {
+	var buf []byte
+	var err error
+	for n := 0; ; n++ {
+		if buf, err = s.ReceiveAppend(context.Background(), buf[:0]); err != nil || len(buf) == 0 {
+			return n
+		}
+	}
+}
+
+// sendCounted times b.N Sends of msg on c, then sends the end marker and
+// checks the count the server's drainCount reports on got.
+func sendCounted(b *testing.B, c *Connection, msg []byte, got <-chan int) {
+	b.Helper()
 	b.SetBytes(int64(len(msg)))
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -263,34 +267,14 @@ func BenchmarkSocketBuffers(b *testing.B) {
 					return
 				}
 				defer s.Close()
-				var buf []byte
-				for n := 0; ; n++ {
-					if buf, err = s.ReceiveAppend(context.Background(), buf[:0]); err != nil || len(buf) == 0 {
-						got <- n
-						return
-					}
-				}
+				got <- drainCount(s)
 			}()
 			c, err := Dial(context.Background(), ln.Addr().String(), WithID("s"), WithConfig(cfg))
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer c.Close()
-			msg := make([]byte, 64<<10)
-			b.SetBytes(int64(len(msg)))
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				if err := c.Send(msg); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if err := c.Send(nil); err != nil {
-				b.Fatal(err)
-			}
-			if n := <-got; n != b.N {
-				b.Fatalf("server got %d of %d", n, b.N)
-			}
+			sendCounted(b, c, make([]byte, 64<<10), got)
 		})
 	}
 }
