@@ -702,8 +702,10 @@ func (c *Connection) ReceiveFrom(ctx context.Context) (string, []byte, error) {
 // Linux TCP and only what has arrived) and the message fits in dst's spare
 // capacity, it is read straight into it, saving a copy; so is a message
 // on the bulk lane that fits, while the call waits for it (README, "Bulk
-// lanes"). So the bytes of dst beyond len(dst) may be overwritten even by
-// a call that returns an error, but never after it returned.
+// lanes"), and one that fits and that another goroutine, reading the
+// socket while the call waits, already holds whole. So the bytes of dst
+// beyond len(dst) may be overwritten even by a call that returns an
+// error, but never after it returned.
 func (c *Connection) ReceiveAppend(ctx context.Context, dst []byte) ([]byte, error) {
 	_, m, inPlace, err := c.receive(ctx, dest{buf: dst[len(dst):cap(dst)]})
 	if err != nil {
