@@ -27,13 +27,10 @@ type landing struct {
 	landed message // the message copied into buf, for owner
 }
 
-// offerLandingLocked offers buf, the spare capacity of w's receiver, for
-// its next small message, unless another receiver of s offers one already
-// or there is nothing to offer. The caller holds s.mu.
+// offerLandingLocked offers buf, the spare capacity of w's receiver (not
+// empty: an empty buf marks no offer), for its next small message, unless
+// another receiver of s offers one already. The caller holds s.mu.
 func (s *stream) offerLandingLocked(w *waiter, buf []byte) {
-	if len(buf) == 0 {
-		return
-	}
 	if s.landing == nil {
 		s.landing = new(landing) // kept: a stream that offered once will again
 	}

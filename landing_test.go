@@ -46,7 +46,9 @@ func TestLandingTakesOnlyAMessageThatMayGoFirst(t *testing.T) {
 			s.mu.Lock()
 			w := s.parkLocked()
 			buf := make([]byte, tc.offer)
-			s.offerLandingLocked(w, buf)
+			if tc.offer > 0 {
+				s.offerLandingLocked(w, buf)
+			}
 			s.mu.Unlock()
 			if got := l.land(s, len(payload)); got != tc.lands {
 				t.Fatalf("land = %v, want %v", got, tc.lands)
