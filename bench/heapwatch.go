@@ -32,35 +32,34 @@ func liveHeap() uint64 {
 func quiesce() uint64 {
 	deadline := time.Now().Add(quiesceLimit)
 	goroutines, heap := runtime.NumGoroutine(), settledHeap()
+	last := heap
 	for steady := 0; steady < quiescePolls && time.Now().Before(deadline); {
 		time.Sleep(quiescePoll)
-		g, h := runtime.NumGoroutine(), settledHeap()
+		g := runtime.NumGoroutine()
+		last = settledHeap()
 		steady++
-		if g < goroutines || h < heap-heap/100 {
+		if g < goroutines || last < heap-heap/100 {
 			steady = 0
 		}
-		goroutines, heap = min(g, goroutines), min(h, heap)
+		goroutines, heap = min(g, goroutines), min(last, heap)
 	}
-	return settledHeap()
+	return last
 }
 
-// settledHeap collects garbage until a collection frees less than 1 % of
-// the heap (at least twice: a sync.Pool's objects survive one collection
-// in its victim cache, and pools of earlier runs would otherwise be
-// counted in a baseline and freed during the measurement), at most
-// settleGCs times, and returns the bytes of live heap objects.
+// settledHeap collects garbage (liveHeap) until a collection frees less
+// than 1 % of the heap (at least twice: a sync.Pool's objects survive one
+// collection in its victim cache, and pools of earlier runs would
+// otherwise be counted in a baseline and freed during the measurement),
+// at most settleGCs times, and returns the bytes of live heap objects.
 func settledHeap() uint64 {
-	var ms runtime.MemStats
-	prev := uint64(0)
-	for i := 0; i < settleGCs; i++ {
-		runtime.GC()
-		runtime.ReadMemStats(&ms)
-		if i > 0 && ms.HeapAlloc > prev-prev/100 {
+	h := liveHeap()
+	for i := 1; i < settleGCs; i++ {
+		prev := h
+		if h = liveHeap(); h > prev-prev/100 {
 			break
 		}
-		prev = ms.HeapAlloc
 	}
-	return ms.HeapAlloc
+	return h
 }
 
 const (
